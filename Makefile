@@ -1,0 +1,72 @@
+# knn-operator developer entry points. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+EXTRAS := serving,operator,dev
+TOOLS_BIN := $(shell $(PYTHON) -c 'import os;print(os.environ.get("KNN_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),"knn-operator"))')/bin
+export PATH := $(TOOLS_BIN):$(PATH)
+
+.PHONY: help
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+
+.PHONY: install
+install: $(STAMP) system-deps tools ## create .venv, install Python packages, Debian packages and Go-built tools (idempotent)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS)]'
+	touch $@
+
+.PHONY: system-deps
+system-deps: ## install Debian packages used by tests (prometheus, wrk)
+	hack/install-system-deps.sh
+
+.PHONY: tools
+tools: ## build kube-apiserver, etcd, kubectl, helm, kubeconform from Go modules (cached)
+	hack/build-tools.sh >/dev/null
+
+.PHONY: test
+test: install ## run every test tier that CI runs
+	$(PY) -m pytest
+
+.PHONY: test-unit
+test-unit: $(STAMP) ## only the fast, pure tests
+	$(PY) -m pytest tests/unit
+
+.PHONY: lint
+lint: $(STAMP) ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+.PHONY: fmt
+fmt: $(STAMP) ## format the code
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+.PHONY: bench
+bench: install ## run benchmarks; prints ratios against in-process baselines
+	$(PY) -m bench
+
+.PHONY: demo
+demo: install ## main job: build a sample index and serve it locally, then query it
+	$(PY) -m knn_devtools.demo
+
+.PHONY: controlplane-up
+controlplane-up: install ## start etcd + kube-apiserver in the background; writes .local/kubeconfig
+	$(PY) -m knn_devtools.controlplane up --dir .local
+
+.PHONY: controlplane-down
+controlplane-down: $(STAMP) ## stop what controlplane-up started
+	$(PY) -m knn_devtools.controlplane down --dir .local
+
+.PHONY: clean
+clean: ## remove the virtual environment and caches (not the Go-built tools)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .local

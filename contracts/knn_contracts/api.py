@@ -1,0 +1,23 @@
+"""Kubernetes API constants: group, versions, kinds, labels and annotations."""
+
+from typing import Final
+
+GROUP: Final = "knn.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+KNN_INDEX_KIND: Final = "KnnIndex"
+KNN_INDEX_PLURAL: Final = "knnindexes"
+CLUSTER_MODEL_KIND: Final = "ClusterModel"
+CLUSTER_MODEL_PLURAL: Final = "clustermodels"
+
+FIELD_MANAGER: Final = "knn-operator"
+
+LABEL_INDEX: Final = f"{GROUP}/index"
+LABEL_MODEL: Final = f"{GROUP}/model"
+LABEL_VERSION: Final = f"{GROUP}/version"
+LABEL_COMPONENT: Final = f"{GROUP}/component"
+
+ANNOTATION_PROMOTE: Final = f"{GROUP}/promote"
+ANNOTATION_ABORT: Final = f"{GROUP}/abort"
+ANNOTATION_REBUILD: Final = f"{GROUP}/rebuild"

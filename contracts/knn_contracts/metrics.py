@@ -1,0 +1,26 @@
+"""Prometheus metric and label names exported by serving pods (base units)."""
+
+from typing import Final
+
+QUERY_DURATION: Final = "knn_query_duration_seconds"
+REQUESTS: Final = "knn_requests"  # exported as knn_requests_total (counter)
+RECALL: Final = "knn_recall_ratio"
+INDEX_VECTORS: Final = "knn_index_vectors"
+INDEX_INFO: Final = "knn_index_info"
+CLUSTER_ASSIGNMENTS: Final = "knn_cluster_assignments"  # knn_cluster_assignments_total
+CLUSTER_DRIFT_PSI: Final = "knn_cluster_drift_psi"
+
+# Identity labels every series carries, set by the server itself so analysis
+# queries work whatever the scrape relabelling does.
+LABEL_INDEX: Final = "index"
+LABEL_MODEL: Final = "model"
+LABEL_VERSION: Final = "version"
+LABEL_NAMESPACE: Final = "namespace"
+LABEL_CODE: Final = "code"
+LABEL_K: Final = "k"
+
+# Latency buckets in seconds: dense below 50 ms where p95 thresholds live.
+QUERY_DURATION_BUCKETS: Final = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
+    0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
+)
