@@ -4,8 +4,9 @@ Layout::
 
     <version>/manifest.json   Manifest below; sha256 of every other file
     <version>/index.bin       hnswlib index
-    <version>/ids.json        original ids, position = hnswlib label
-    <version>/probes.npz      probe queries and their exact top-k (ids as labels)
+    <version>/ids.npy         original ids (int64 or unicode), position = hnswlib label
+    <version>/probes.npz      probe queries, their exact top-k labels, and the label
+                              of each query's own row (-1 if not from the data)
 
 A builder writes it under a temporary name and renames it, so a reader never
 sees half an artifact. A server refuses one whose checksums do not match.
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 FORMAT_VERSION: Literal[1] = 1
 MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.bin"
-IDS_FILE = "ids.json"
+IDS_FILE = "ids.npy"
 PROBES_FILE = "probes.npz"
 TEMP_PREFIX = ".tmp-"
 

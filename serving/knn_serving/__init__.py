@@ -1,0 +1,1 @@
+"""Data plane: the index builder (`knn-build`) and the query server (`knn-serve`)."""

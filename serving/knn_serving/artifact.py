@@ -1,0 +1,186 @@
+"""Write and verify artifacts (DESIGN section 3).
+
+Writing: files go into a temporary sibling directory, the manifest (with the
+sha256 of every file) is written last, then the directory is renamed into
+place. On a remote store (no atomic rename) the files are uploaded first and
+the manifest last, so a manifest's presence means the artifact is whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from knn_contracts.artifact import (
+    IDS_FILE,
+    INDEX_FILE,
+    MANIFEST_FILE,
+    PROBES_FILE,
+    TEMP_PREFIX,
+    Manifest,
+)
+from pydantic import ValidationError
+
+from .errors import ArtifactError
+from .uris import join, resolve
+
+_CHUNK = 4 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def staging_dir(parent: Path, version: str) -> Iterator[Path]:
+    """A temporary directory beside the final one, removed unless published."""
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{version}-", dir=parent))
+    # mkdtemp makes it 0700; serving pods run as another non-root user.
+    tmp.chmod(0o755)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def file_digests(directory: Path) -> dict[str, str]:
+    return {
+        p.name: sha256_file(p)
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != MANIFEST_FILE
+    }
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> str:
+    path = directory / MANIFEST_FILE
+    data = manifest.model_dump_json(indent=2).encode() + b"\n"
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return hashlib.sha256(data).hexdigest()
+
+
+def publish_local(staged: Path, final: Path) -> None:
+    """Rename a fully written staging directory into place."""
+    for p in staged.iterdir():
+        with p.open("rb") as f:
+            os.fsync(f.fileno())
+    if final.exists():
+        raise ArtifactError(f"{final}: already exists; artifacts are immutable")
+    staged.rename(final)
+    _fsync_dir(final.parent)
+
+
+def publish_remote(staged: Path, uri: str) -> None:
+    import fsspec  # only remote stores need it at import time
+
+    fs, _, (root,) = fsspec.get_fs_token_paths(uri)
+    if fs.exists(join(root, MANIFEST_FILE)):
+        raise ArtifactError(f"{uri}: already exists; artifacts are immutable")
+    for p in sorted(staged.iterdir()):
+        if p.name != MANIFEST_FILE:
+            fs.put_file(str(p), join(root, p.name))
+    fs.put_file(str(staged / MANIFEST_FILE), join(root, MANIFEST_FILE))
+
+
+@dataclass(frozen=True)
+class Probes:
+    queries: npt.NDArray[np.float32]
+    truth: npt.NDArray[np.int64]  # (n, k) hnswlib labels of the exact top-k
+    self_labels: npt.NDArray[np.int64]  # label of the query's own row, -1 if none
+
+    def save(self, path: Path) -> None:
+        with path.open("wb") as f:
+            np.savez(f, queries=self.queries, truth=self.truth, self_labels=self.self_labels)
+
+    @classmethod
+    def load(cls, path: Path) -> Probes:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(
+                queries=np.ascontiguousarray(z["queries"], dtype=np.float32),
+                truth=np.asarray(z["truth"], dtype=np.int64),
+                self_labels=np.asarray(z["self_labels"], dtype=np.int64),
+            )
+
+
+def read_manifest(directory: Path) -> Manifest:
+    path = directory / MANIFEST_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(
+            f"{directory}: no {MANIFEST_FILE}; not an artifact or not complete"
+        ) from None
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        return Manifest.model_validate_json(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(root)"
+        raise ArtifactError(f"{path}: invalid manifest at {where}: {first['msg']}") from None
+
+
+def verify(directory: Path) -> Manifest:
+    """Check every file against the manifest; raise ArtifactError naming the first mismatch."""
+    manifest = read_manifest(directory)
+    for required in (INDEX_FILE, IDS_FILE, PROBES_FILE):
+        if required not in manifest.files:
+            raise ArtifactError(f"{directory}: manifest lists no checksum for {required}")
+    for name, expected in sorted(manifest.files.items()):
+        path = directory / name
+        if not path.is_file():
+            raise ArtifactError(f"{path}: listed in the manifest but missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ArtifactError(
+                f"{path}: sha256 mismatch (manifest {expected[:12]}…, file {actual[:12]}…); "
+                "the artifact is corrupt"
+            )
+    return manifest
+
+
+def localize(uri: str, cache: Path) -> Path:
+    """A local directory holding the artifact at `uri`, downloading remote ones into `cache`."""
+    loc = resolve(uri)
+    if loc.local is not None:
+        return loc.local
+    import fsspec
+
+    fs, _, (root,) = fsspec.get_fs_token_paths(uri)
+    if not fs.exists(join(root, MANIFEST_FILE)):
+        raise ArtifactError(f"{uri}: no {MANIFEST_FILE}; not an artifact or not complete")
+    target = cache / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name in [MANIFEST_FILE, *read_remote_manifest(fs, root).files]:
+        fs.get_file(join(root, name), str(target / name))
+    return target
+
+
+def read_remote_manifest(fs: object, root: str) -> Manifest:
+    with fs.open(join(root, MANIFEST_FILE), "rb") as f:  # type: ignore[attr-defined]
+        return Manifest.model_validate_json(f.read())

@@ -1,0 +1,1 @@
+"""`knn-build`: source vectors → validated, versioned HNSW artifact."""

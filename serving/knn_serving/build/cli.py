@@ -1,0 +1,171 @@
+"""`knn-build` command line. Exit codes: 0 built, 1 recall gate failed,
+2 bad input or usage, 3 artifact or storage error."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import cast
+
+from knn_contracts.artifact import BuildSummary, Metric
+
+from ..cpus import available_cpus
+from ..errors import ArtifactError, InputError
+from .pipeline import BuildOptions, RecallTooLowError, run_build
+from .sources import FORMATS
+
+TERMINATION_LOG = Path("/dev/termination-log")
+# The kubelet keeps at most 4096 bytes of a termination message.
+SUMMARY_LIMIT = 4000
+
+
+def _positive(name: str, upper: int | None = None) -> type[int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if value < 1 or (upper is not None and value > upper):
+            rng = f"between 1 and {upper}" if upper else "at least 1"
+            raise argparse.ArgumentTypeError(f"{name} must be {rng}, got {value}")
+        return value
+
+    parse.__name__ = name
+    return cast(type[int], parse)
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="knn-build",
+        description="Build, validate and write a versioned HNSW artifact from source vectors.",
+        epilog="Exit codes: 0 built, 1 recall below --min-recall, 2 bad input, 3 storage error.",
+    )
+    p.add_argument("--source", required=True, help="path, file://, pvc://, http(s):// or s3://")
+    p.add_argument("--format", choices=FORMATS, help="default: from the file extension")
+    p.add_argument("--ids", help="ids file (.npy int64/str, .json list, or one per line)")
+    p.add_argument("--column", help="parquet column holding the vectors")
+    p.add_argument("--id-column", help="parquet column holding the ids")
+    p.add_argument("--dimension", type=_positive("--dimension", 65536), help="expected dimension")
+    p.add_argument("--metric", required=True, choices=["l2", "ip", "cosine"])
+    p.add_argument("--m", type=_positive("--m", 128), default=16)
+    p.add_argument("--ef-construction", type=_positive("--ef-construction", 4096), default=200)
+    p.add_argument("--ef-search", type=_positive("--ef-search", 4096), default=64)
+    p.add_argument("--probe-queries", type=_positive("--probe-queries", 100_000), default=500)
+    p.add_argument("--probe-source", help="probe queries from this file instead of held-out rows")
+    p.add_argument("--k", type=_positive("--k", 1000), default=10)
+    p.add_argument("--min-recall", type=_ratio, default=0.9)
+    p.add_argument("--threads", type=_positive("--threads", 1024), help="default: all usable CPUs")
+    p.add_argument("--version", help="version name (default: derived from inputs)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--summary-file",
+        help=f"where to write the one-line JSON summary (default {TERMINATION_LOG} if present)",
+    )
+    p.add_argument("--out", required=True, help="directory (or s3://) where versions live")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def _summary_path(given: str | None) -> Path | None:
+    if given:
+        return Path(given)
+    if TERMINATION_LOG.exists() and os.access(TERMINATION_LOG, os.W_OK):
+        return TERMINATION_LOG
+    return None
+
+
+def _write_summary(path: Path | None, summary: BuildSummary) -> None:
+    line = summary.model_dump_json(exclude_none=True)
+    if len(line) > SUMMARY_LIMIT:
+        over = len(line) - SUMMARY_LIMIT
+        summary = summary.model_copy(update={"message": summary.message[: -over - 1] + "…"})
+        line = summary.model_dump_json(exclude_none=True)
+    print(line, flush=True)
+    if path is not None:
+        try:
+            path.write_text(line + "\n")
+        except OSError as e:
+            print(
+                f"knn-build: warning: cannot write summary to {path}: {e.strerror}", file=sys.stderr
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s knn-build %(levelname)s %(message)s",
+    )
+    opts = BuildOptions(
+        source=args.source,
+        out=args.out,
+        metric=cast(Metric, args.metric),
+        m=args.m,
+        ef_construction=args.ef_construction,
+        ef_search=args.ef_search,
+        probe_queries=args.probe_queries,
+        k=args.k,
+        min_recall=args.min_recall,
+        format=args.format,
+        ids=args.ids,
+        column=args.column,
+        id_column=args.id_column,
+        probe_source=args.probe_source,
+        dimension=args.dimension,
+        threads=args.threads or available_cpus(),
+        version=args.version,
+        seed=args.seed,
+    )
+    summary_path = _summary_path(args.summary_file)
+    start = time.perf_counter()
+    code = 0
+    try:
+        result = run_build(opts)
+    except InputError as e:
+        message, code = str(e), 2
+    except RecallTooLowError as e:
+        message, code = str(e), 1
+    except ArtifactError as e:
+        message, code = str(e), 3
+    except OSError as e:
+        message, code = f"storage error: {e}", 3
+    if code:
+        print(f"knn-build: error: {message}", file=sys.stderr)
+        _write_summary(
+            summary_path, BuildSummary(outcome="Failed", version=args.version, message=message)
+        )
+        return code
+    m = result.manifest
+    _write_summary(
+        summary_path,
+        BuildSummary(
+            outcome="Succeeded",
+            version=m.version,
+            vectors=m.count,
+            dimension=m.dimension,
+            recall=round(m.validation.recall, 6),
+            build_seconds=round(time.perf_counter() - start, 3),
+            artifact=result.artifact_uri,
+            sha256=result.manifest_sha256,
+        ),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
