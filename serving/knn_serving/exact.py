@@ -16,7 +16,8 @@ DEFAULT_BLOCK_BYTES = 256 << 20
 def _unit(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return (x / norms).astype(np.float32, copy=False)
+    unit: npt.NDArray[np.float32] = (x / norms).astype(np.float32, copy=False)
+    return unit
 
 
 def exact_topk(
