@@ -1,0 +1,1 @@
+"""`knn-serve`: the HNSW query server of a serving Deployment."""

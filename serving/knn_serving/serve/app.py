@@ -1,0 +1,297 @@
+"""The HTTP API (DESIGN section 3). Bad input → 4xx with a message; never a 5xx.
+
+The query route reads the raw body itself: FastAPI's body model is declared
+only for the OpenAPI document, so large arrays skip per-element validation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import ArtifactError
+from .index import LoadedIndex, Searcher
+from .metrics import Identity, ServingMetrics
+from .requests import Limits, Query, RequestError, parse
+
+log = logging.getLogger("knn-serve")
+
+JSON = "application/json"
+
+
+@dataclass
+class Settings:
+    artifact: Path
+    identity: Identity
+    probe_interval: float = 60.0
+    batch_threads: int = 1
+    max_batch: int = 1024
+    max_body_bytes: int = 16 << 20
+    max_k: int = 1000
+    max_ef: int = 4096
+
+
+@dataclass
+class State:
+    settings: Settings
+    metrics: ServingMetrics
+    searcher: Searcher | None = None
+    limits: Limits | None = None
+    error: str | None = None
+    warm: bool = False
+    draining: bool = False
+    last_recall: float | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type=JSON
+    )
+
+
+def _error(status: int, message: str) -> Response:
+    return _json({"detail": message}, status)
+
+
+QUERY_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            JSON: {
+                "schema": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "required": ["vector"],
+                            "properties": {
+                                "vector": {"type": "array", "items": {"type": "number"}},
+                                "k": {"type": "integer", "minimum": 1, "default": 10},
+                                "ef": {"type": "integer", "minimum": 1},
+                            },
+                            "additionalProperties": False,
+                        },
+                        {
+                            "type": "object",
+                            "required": ["vectors"],
+                            "properties": {
+                                "vectors": {
+                                    "type": "array",
+                                    "items": {"type": "array", "items": {"type": "number"}},
+                                },
+                                "k": {"type": "integer", "minimum": 1, "default": 10},
+                                "ef": {"type": "integer", "minimum": 1},
+                            },
+                            "additionalProperties": False,
+                        },
+                    ]
+                }
+            },
+            "application/octet-stream": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "little-endian float32 rows; k and ef as query params",
+                }
+            },
+        },
+    },
+    "parameters": [
+        {"name": "k", "in": "query", "required": False, "schema": {"type": "integer"}},
+        {"name": "ef", "in": "query", "required": False, "schema": {"type": "integer"}},
+    ],
+    "responses": {
+        "200": {"description": "neighbours: ids (original) and distances, nearest first"},
+        "400": {"description": "malformed body"},
+        "413": {"description": "body or batch too large"},
+        "415": {"description": "unsupported content type"},
+        "422": {"description": "invalid query (dimension, NaN, k or ef out of range)"},
+        "503": {"description": "index not loaded yet"},
+    },
+}
+
+
+async def _load(state: State) -> None:
+    s = state.settings
+    try:
+        loaded = await asyncio.to_thread(LoadedIndex.load, s.artifact)
+    except ArtifactError as e:
+        state.error = f"artifact refused: {e}"
+        log.error("%s", state.error)
+        return
+    except Exception as e:  # an unreadable index is a refusal too; stay up, unready
+        state.error = f"artifact refused: {s.artifact}: {type(e).__name__}: {e}"
+        log.error("%s", state.error)
+        return
+    m = loaded.manifest
+    state.metrics.set_version(m)
+    state.limits = Limits(
+        dimension=m.dimension,
+        count=m.count,
+        max_k=s.max_k,
+        max_ef=s.max_ef,
+        max_batch=s.max_batch,
+        max_body_bytes=s.max_body_bytes,
+    )
+    state.searcher = Searcher(loaded, s.batch_threads)
+    log.info(
+        "loaded %s: version %s, %d vectors, dimension %d, %s",
+        s.artifact,
+        m.version,
+        m.count,
+        m.dimension,
+        m.metric,
+    )
+    await _replay_forever(state)
+
+
+async def _replay_once(state: State) -> None:
+    assert state.searcher is not None
+    p = state.searcher.loaded.probes
+    if p.truth.shape[0] == 0:
+        state.warm = True
+        return
+    recall = await state.searcher.replay_probes()
+    state.last_recall = recall
+    state.metrics.set_recall(int(p.truth.shape[1]), recall)
+    if not state.warm:
+        log.info(
+            "warm-up replay of %d probes: recall@%d = %.4f; ready",
+            p.truth.shape[0],
+            p.truth.shape[1],
+            recall,
+        )
+    state.warm = True
+
+
+async def _replay_forever(state: State) -> None:
+    while True:
+        try:
+            await _replay_once(state)
+        except Exception:  # keep replaying; a failed round leaves the last value
+            log.exception("probe replay failed")
+        await asyncio.sleep(state.settings.probe_interval)
+
+
+def create_app(settings: Settings, metrics: ServingMetrics | None = None) -> FastAPI:
+    state = State(settings, metrics or ServingMetrics(settings.identity))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.tasks.append(asyncio.create_task(_load(state)))
+        try:
+            yield
+        finally:
+            state.draining = True
+            for t in state.tasks:
+                t.cancel()
+            for t in state.tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            if state.searcher is not None:
+                state.searcher.close()
+
+    app = FastAPI(title="knn-serve", version="1", lifespan=lifespan)
+    app.state.knn = state
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        return _error(422, str(exc.errors()[0].get("msg", "invalid request")))
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz", responses={503: {"description": "not ready"}})
+    async def readyz() -> Response:
+        if state.error:
+            return _error(503, state.error)
+        if state.draining:
+            return _error(503, "shutting down")
+        if state.searcher is None:
+            return _error(503, "loading index")
+        if not state.warm:
+            return _error(503, "warming up: replaying probe set")
+        return _json({"status": "ready"})
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(
+            state.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    @app.get("/v1/info", responses={503: {"description": "index not loaded"}})
+    async def info() -> Response:
+        if state.searcher is None:
+            return _error(503, state.error or "loading index")
+        doc = state.searcher.loaded.manifest.model_dump(mode="json")
+        doc["live"] = {"recall": state.last_recall, "ready": state.warm}
+        return _json(doc)
+
+    @app.post("/v1/query", openapi_extra=QUERY_SCHEMA)
+    async def query(request: Request) -> Response:
+        start = time.perf_counter()
+        searcher, limits = state.searcher, state.limits
+        if searcher is None or limits is None:
+            state.metrics.count(503)
+            return _error(503, state.error or "loading index")
+        try:
+            declared = request.headers.get("content-length")
+            if (
+                declared is not None
+                and declared.isdigit()
+                and int(declared) > limits.max_body_bytes
+            ):
+                raise RequestError(
+                    413, f"body of {declared} bytes exceeds the limit of {limits.max_body_bytes}"
+                )
+            body = await request.body()
+            q = parse(request.headers.get("content-type"), body, dict(request.query_params), limits)
+            payload = await _answer(searcher, q)
+        except RequestError as e:
+            state.metrics.count(e.status)
+            return _error(e.status, e.message)
+        response = _json(payload)
+        state.metrics.observe(time.perf_counter() - start)
+        state.metrics.count(200)
+        return response
+
+    return app
+
+
+async def _answer(searcher: Searcher, q: Query) -> dict[str, Any]:
+    try:
+        labels, distances = await searcher.search(q.vectors, q.k, q.ef)
+    except RuntimeError as e:  # hnswlib: fewer than k reachable neighbours at this ef
+        raise RequestError(
+            422, f"cannot return {q.k} neighbours ({e}); lower k or raise ef"
+        ) from None
+    ids = searcher.loaded.ids[labels.astype(np.intp)]
+    version = searcher.loaded.manifest.version
+    if ids.dtype.kind == "U":
+        ids_out: Any = ids.tolist()
+    else:
+        ids_out = ids
+    if q.single:
+        return {"ids": ids_out[0], "distances": distances[0], "version": version}
+    return {
+        "results": [{"ids": i, "distances": d} for i, d in zip(ids_out, distances, strict=True)],
+        "version": version,
+    }

@@ -1,0 +1,149 @@
+"""`knn-serve` command line.
+
+With `--workers N > 1` uvicorn starts N processes, each loading the index;
+metrics are then aggregated through prometheus_client's multiprocess mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import prometheus_client
+import uvicorn
+from fastapi import FastAPI
+
+from ..cpus import available_cpus
+from ..errors import ArtifactError
+from .app import Settings, create_app
+from .metrics import MULTIPROC_ENV, Identity
+
+SETTINGS_ENV = "KNN_SERVE_SETTINGS"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="knn-serve", description="Serve a knn-build artifact over HTTP."
+    )
+    p.add_argument("--artifact", required=True, type=Path, help="artifact directory (one version)")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=1, help="server processes (each loads the index)")
+    p.add_argument(
+        "--probe-interval",
+        type=float,
+        default=60.0,
+        help="seconds between probe-set replays that update knn_recall_ratio",
+    )
+    p.add_argument(
+        "--index-name",
+        default=os.environ.get("KNN_INDEX_NAME", "default"),
+        help="'index' label on every metric (env KNN_INDEX_NAME)",
+    )
+    p.add_argument(
+        "--namespace",
+        default=os.environ.get("KNN_NAMESPACE", "default"),
+        help="'namespace' label on every metric (env KNN_NAMESPACE)",
+    )
+    p.add_argument(
+        "--batch-threads",
+        type=int,
+        default=0,
+        help="hnswlib threads per batch query (default: usable CPUs / workers)",
+    )
+    p.add_argument("--max-batch", type=int, default=1024)
+    p.add_argument("--max-body-bytes", type=int, default=16 << 20)
+    p.add_argument("--max-k", type=int, default=1000)
+    p.add_argument("--max-ef", type=int, default=4096)
+    p.add_argument(
+        "--drain-seconds",
+        type=int,
+        default=25,
+        help="on SIGTERM, wait this long for in-flight requests",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="verify the artifact's checksums and exit (0 ok, 3 refused)",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    for name in ("workers", "max_batch", "max_body_bytes", "max_k", "max_ef"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"knn-serve: error: --{name.replace('_', '-')} must be at least 1")
+    if args.probe_interval <= 0:
+        raise SystemExit("knn-serve: error: --probe-interval must be positive")
+    threads = args.batch_threads or max(1, available_cpus() // args.workers)
+    return Settings(
+        artifact=args.artifact,
+        identity=Identity(args.index_name, args.namespace),
+        probe_interval=args.probe_interval,
+        batch_threads=threads,
+        max_batch=args.max_batch,
+        max_body_bytes=args.max_body_bytes,
+        max_k=args.max_k,
+        max_ef=args.max_ef,
+    )
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for worker processes: settings travel in the environment."""
+    raw = json.loads(os.environ[SETTINGS_ENV])
+    raw["artifact"] = Path(raw["artifact"])
+    raw["identity"] = Identity(**raw["identity"])
+    return create_app(Settings(**raw))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s knn-serve %(levelname)s %(message)s",
+    )
+    if args.check:
+        from .. import artifact
+
+        try:
+            m = artifact.verify(args.artifact)
+        except ArtifactError as e:
+            print(f"knn-serve: artifact refused: {e}", file=sys.stderr)
+            return 3
+        print(f"knn-serve: {args.artifact}: version {m.version} verified ({len(m.files)} files)")
+        return 0
+    settings = _settings(args)
+    # *_created series double the series count and no query here uses them.
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    common = dict(
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=args.drain_seconds,
+        access_log=False,
+        server_header=False,
+    )
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), **common)
+        return 0
+    os.environ.setdefault(MULTIPROC_ENV, tempfile.mkdtemp(prefix="knn-serve-metrics-"))
+    os.environ[SETTINGS_ENV] = json.dumps(
+        {
+            **{k: v for k, v in vars(settings).items() if k not in ("artifact", "identity")},
+            "artifact": str(settings.artifact),
+            "identity": vars(settings.identity),
+        }
+    )
+    uvicorn.run("knn_serving.serve.cli:app_from_env", factory=True, workers=args.workers, **common)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The serving pod's Prometheus metrics (names from knn_contracts.metrics).
+
+Identity labels (index, version, namespace) are set here, by the server,
+so analysis queries do not depend on scrape relabelling. Children are bound
+once so the hot path only increments and observes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from knn_contracts import metrics as names
+from knn_contracts.artifact import Manifest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess as mp
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+IDENTITY = (names.LABEL_INDEX, names.LABEL_VERSION, names.LABEL_NAMESPACE)
+
+
+@dataclass(frozen=True)
+class Identity:
+    index: str
+    namespace: str
+    version: str = ""
+
+    def values(self) -> tuple[str, str, str]:
+        return (self.index, self.version, self.namespace)
+
+
+class ServingMetrics:
+    def __init__(self, identity: Identity, registry: CollectorRegistry | None = None) -> None:
+        self.identity = identity
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.duration = Histogram(
+            names.QUERY_DURATION,
+            "Time to answer a query request, from body received to response ready.",
+            IDENTITY,
+            buckets=names.QUERY_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            names.REQUESTS,
+            "Query requests by HTTP status code.",
+            (*IDENTITY, names.LABEL_CODE),
+            registry=r,
+        )
+        self.recall = Gauge(
+            names.RECALL,
+            "Recall@k of the index on its probe set, replayed periodically.",
+            (*IDENTITY, names.LABEL_K),
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.vectors = Gauge(
+            names.INDEX_VECTORS,
+            "Vectors in the loaded index.",
+            IDENTITY,
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.info = Gauge(
+            names.INDEX_INFO,
+            "Loaded index; value 1, facts as labels.",
+            (*IDENTITY, "metric", "dimension", "m", "ef_construction", "ef_search", "kind"),
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        # Until an index is loaded only refusals (503) are counted, under version "".
+        self._v = identity.values()
+        self._codes: dict[int, Counter] = {}
+
+    def set_version(self, manifest: Manifest) -> None:
+        self.identity = Identity(self.identity.index, self.identity.namespace, manifest.version)
+        v = self._v = self.identity.values()
+        self._codes = {}
+        self.observe = self.duration.labels(*v).observe
+        self.vectors.labels(*v).set(manifest.count)
+        p = manifest.parameters
+        self.info.labels(
+            *v,
+            manifest.metric,
+            str(manifest.dimension),
+            str(p.m),
+            str(p.ef_construction),
+            str(p.ef_search),
+            manifest.kind,
+        ).set(1)
+
+    def count(self, code: int) -> None:
+        child = self._codes.get(code)
+        if child is None:
+            child = self._codes[code] = self.requests.labels(*self._v, str(code))
+        child.inc()
+
+    def set_recall(self, k: int, value: float) -> None:
+        self.recall.labels(*self._v, str(k)).set(value)
+
+    def exposition(self) -> bytes:
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
