@@ -24,6 +24,38 @@ fi
 
 log() { printf '[build-tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+# One build at a time per cache: a second run (another terminal, a test fixture)
+# waits here and then finds the tools cached instead of building them twice.
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$cache_root/.build.lock"
+  if ! flock -n 9; then
+    log "another build-tools.sh is running on $cache_root; waiting for it"
+    flock 9
+  fi
+fi
+
+# Prints field $2 of `go mod download -json $1` (a module@version).
+mod_field() {
+  go mod download -json "$1" | python3 -c 'import json,sys
+d = json.load(sys.stdin)
+if "Error" in d: sys.exit("build-tools: " + d["Error"])
+v = d
+for k in sys.argv[1].split("."): v = v.get(k, "")
+print(v)' "$2"
+}
+
+# A cached binary that does not report its pinned version (e.g. built by an older
+# recipe without version ldflags) is rebuilt rather than trusted.
+reports_version() {
+  local bin=$1 want=$2; shift 2
+  [ -x "$bin" ] || return 1
+  local got
+  got=$("$bin" "$@" 2>/dev/null) || return 1
+  [ "$got" = "$want" ] && return 0
+  log "$(basename "$bin") reports '$got', expected '$want'; rebuilding"
+  return 1
+}
+
 # Runs "$@" and records wall time and peak RSS of the whole build tree.
 timed() {
   local name=$1; shift
@@ -119,14 +151,45 @@ MOD
 }
 
 build_go_install() {
-  local name=$1 pkg=$2 v=$3
-  if [ -x "$bin_dir/$name-v$v" ]; then log "$name v$v cached"; return; fi
+  local name=$1 pkg=$2 v=$3 ldflags=$4
   local gobin
   gobin=$(mktemp -d "${TMPDIR:-/tmp}/knn-gobin.XXXXXX")
   log "building $name v$v"
-  GOBIN=$gobin timed "$name-v$v" go install -trimpath -ldflags "-s -w" "$pkg@v$v"
+  GOBIN=$gobin timed "$name-v$v" go install -trimpath -ldflags "-s -w $ldflags" "$pkg@v$v"
   install_bin "$gobin/$name" "$bin_dir/$name-v$v"
   rm -rf "$gobin"
+}
+
+build_helm() {
+  local v=$HELM_VERSION
+  if reports_version "$bin_dir/helm-v$v" "v$v" version --template '{{ .Version }}'; then
+    log "helm v$v cached"; return
+  fi
+  # The same -X flags as helm's Makefile: without them `helm version` says "v3.22"
+  # and charts are rendered for Kubernetes v1.20 (.Capabilities.KubeVersion).
+  local mod="helm.sh/helm/v3@v$v" commit gomod k8s_minor ld p
+  commit=$(mod_field "$mod" Origin.Hash)
+  gomod=$(mod_field "$mod" GoMod)
+  k8s_minor=$(sed -n 's#^[[:space:]]*k8s\.io/client-go v0\.\([0-9]*\)\..*#\1#p' "$gomod")
+  [ -n "$k8s_minor" ] || { echo "build-tools: cannot read k8s.io/client-go from $gomod" >&2; exit 1; }
+  ld="-X helm.sh/helm/v3/internal/version.version=v$v"
+  ld="$ld -X helm.sh/helm/v3/internal/version.metadata="
+  ld="$ld -X helm.sh/helm/v3/internal/version.gitCommit=$commit"
+  ld="$ld -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ld="$ld -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$k8s_minor"
+  done
+  build_go_install helm helm.sh/helm/v3/cmd/helm "$v" "$ld"
+}
+
+build_kubeconform() {
+  local v=$KUBECONFORM_VERSION
+  if reports_version "$bin_dir/kubeconform-v$v" "v$v" -v; then
+    log "kubeconform v$v cached"; return
+  fi
+  # As its release build does (.goreleaser.yml); otherwise -v prints "development".
+  build_go_install kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$v" \
+    "-X main.version=v$v"
 }
 
 # Version-free names point at the pinned build, for PATH use by tests and users.
@@ -147,8 +210,8 @@ for t in "${tools[@]}"; do
   case $t in
     kube) build_kube ;;
     etcd) build_etcd ;;
-    helm) build_go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" ;;
-    kubeconform) build_go_install kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION" ;;
+    helm) build_helm ;;
+    kubeconform) build_kubeconform ;;
     *) echo "build-tools: unknown tool '$t' (known: kube etcd helm kubeconform)" >&2; exit 2 ;;
   esac
 done

@@ -1,0 +1,470 @@
+"""A real Kubernetes control plane on loopback: etcd + kube-apiserver, optionally
+kube-controller-manager and kube-scheduler, from the binaries hack/build-tools.sh builds.
+
+Used three ways:
+
+* in Python, as a context manager (pytest fixtures, the local stack)::
+
+      with ControlPlane() as cp:
+          cp.kubectl().run("get", "namespaces")
+
+* ``python -m knn_devtools.controlplane up --dir .local`` starts one in the
+  background and writes ``.local/kubeconfig``; ``down --dir .local`` stops it;
+* ``python -m knn_devtools.controlplane run --dir .local`` runs one in the foreground.
+
+Everything listens on 127.0.0.1 only, on ports free at start. Certificates, keys
+and etcd's data live in a temporary directory that :meth:`ControlPlane.stop`
+removes; stop also runs at interpreter exit and on SIGTERM/SIGHUP, and the
+children die with their owner even if it is SIGKILLed (see procs.py).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import http.client
+import shutil
+import signal
+import ssl
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Final
+
+from knn_devtools import kubeconfig
+from knn_devtools.certs import PKI, PKIFiles
+from knn_devtools.kubectl import Kubectl
+from knn_devtools.procs import ManagedProcess, ProcessError, free_loopback_port
+from knn_devtools.tools import tool_path
+
+SERVICE_CIDR: Final = "10.96.0.0/12"
+# The first address of SERVICE_CIDR, which the apiserver gives the `kubernetes` Service.
+KUBERNETES_SERVICE_IP: Final = "10.96.0.1"
+SERVICE_ACCOUNT_ISSUER: Final = "https://kubernetes.default.svc.cluster.local"
+_POLL_INTERVAL: Final = 0.05
+_ETCD_MEMBER: Final = "knn"
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be started (the message says which part and why)."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to run. The defaults are what the control-plane tests need, and no more."""
+
+    controller_manager: bool = False
+    scheduler: bool = False
+    startup_timeout: float = 90.0
+    # Extra kube-apiserver flags, appended last so they override the defaults.
+    apiserver_args: tuple[str, ...] = ()
+    # Port collisions (another process grabbing a port between probe and bind)
+    # are retried with fresh ports this many times.
+    port_retries: int = 2
+
+
+@dataclass
+class _Timings:
+    etcd: float = 0.0
+    apiserver: float = 0.0
+    others: dict[str, float] = field(default_factory=dict)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class ControlPlane:
+    """etcd + kube-apiserver (+ optional controllers) for the lifetime of a ``with`` block."""
+
+    def __init__(
+        self,
+        options: Options | None = None,
+        *,
+        log_dir: Path | None = None,
+        kubeconfig_path: Path | None = None,
+        echo: Callable[[str], None] | None = _stderr,
+    ) -> None:
+        """``log_dir`` keeps the components' logs after stop (default: removed with
+        the rest); ``kubeconfig_path`` is where the admin kubeconfig is written
+        (default: inside the temporary directory); ``echo`` receives progress lines."""
+        self.options = options if options is not None else Options()
+        self._log_dir_arg = log_dir
+        self._kubeconfig_arg = kubeconfig_path
+        self._echo = echo
+        self._workdir: Path | None = None
+        self._processes: list[ManagedProcess] = []
+        self._pki: PKI | None = None
+        self._files: PKIFiles | None = None
+        self._server: str | None = None
+        self._etcd_url: str | None = None
+        self._kubeconfig: Path | None = None
+        self.timings = _Timings()
+        self.startup_seconds: float = 0.0
+
+    # -- public API ----------------------------------------------------------------
+
+    @property
+    def server(self) -> str:
+        """``https://127.0.0.1:PORT`` of kube-apiserver."""
+        if self._server is None:
+            raise ControlPlaneError("control plane is not started")
+        return self._server
+
+    @property
+    def kubeconfig(self) -> Path:
+        """Admin (system:masters) kubeconfig with embedded credentials."""
+        if self._kubeconfig is None:
+            raise ControlPlaneError("control plane is not started")
+        return self._kubeconfig
+
+    @property
+    def pki(self) -> PKI:
+        if self._pki is None:
+            raise ControlPlaneError("control plane is not started")
+        return self._pki
+
+    @property
+    def log_dir(self) -> Path:
+        if self._log_dir_arg is not None:
+            return self._log_dir_arg
+        if self._workdir is None:
+            raise ControlPlaneError("control plane is not started")
+        return self._workdir / "logs"
+
+    @property
+    def processes(self) -> dict[str, int]:
+        """Component name -> pid (each is also its process group id)."""
+        return {p.name: p.pid for p in self._processes}
+
+    def kubectl(self) -> Kubectl:
+        return Kubectl(self.kubeconfig)
+
+    def check_running(self) -> None:
+        """Raises :class:`ProcessError`, with its log tail, if any component has exited."""
+        for proc in self._processes:
+            proc.check_running()
+
+    def start(self) -> None:
+        if self._workdir is not None:
+            raise ControlPlaneError("control plane is already started")
+        # Resolve (and if needed build) every binary before the clock starts.
+        binaries = {"etcd": tool_path("etcd"), "kube-apiserver": tool_path("kube-apiserver")}
+        if self.options.controller_manager:
+            binaries["kube-controller-manager"] = tool_path("kube-controller-manager")
+        if self.options.scheduler:
+            binaries["kube-scheduler"] = tool_path("kube-scheduler")
+        _register(self)
+        began = time.monotonic()
+        try:
+            self._start(binaries)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        self._say(
+            f"control plane ready in {self.startup_seconds:.2f}s at {self.server} "
+            f"(etcd {self.timings.etcd:.2f}s, kube-apiserver {self.timings.apiserver:.2f}s"
+            + "".join(f", {n} {t:.2f}s" for n, t in self.timings.others.items())
+            + ")"
+        )
+
+    def stop(self) -> None:
+        """Stops every component in reverse start order and removes temporary data.
+
+        Safe to call more than once and from signal handlers or atexit.
+        """
+        errors: list[str] = []
+        for proc in reversed(self._processes):
+            try:
+                proc.stop()
+            except Exception as err:  # keep stopping the rest
+                errors.append(f"{proc.name}: {err}")
+        self._processes = []
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+        if self._kubeconfig_arg is not None:
+            self._kubeconfig_arg.unlink(missing_ok=True)
+        self._server = None
+        self._etcd_url = None
+        self._kubeconfig = None
+        _unregister(self)
+        if errors:
+            raise ControlPlaneError("errors while stopping: " + "; ".join(errors))
+
+    def __enter__(self) -> ControlPlane:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- start-up ------------------------------------------------------------------
+
+    def _start(self, binaries: dict[str, Path]) -> None:
+        self._workdir = Path(tempfile.mkdtemp(prefix="knn-controlplane-"))
+        self._pki = PKI.generate(service_ip=KUBERNETES_SERVICE_IP)
+        self._files = self._pki.write(self._workdir / "pki")
+        attempts = self.options.port_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_etcd(binaries["etcd"])
+                self._start_apiserver(binaries["kube-apiserver"])
+                break
+            except ProcessError as err:
+                if attempt == attempts or "address already in use" not in str(err):
+                    raise ControlPlaneError(str(err)) from None
+                self._say(f"port collision, retrying with new ports ({err})")
+                for proc in reversed(self._processes):
+                    proc.stop()
+                self._processes = []
+                shutil.rmtree(self._workdir / "etcd", ignore_errors=True)
+        admin = kubeconfig.build(
+            self.server,
+            self._pki.ca.cert_pem,
+            user="knn-admin",
+            client_cert_pem=self._pki.admin.cert_pem,
+            client_key_pem=self._pki.admin.key_pem,
+        )
+        path = self._kubeconfig_arg or self._workdir / "kubeconfig"
+        self._kubeconfig = kubeconfig.write(path, admin)
+        # Components get their own copy so a caller's kubeconfig can move freely.
+        component_kubeconfig = kubeconfig.write(self._workdir / "admin.kubeconfig", admin)
+        if "kube-controller-manager" in binaries:
+            self._start_controller_manager(
+                binaries["kube-controller-manager"], component_kubeconfig
+            )
+        if "kube-scheduler" in binaries:
+            self._start_scheduler(binaries["kube-scheduler"], component_kubeconfig)
+
+    def _start_etcd(self, binary: Path) -> None:
+        assert self._workdir is not None
+        began = time.monotonic()
+        client, peer = free_loopback_port(), free_loopback_port()
+        client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+        proc = self._spawn(
+            "etcd",
+            [
+                str(binary),
+                f"--name={_ETCD_MEMBER}",
+                f"--data-dir={self._workdir / 'etcd'}",
+                f"--listen-client-urls={client_url}",
+                f"--advertise-client-urls={client_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster={_ETCD_MEMBER}={peer_url}",
+                "--initial-cluster-state=new",
+                # Throwaway data: durability buys nothing and fsync costs seconds.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+        self._wait_until(proc, lambda: _http_ok("127.0.0.1", client, "/health"), "etcd /health")
+        self._etcd_url = client_url
+        self.timings.etcd = time.monotonic() - began
+
+    def _start_apiserver(self, binary: Path) -> None:
+        files = self._files
+        assert files is not None and self._workdir is not None and self._etcd_url is not None
+        began = time.monotonic()
+        port = free_loopback_port()
+        proc = self._spawn(
+            "kube-apiserver",
+            [
+                str(binary),
+                f"--etcd-servers={self._etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={self._workdir / 'apiserver-certs'}",
+                f"--tls-cert-file={files.serving_cert}",
+                f"--tls-private-key-file={files.serving_key}",
+                f"--client-ca-file={files.ca_cert}",
+                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                f"--service-account-key-file={files.sa_public_key}",
+                f"--service-account-signing-key-file={files.sa_private_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                # PodSecurity is on by default; naming it keeps it on if defaults change.
+                "--enable-admission-plugins=NodeRestriction,PodSecurity",
+                # Local-stack pods run commands as host processes; privileged is the
+                # namespace label's decision, not the apiserver's.
+                "--allow-privileged=true",
+                "--profiling=false",
+                *self.options.apiserver_args,
+            ],
+        )
+        ctx = self._client_tls()
+        self._wait_until(
+            proc,
+            lambda: _http_ok("127.0.0.1", port, "/readyz", ctx),
+            "kube-apiserver /readyz",
+        )
+        self._server = f"https://127.0.0.1:{port}"
+        self.timings.apiserver = time.monotonic() - began
+
+    def _start_controller_manager(self, binary: Path, kubeconfig_path: Path) -> None:
+        files = self._files
+        assert files is not None
+        began = time.monotonic()
+        port = free_loopback_port()
+        proc = self._spawn(
+            "kube-controller-manager",
+            [
+                str(binary),
+                f"--kubeconfig={kubeconfig_path}",
+                f"--authentication-kubeconfig={kubeconfig_path}",
+                f"--authorization-kubeconfig={kubeconfig_path}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={files.sa_private_key}",
+                f"--root-ca-file={files.ca_cert}",
+                f"--cluster-signing-cert-file={files.ca_cert}",
+                f"--cluster-signing-key-file={files.ca_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--profiling=false",
+            ],
+        )
+        self._wait_until(
+            proc, lambda: _http_ok("127.0.0.1", port, "/healthz", _insecure_tls()), "/healthz"
+        )
+        self.timings.others["kube-controller-manager"] = time.monotonic() - began
+
+    def _start_scheduler(self, binary: Path, kubeconfig_path: Path) -> None:
+        began = time.monotonic()
+        port = free_loopback_port()
+        proc = self._spawn(
+            "kube-scheduler",
+            [
+                str(binary),
+                f"--kubeconfig={kubeconfig_path}",
+                f"--authentication-kubeconfig={kubeconfig_path}",
+                f"--authorization-kubeconfig={kubeconfig_path}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                "--leader-elect=false",
+                "--profiling=false",
+            ],
+        )
+        self._wait_until(
+            proc, lambda: _http_ok("127.0.0.1", port, "/healthz", _insecure_tls()), "/healthz"
+        )
+        self.timings.others["kube-scheduler"] = time.monotonic() - began
+
+    def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
+        proc = ManagedProcess(name, argv, self.log_dir / f"{name}.log")
+        # Registered before start so stop() reaches it even if start() is interrupted.
+        self._processes.append(proc)
+        proc.start()
+        return proc
+
+    def _wait_until(self, proc: ManagedProcess, ready: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + self.options.startup_timeout
+        while True:
+            proc.check_running()
+            if ready():
+                return
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(
+                    f"{proc.name}: {what} not ready after {self.options.startup_timeout:.0f}s; "
+                    f"last lines of {proc.log_path}:\n{proc.log_tail()}"
+                )
+            time.sleep(_POLL_INTERVAL)
+
+    def _client_tls(self) -> ssl.SSLContext:
+        files = self._files
+        assert files is not None
+        ctx = ssl.create_default_context(cafile=str(files.ca_cert))
+        ctx.load_cert_chain(str(files.admin_cert), str(files.admin_key))
+        return ctx
+
+    def _say(self, message: str) -> None:
+        if self._echo is not None:
+            self._echo(message)
+
+
+def _insecure_tls() -> ssl.SSLContext:
+    # Controller-manager and scheduler serve a self-signed certificate on loopback;
+    # only their health is read, never a credential sent.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _http_ok(host: str, port: int, path: str, tls: ssl.SSLContext | None = None) -> bool:
+    conn: http.client.HTTPConnection
+    if tls is None:
+        conn = http.client.HTTPConnection(host, port, timeout=2)
+    else:
+        conn = http.client.HTTPSConnection(host, port, timeout=2, context=tls)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+# -- process-wide safety net -----------------------------------------------------------
+
+_live: set[ControlPlane] = set()
+_live_lock = threading.Lock()
+_hooks_installed = False
+
+
+def _register(cp: ControlPlane) -> None:
+    global _hooks_installed
+    with _live_lock:
+        _live.add(cp)
+        if _hooks_installed:
+            return
+        _hooks_installed = True
+    atexit.register(stop_all)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            # Someone who installed a handler owns shutdown; only the default
+            # (die at once, skipping cleanup) is replaced.
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                signal.signal(sig, _stop_all_and_redeliver)
+
+
+def _unregister(cp: ControlPlane) -> None:
+    with _live_lock:
+        _live.discard(cp)
+
+
+def stop_all() -> None:
+    """Stops every control plane this process started; registered with atexit."""
+    with _live_lock:
+        live = list(_live)
+    for cp in live:
+        with contextlib.suppress(Exception):
+            cp.stop()
+
+
+def _stop_all_and_redeliver(signum: int, frame: FrameType | None) -> None:
+    stop_all()
+    # Die of the same signal, as the process would have without us.
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
+if __name__ == "__main__":
+    from knn_devtools.controlplane_cli import main
+
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""``python -m knn_devtools.controlplane up|down|status|run --dir DIR``.
+
+``up`` starts a supervisor (``run``) in its own session and returns once the
+apiserver is ready. The supervisor owns the components (they die with it) and
+stops them on SIGTERM, which is all ``down`` sends. DIR holds only what a user
+needs: ``kubeconfig``, ``state.json`` and ``logs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Final
+
+from knn_devtools.controlplane import ControlPlane, ControlPlaneError, Options
+from knn_devtools.procs import ProcessError
+from knn_devtools.tools import ToolError, tool_path
+
+STATE_FILE: Final = "state.json"
+KUBECONFIG_FILE: Final = "kubeconfig"
+_MODULE: Final = "knn_devtools.controlplane"
+
+
+@dataclass(frozen=True)
+class State:
+    supervisor_pid: int
+    server: str
+    kubeconfig: str
+    startup_seconds: float
+    components: dict[str, int]
+
+    def save(self, directory: Path) -> None:
+        tmp = directory / f".{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(directory / STATE_FILE)
+
+    @classmethod
+    def load(cls, directory: Path) -> State | None:
+        try:
+            raw = json.loads((directory / STATE_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            raise ControlPlaneError(f"{directory / STATE_FILE} is unreadable: {err}") from err
+        return cls(**raw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    directory = Path(args.dir).resolve()
+    options = Options(
+        controller_manager=args.controller_manager or args.local_stack,
+        scheduler=args.scheduler or args.local_stack,
+        startup_timeout=args.timeout,
+    )
+    try:
+        if args.command == "up":
+            return up(directory, options)
+        if args.command == "down":
+            return down(directory)
+        if args.command == "status":
+            return status(directory)
+        return run(directory, options)
+    except (ControlPlaneError, ToolError, ProcessError) as err:
+        print(f"controlplane: {err}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m {_MODULE}", description=__doc__)
+    parser.add_argument("command", choices=("up", "down", "status", "run"))
+    parser.add_argument("--dir", default=".local", help="state directory (default: .local)")
+    parser.add_argument(
+        "--controller-manager", action="store_true", help="also run kube-controller-manager"
+    )
+    parser.add_argument("--scheduler", action="store_true", help="also run kube-scheduler")
+    parser.add_argument(
+        "--local-stack",
+        action="store_true",
+        help="shorthand for --controller-manager --scheduler",
+    )
+    parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
+    return parser
+
+
+def up(directory: Path, options: Options) -> int:
+    existing = State.load(directory)
+    if existing is not None and _is_supervisor(existing.supervisor_pid):
+        print(f"control plane already running at {existing.server}")
+        print(f"export KUBECONFIG={existing.kubeconfig}")
+        return 0
+    (directory / STATE_FILE).unlink(missing_ok=True)
+    # A missing binary is built here, in the foreground, where its progress is visible.
+    for tool in _tools_for(options):
+        tool_path(tool)
+    log = directory / "logs" / "supervisor.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", _MODULE, "run", "--dir", str(directory)]
+    argv += ["--timeout", str(options.startup_timeout)]
+    if options.controller_manager:
+        argv.append("--controller-manager")
+    if options.scheduler:
+        argv.append("--scheduler")
+    with open(log, "ab") as out:
+        supervisor = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
+    deadline = time.monotonic() + options.startup_timeout + 30
+    while time.monotonic() < deadline:
+        state = State.load(directory)
+        if state is not None and state.supervisor_pid == supervisor.pid:
+            print(f"control plane ready in {state.startup_seconds:.2f}s at {state.server}")
+            print(f"export KUBECONFIG={state.kubeconfig}")
+            return 0
+        code = supervisor.poll()
+        if code is not None:
+            raise ControlPlaneError(
+                f"control plane supervisor exited with status {code}; see {log}:\n" + _tail(log)
+            )
+        time.sleep(0.1)
+    supervisor.send_signal(signal.SIGTERM)
+    raise ControlPlaneError(f"control plane not ready in time; see {log}:\n" + _tail(log))
+
+
+def down(directory: Path, timeout: float = 30.0) -> int:
+    state = State.load(directory)
+    if state is None:
+        print(f"no control plane recorded in {directory}")
+        return 0
+    if _is_supervisor(state.supervisor_pid):
+        os.kill(state.supervisor_pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _is_supervisor(state.supervisor_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    # The supervisor may have been SIGKILLed or be stuck: make sure no component
+    # survives it (each component is the leader of its own process group).
+    for name, pid in state.components.items():
+        if _cmdline_contains(pid, name):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+    if _is_supervisor(state.supervisor_pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.supervisor_pid, signal.SIGKILL)
+    (directory / STATE_FILE).unlink(missing_ok=True)
+    (directory / KUBECONFIG_FILE).unlink(missing_ok=True)
+    print("control plane stopped")
+    return 0
+
+
+def status(directory: Path) -> int:
+    state = State.load(directory)
+    if state is None or not _is_supervisor(state.supervisor_pid):
+        print(f"no control plane running for {directory}")
+        return 1
+    print(f"control plane running at {state.server} (supervisor pid {state.supervisor_pid})")
+    print(f"export KUBECONFIG={state.kubeconfig}")
+    return 0
+
+
+def run(directory: Path, options: Options) -> int:
+    """Foreground: start, write state, wait for SIGTERM/SIGINT/SIGHUP, stop."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    directory.mkdir(parents=True, exist_ok=True)
+    kubeconfig_path = directory / KUBECONFIG_FILE
+    cp = ControlPlane(options, log_dir=directory / "logs", kubeconfig_path=kubeconfig_path)
+    with cp:
+        State(
+            supervisor_pid=os.getpid(),
+            server=cp.server,
+            kubeconfig=str(kubeconfig_path),
+            startup_seconds=round(cp.startup_seconds, 3),
+            components=cp.processes,
+        ).save(directory)
+        try:
+            while not stop.wait(1.0):
+                # A component that dies takes the control plane with it: a
+                # half-working cluster is worse than a clear "not running".
+                cp.check_running()
+        finally:
+            (directory / STATE_FILE).unlink(missing_ok=True)
+    return 0
+
+
+def _tools_for(options: Options) -> list[str]:
+    tools = ["etcd", "kube-apiserver"]
+    if options.controller_manager:
+        tools.append("kube-controller-manager")
+    if options.scheduler:
+        tools.append("kube-scheduler")
+    return tools
+
+
+def _is_supervisor(pid: int) -> bool:
+    return _cmdline_contains(pid, _MODULE)
+
+
+def _cmdline_contains(pid: int, needle: str) -> bool:
+    # Guards against signalling a recycled pid that now belongs to someone else.
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return needle.encode() in cmdline
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as err:
+        return f"(cannot read {path}: {err})"

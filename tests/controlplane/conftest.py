@@ -1,0 +1,143 @@
+"""Fixtures for tests against a real etcd + kube-apiserver, driven with the real kubectl.
+
+A missing binary is built by hack/build-tools.sh; if that fails (or
+KNN_NO_BUILD=1) the fixtures raise, so the tests error out instead of skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from knn_devtools.controlplane import ControlPlane
+from knn_devtools.crds import install_crds
+from knn_devtools.kubectl import Kubectl
+from knn_devtools.rbac import RoleKind, ServiceAccountCredentials, service_account_with_role
+from knn_devtools.thirdparty import third_party_crds
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+_STARTUP = pytest.StashKey[float]()
+
+CRDInstaller = Callable[..., list[str]]
+ServiceAccountFactory = Callable[..., ServiceAccountCredentials]
+
+
+@pytest.fixture(scope="session")
+def control_plane(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[ControlPlane]:
+    """One etcd + kube-apiserver for the session; logs are kept in pytest's tmp dir."""
+    log_dir = tmp_path_factory.mktemp("controlplane-logs", numbered=True)
+    with ControlPlane(log_dir=log_dir, echo=None) as cp:
+        pytestconfig.stash[_STARTUP] = cp.startup_seconds
+        reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"\ncontrol plane ready in {cp.startup_seconds:.2f}s "
+                f"(etcd {cp.timings.etcd:.2f}s, kube-apiserver {cp.timings.apiserver:.2f}s); "
+                f"logs: {log_dir}"
+            )
+        yield cp
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    seconds = terminalreporter.config.stash.get(_STARTUP, None)
+    if seconds is not None:
+        terminalreporter.write_line(f"control plane startup: {seconds:.2f}s")
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: ControlPlane) -> Kubectl:
+    """kubectl as cluster admin (system:masters)."""
+    return control_plane.kubectl()
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace enforcing the restricted Pod Security profile."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{slug}-{secrets.token_hex(3)}"
+    kubectl.apply_manifest(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": name,
+                    "labels": {
+                        "pod-security.kubernetes.io/enforce": "restricted",
+                        "pod-security.kubernetes.io/enforce-version": "latest",
+                    },
+                },
+            }
+        )
+    )
+    # kube-controller-manager is not running, so stand in for its ServiceAccount
+    # controller: without `default`, pod admission fails before Pod Security looks.
+    kubectl.apply_manifest(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "default", "namespace": name},
+            }
+        )
+    )
+    yield name
+    # Without the namespace controller the namespace stays Terminating; it costs
+    # nothing, and etcd's data goes away with the session.
+    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def crd_installer(kubectl: Kubectl) -> CRDInstaller:
+    """``install(path, ...)`` applies CRD files/directories once per session and waits
+    for Established; returns the CRD names."""
+    installed: dict[tuple[Path, ...], list[str]] = {}
+
+    def install(*paths: Path, timeout: float = 60.0) -> list[str]:
+        key = tuple(p.resolve() for p in paths)
+        if key not in installed:
+            installed[key] = install_crds(kubectl, key, timeout=timeout)
+        return installed[key]
+
+    return install
+
+
+@pytest.fixture(scope="session")
+def test_crds(crd_installer: CRDInstaller) -> list[str]:
+    """The Widget CRD of tests/controlplane/fixtures (CEL rule, status subresource)."""
+    return crd_installer(FIXTURES / "widgets.crd.yaml")
+
+
+@pytest.fixture(scope="session")
+def thirdparty_crds(crd_installer: CRDInstaller) -> list[str]:
+    """HTTPRoute, VirtualService, DestinationRule, ServiceMonitor, PodMonitor,
+    PrometheusRule at their pinned versions, installed and Established."""
+    return crd_installer(*third_party_crds(), timeout=120.0)
+
+
+@pytest.fixture
+def service_account(kubectl: Kubectl, namespace: str, tmp_path: Path) -> ServiceAccountFactory:
+    """``make(name, role, role_kind=..., cluster_wide=...)`` creates a ServiceAccount in
+    the test's namespace bound to exactly that role, with a kubeconfig acting as it."""
+
+    def make(
+        name: str, role: str, *, role_kind: RoleKind = "ClusterRole", cluster_wide: bool = False
+    ) -> ServiceAccountCredentials:
+        return service_account_with_role(
+            kubectl,
+            namespace=namespace,
+            name=name,
+            role=role,
+            role_kind=role_kind,
+            cluster_wide=cluster_wide,
+            kubeconfig_path=tmp_path / f"{name}.kubeconfig",
+        )
+
+    return make

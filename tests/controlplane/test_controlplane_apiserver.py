@@ -1,0 +1,121 @@
+"""The harness itself: the apiserver answers, reports the pinned version, stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil  # type: ignore[import-untyped]  # psutil ships no type information
+import pytest
+from knn_devtools.controlplane import ControlPlane, Options
+from knn_devtools.kubectl import Kubectl
+from knn_devtools.tools import REPO_ROOT, ToolError, pinned_version, tool_path
+
+pytestmark = pytest.mark.controlplane
+
+
+def _gone(pid: int) -> bool:
+    # A zombie has exited; only its parent (here possibly init) has yet to reap it.
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_apiserver_answers_readyz_and_reports_pinned_version(
+    control_plane: ControlPlane, kubectl: Kubectl
+) -> None:
+    assert urlsplit(control_plane.server).hostname == "127.0.0.1"
+    assert kubectl.run("get", "--raw", "/readyz").stdout.strip() == "ok"
+    version = json.loads(kubectl.run("get", "--raw", "/version").stdout)
+    assert version["gitVersion"] == f"v{pinned_version('kube-apiserver')}"
+    client = json.loads(kubectl.run("version", "--client", "-o", "json").stdout)
+    assert client["clientVersion"]["gitVersion"] == f"v{pinned_version('kubectl')}"
+
+
+def test_components_listen_on_loopback_only(control_plane: ControlPlane) -> None:
+    for name, pid in control_plane.processes.items():
+        listening = [
+            c.laddr
+            for c in psutil.Process(pid).net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        ]
+        assert listening, f"{name} listens on nothing"
+        assert {addr.ip for addr in listening} == {"127.0.0.1"}, f"{name}: {listening}"
+
+
+def test_stop_leaves_no_process_or_temp_data_even_when_the_body_fails() -> None:
+    cp = ControlPlane(echo=None)
+    with pytest.raises(RuntimeError, match="test body failed"), cp:
+        pids = list(cp.processes.values())
+        workdir = cp.kubeconfig.parent
+        assert workdir.is_dir()
+        raise RuntimeError("test body failed")
+    assert not workdir.exists()
+    for pid in pids:
+        assert _gone(pid), f"pid {pid} survived stop()"
+
+
+def test_cli_up_and_down(tmp_path: Path) -> None:
+    state_dir = tmp_path / "local"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT / "devtools")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "knn_devtools.controlplane", *args, "--dir", str(state_dir)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+            check=False,
+        )
+
+    up = cli("up")
+    assert up.returncode == 0, up.stderr
+    assert "control plane ready in" in up.stdout
+    state = json.loads((state_dir / "state.json").read_text())
+    kubectl = Kubectl(state_dir / "kubeconfig")
+    assert kubectl.run("get", "--raw", "/readyz").stdout.strip() == "ok"
+
+    again = cli("up")
+    assert again.returncode == 0 and "already running" in again.stdout
+
+    down = cli("down")
+    assert down.returncode == 0, down.stderr
+    assert not (state_dir / "state.json").exists()
+    assert not (state_dir / "kubeconfig").exists()
+    for pid in [state["supervisor_pid"], *state["components"].values()]:
+        assert _gone(pid), f"pid {pid} survived `down`"
+
+
+def test_local_stack_components_run_controllers() -> None:
+    """kube-controller-manager and kube-scheduler start on demand (for the local stack);
+    the ServiceAccount controller proves the controller manager is really working."""
+    with ControlPlane(Options(controller_manager=True, scheduler=True), echo=None) as cp:
+        assert set(cp.processes) == {
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        }
+        kubectl = cp.kubectl()
+        kubectl.run("create", "namespace", "controllers-work")
+        kubectl.run(
+            "wait",
+            "--for=create",
+            "serviceaccount/default",
+            "-n",
+            "controllers-work",
+            "--timeout=60s",
+        )
+
+
+def test_missing_binary_is_a_loud_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KNN_CACHE_DIR", str(tmp_path / "empty-cache"))
+    with pytest.raises(ToolError, match=r"kube-apiserver is not built: .*hack/build-tools.sh kube"):
+        tool_path("kube-apiserver", build=False)
