@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
-from typing import cast
+from typing import NoReturn, cast
 
 from knn_contracts.artifact import BuildSummary, Metric
 
@@ -23,14 +24,14 @@ TERMINATION_LOG = Path("/dev/termination-log")
 SUMMARY_LIMIT = 4000
 
 
-def _positive(name: str, upper: int | None = None) -> type[int]:
+def _positive(name: str, upper: int | None = None, lower: int = 1) -> type[int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-        if value < 1 or (upper is not None and value > upper):
-            rng = f"between 1 and {upper}" if upper else "at least 1"
+        if value < lower or (upper is not None and value > upper):
+            rng = f"between {lower} and {upper}" if upper else f"at least {lower}"
             raise argparse.ArgumentTypeError(f"{name} must be {rng}, got {value}")
         return value
 
@@ -48,8 +49,33 @@ def _ratio(text: str) -> float:
     return value
 
 
+# A version names a directory under --out and appears in Kubernetes object
+# names and label values: one path segment, label-value characters only.
+_VERSION_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
+
+
+def _version_name(text: str) -> str:
+    if not _VERSION_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"invalid version {text!r}: use 1-63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return text
+
+
+class UsageError(Exception):
+    """A command line argparse refused; reported in one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse would print the whole usage block; a Job's log and its
+        # termination message want one line that names the problem.
+        raise UsageError(f"{message} (see knn-build --help)")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="knn-build",
         description="Build, validate and write a versioned HNSW artifact from source vectors.",
         epilog="Exit codes: 0 built, 1 recall below --min-recall, 2 bad input, 3 storage error.",
@@ -61,7 +87,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--id-column", help="parquet column holding the ids")
     p.add_argument("--dimension", type=_positive("--dimension", 65536), help="expected dimension")
     p.add_argument("--metric", required=True, choices=["l2", "ip", "cosine"])
-    p.add_argument("--m", type=_positive("--m", 128), default=16)
+    # hnswlib needs M >= 2 (and the manifest contract says so).
+    p.add_argument("--m", type=_positive("--m", 128, lower=2), default=16)
     p.add_argument("--ef-construction", type=_positive("--ef-construction", 4096), default=200)
     p.add_argument("--ef-search", type=_positive("--ef-search", 4096), default=64)
     p.add_argument("--probe-queries", type=_positive("--probe-queries", 100_000), default=500)
@@ -69,7 +96,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_positive("--k", 1000), default=10)
     p.add_argument("--min-recall", type=_ratio, default=0.9)
     p.add_argument("--threads", type=_positive("--threads", 1024), help="default: all usable CPUs")
-    p.add_argument("--version", help="version name (default: derived from inputs)")
+    p.add_argument(
+        "--version", type=_version_name, help="version name (default: derived from inputs)"
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument(
         "--summary-file",
@@ -88,24 +117,50 @@ def _summary_path(given: str | None) -> Path | None:
     return None
 
 
-def _write_summary(path: Path | None, summary: BuildSummary) -> None:
+def summary_line(summary: BuildSummary) -> str:
+    """The summary as one JSON line of at most SUMMARY_LIMIT bytes (UTF-8), the
+    message shortened with '…' if needed."""
     line = summary.model_dump_json(exclude_none=True)
-    if len(line) > SUMMARY_LIMIT:
-        over = len(line) - SUMMARY_LIMIT
-        summary = summary.model_copy(update={"message": summary.message[: -over - 1] + "…"})
-        line = summary.model_dump_json(exclude_none=True)
+    message = summary.message
+    while len(line.encode()) > SUMMARY_LIMIT and message:
+        over = len(line.encode()) - SUMMARY_LIMIT
+        message = message[: max(0, len(message) - over - 1)]
+        line = summary.model_copy(update={"message": message + "…"}).model_dump_json(
+            exclude_none=True
+        )
+    return line
+
+
+def _write_summary(path: Path | None, summary: BuildSummary) -> None:
+    line = summary_line(summary)
     print(line, flush=True)
     if path is not None:
         try:
-            path.write_text(line + "\n")
+            path.write_text(line + "\n", encoding="utf-8")
         except OSError as e:
             print(
                 f"knn-build: warning: cannot write summary to {path}: {e.strerror}", file=sys.stderr
             )
 
 
+def _usage_failure(argv: list[str] | None, message: str) -> int:
+    print(f"knn-build: error: {message}", file=sys.stderr)
+    # The rest of the command line may be unusable; take --summary-file if it parses.
+    pre = _Parser(add_help=False)
+    pre.add_argument("--summary-file")
+    try:
+        given = pre.parse_known_args(argv)[0].summary_file
+    except UsageError:
+        given = None
+    _write_summary(_summary_path(given), BuildSummary(outcome="Failed", message=message))
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except UsageError as e:
+        return _usage_failure(argv, str(e))
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,

@@ -95,11 +95,41 @@ def _source_digest(uri: str) -> str:
 
 
 def default_version(source_sha: str, opts: BuildOptions) -> str:
+    # Everything `_input_differences` compares (and what selects the vectors),
+    # so a changed input never lands on an existing default version.
     key = json.dumps(
-        [source_sha, opts.metric, opts.m, opts.ef_construction, opts.format, opts.ids],
+        [
+            source_sha,
+            opts.metric,
+            opts.m,
+            opts.ef_construction,
+            opts.ef_search,
+            opts.k,
+            opts.min_recall,
+            opts.format,
+            opts.ids,
+            opts.column,
+            opts.id_column,
+        ],
         sort_keys=True,
     )
     return "v" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def _input_differences(
+    previous: Manifest, source_sha: str, src: Source, opts: BuildOptions, params: HnswParameters
+) -> list[str]:
+    """The recorded inputs of an existing artifact that differ from this build's."""
+    pairs: list[tuple[str, object, object]] = [
+        ("source sha256", previous.source.sha256[:12], source_sha[:12]),
+        ("format", previous.source.format, src.format),
+        ("ids", previous.source.ids_uri, opts.ids),
+        ("metric", previous.metric, opts.metric),
+        ("hnsw parameters", previous.parameters, params),
+        ("k", previous.validation.k, opts.k),
+        ("min recall", previous.validation.min_recall, opts.min_recall),
+    ]
+    return [f"{name} {old} != {new}" for name, old, new in pairs if old != new]
 
 
 def _check_options(opts: BuildOptions, src: Source) -> None:
@@ -209,14 +239,15 @@ def run_build(opts: BuildOptions) -> BuildResult:
     previous = _existing(final_uri)
     if previous is not None:
         # A retried Job finds its own finished artifact: succeed without rebuilding.
-        if previous.source.sha256 == source_sha and previous.parameters == params:
+        differences = _input_differences(previous, source_sha, src, opts, params)
+        if not differences:
             log.info("artifact %s already exists for these inputs; reusing it", final_uri)
             loc = resolve(final_uri)
             sha = artifact.sha256_file(loc.local / "manifest.json") if loc.local is not None else ""
             return BuildResult(previous, final_uri, sha)
         raise ArtifactError(
-            f"{final_uri}: already exists with other inputs; artifacts are immutable, "
-            "choose another --version"
+            f"{final_uri}: already exists with other inputs ({'; '.join(differences)}); "
+            "artifacts are immutable, choose another --version"
         )
 
     queries, self_labels = _probes(opts, src)

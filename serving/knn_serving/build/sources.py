@@ -79,7 +79,11 @@ def _open_bytes(loc: Location) -> bytes:
 def _check_local(loc: Location) -> Path:
     assert loc.local is not None
     path = loc.local
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as e:  # e.g. a name too long, or a parent directory without search permission
+        raise InputError(f"{loc.uri}: cannot read: {e.strerror}") from None
+    if not exists:
         raise InputError(f"{loc.uri}: not found")
     if not path.is_file():
         raise InputError(f"{loc.uri}: not a regular file")
@@ -120,14 +124,11 @@ def _load_xvecs(loc: Location, component: Literal["f", "b"]) -> Vectors:
     if dim <= 0 or dim > 65536:
         raise InputError(f"{loc.uri}: invalid dimension {dim} in the first record header")
     record = 4 + dim * item
-    if raw.size % record != 0:
-        raise InputError(
-            f"{loc.uri}: truncated {component}vecs file ({raw.size} bytes is not a whole number "
-            f"of {record}-byte records for dimension {dim})"
-        )
     n = raw.size // record
     dtype = np.dtype([("d", "<i4"), ("v", "<f4" if component == "f" else "u1", (dim,))])
-    recs = raw.view(dtype).reshape(n)
+    recs = raw[: n * record].view(dtype).reshape(n)
+    # Headers first: a record of another dimension also leaves a ragged tail,
+    # and "record 7 has dimension 4" says more than "truncated".
     for start in range(0, n, SCAN_ROWS):
         dims = recs["d"][start : start + SCAN_ROWS]
         bad = np.flatnonzero(dims != dim)
@@ -137,6 +138,11 @@ def _load_xvecs(loc: Location, component: Literal["f", "b"]) -> Vectors:
                 f"{loc.uri}: record {row} has dimension {int(dims[bad[0]])}, "
                 f"but the first record has {dim}"
             )
+    if raw.size % record != 0:
+        raise InputError(
+            f"{loc.uri}: truncated {component}vecs file ({raw.size} bytes is not a whole number "
+            f"of {record}-byte records for dimension {dim})"
+        )
     return cast(Vectors, recs["v"])
 
 
@@ -210,7 +216,10 @@ def _load_parquet(
     vectors = cast(Vectors, flat.reshape(len(arr), dim) if dim else flat.reshape(len(arr), 0))
     ids = None
     if id_column:
-        ids = table.column(id_column).to_numpy(zero_copy_only=False)
+        id_values = table.column(id_column)
+        if id_values.null_count:
+            raise InputError(f"{loc.uri}: id column '{id_column}' has {id_values.null_count} nulls")
+        ids = id_values.to_numpy(zero_copy_only=False)
     return vectors, ids
 
 
@@ -272,7 +281,7 @@ def normalize_ids(
         raise InputError(f"{uri}: ids have dtype {ids.dtype}; expected integers or strings")
     uniq, counts = np.unique(out, return_counts=True)
     if uniq.size != count:
-        dup = uniq[np.argmax(counts > 1)]
+        dup = uniq[np.argmax(counts > 1)].item()
         raise InputError(f"{uri}: duplicate id {dup!r}")
     return out
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import numpy as np
 import orjson
@@ -21,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import ArtifactError
 from .index import LoadedIndex, Searcher
@@ -247,33 +249,108 @@ def create_app(settings: Settings, metrics: ServingMetrics | None = None) -> Fas
 
     @app.post("/v1/query", openapi_extra=QUERY_SCHEMA)
     async def query(request: Request) -> Response:
+        # Normally answered by QueryFastPath before routing; kept for the
+        # OpenAPI document and for apps mounted without the middleware.
         start = time.perf_counter()
-        searcher, limits = state.searcher, state.limits
-        if searcher is None or limits is None:
-            state.metrics.count(503)
-            return _error(503, state.error or "loading index")
-        try:
-            declared = request.headers.get("content-length")
-            if (
-                declared is not None
-                and declared.isdigit()
-                and int(declared) > limits.max_body_bytes
-            ):
-                raise RequestError(
-                    413, f"body of {declared} bytes exceeds the limit of {limits.max_body_bytes}"
-                )
-            body = await request.body()
-            q = parse(request.headers.get("content-type"), body, dict(request.query_params), limits)
-            payload = await _answer(searcher, q)
-        except RequestError as e:
-            state.metrics.count(e.status)
-            return _error(e.status, e.message)
-        response = _json(payload)
-        state.metrics.observe(time.perf_counter() - start)
-        state.metrics.count(200)
-        return response
+        status, payload = await handle_query(
+            state,
+            request.headers.get("content-type"),
+            await request.body(),
+            request.url.query.encode(),
+            start,
+        )
+        return Response(payload, status, media_type=JSON)
 
+    app.add_middleware(QueryFastPath, state=state)
     return app
+
+
+async def handle_query(
+    state: State, content_type: str | None, body: bytes, query: bytes, start: float
+) -> tuple[int, bytes]:
+    """Answer one query request: (status, JSON body). Counts and times it."""
+    searcher, limits = state.searcher, state.limits
+    if searcher is None or limits is None:
+        state.metrics.count(503)
+        return 503, orjson.dumps({"detail": state.error or "loading index"})
+    try:
+        params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
+        q = parse(content_type, body, params, limits)
+        payload = await _answer(searcher, q)
+    except RequestError as e:
+        state.metrics.count(e.status)
+        return e.status, orjson.dumps({"detail": e.message})
+    out = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    state.metrics.observe(time.perf_counter() - start)
+    state.metrics.count(200)
+    return 200, out
+
+
+class QueryFastPath:
+    """Pure-ASGI answer to POST /v1/query, ahead of FastAPI's routing and
+    request objects, which cost more than a single HNSW search."""
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v1/query" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        content_type: str | None = None
+        declared = -1
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"content-length" and value.isdigit():
+                declared = int(value)
+        limit = self.state.settings.max_body_bytes
+        if declared > limit:
+            status, payload = 413, _too_large(declared, limit)
+            self.state.metrics.count(413)
+        else:
+            body, size = await _read_body(receive, limit)
+            if body is None:
+                status, payload = 413, _too_large(size, limit)
+                self.state.metrics.count(413)
+            else:
+                status, payload = await handle_query(
+                    self.state, content_type, body, scope["query_string"], start
+                )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _too_large(size: int, limit: int) -> bytes:
+    return orjson.dumps({"detail": f"body of {size} bytes exceeds the limit of {limit}"})
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, int]:
+    """The whole body, or (None, bytes seen) once it passes `limit`."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks), size
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None, size
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), size
 
 
 async def _answer(searcher: Searcher, q: Query) -> dict[str, Any]:
