@@ -56,7 +56,7 @@ bench: install ## run benchmarks; prints ratios against in-process baselines
 	$(PY) -m bench
 
 .PHONY: demo
-demo: install ## main job: build a sample index and serve it locally, then query it
+demo: $(STAMP) ## main job: build a sample index and serve it locally, then query it
 	$(PY) -m knn_devtools.demo
 
 .PHONY: controlplane-up

@@ -24,7 +24,7 @@ from knn_serving.cpus import available_cpus
 from knn_serving.exact import exact_topk, recall_at_k
 
 from . import wrk
-from .data import clustered, sample
+from knn_devtools.synthetic import clustered, sample
 
 BIN = Path(sys.executable).parent
 
