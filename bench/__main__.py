@@ -20,11 +20,11 @@ import hnswlib
 import httpx
 import numpy as np
 import orjson
+from knn_devtools.synthetic import clustered, sample
 from knn_serving.cpus import available_cpus
 from knn_serving.exact import exact_topk, recall_at_k
 
 from . import wrk
-from knn_devtools.synthetic import clustered, sample
 
 BIN = Path(sys.executable).parent
 
