@@ -1,0 +1,1 @@
+"""Control plane: the kopf operator that reconciles KnnIndex and ClusterModel."""

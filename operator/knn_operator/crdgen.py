@@ -1,0 +1,171 @@
+"""Generate CRD schemas from the pydantic models, so the two cannot drift.
+
+`python -m knn_operator.crdgen crds/` writes the YAML; a test regenerates and
+compares with the checked-in files. Pydantic's JSON Schema is turned into a
+Kubernetes structural schema: refs inlined, Optional unwrapped, defaults of
+default factories filled in, exclusive bounds in OpenAPI v3.0 form.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from knn_contracts import api
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import to_jsonable_python
+
+from .models.knnindex import KnnIndexSpec, KnnIndexStatus
+
+_DROP = {"title", "additionalProperties_false"}
+
+
+class _WithFactoryDefaults(GenerateJsonSchema):
+    def default_schema(self, schema: Any) -> JsonSchemaValue:
+        inner = self.generate_inner(schema["schema"])
+        factory = schema.get("default_factory")
+        if factory is not None and not schema.get("default_factory_takes_data"):
+            value = to_jsonable_python(factory(), by_alias=True, exclude_none=True)
+            return {**inner, "default": value}
+        return super().default_schema(schema)
+
+
+def _strip_null(options: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in options if o.get("type") != "null"]
+
+
+def structural(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [structural(x, defs) for x in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return structural(merged, defs)
+    if "anyOf" in node:
+        options = _strip_null(node["anyOf"])
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        if len(options) == 1:
+            return structural({**options[0], **rest}, defs)
+        node = {**rest, "anyOf": options}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("title", "$defs"):
+            continue
+        if key == "additionalProperties" and value is False:
+            continue
+        if key == "default" and value is None:
+            continue
+        if key == "const":
+            out["enum"] = [value]
+            continue
+        if key == "exclusiveMinimum":
+            out["minimum"], out["exclusiveMinimum"] = value, True
+            continue
+        if key == "exclusiveMaximum":
+            out["maximum"], out["exclusiveMaximum"] = value, True
+            continue
+        if key == "properties":
+            out[key] = {k: structural(v, defs) for k, v in value.items()}
+            continue
+        out[key] = structural(value, defs)
+    if "properties" in out and "type" not in out:
+        out["type"] = "object"
+    return out
+
+
+def schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, schema_generator=_WithFactoryDefaults)
+    return structural(raw, raw.get("$defs", {}))  # type: ignore[no-any-return]
+
+
+def _conditions_as_map(status: dict[str, Any]) -> None:
+    """Conditions merge by type under server-side apply."""
+    cond = status["properties"]["conditions"]
+    cond["x-kubernetes-list-type"] = "map"
+    cond["x-kubernetes-list-map-keys"] = ["type"]
+
+
+PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Stable", "type": "string", "jsonPath": ".status.stableVersion"},
+    {"name": "Canary", "type": "string", "jsonPath": ".status.canaryVersion"},
+    {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight"},
+    {"name": "Recall", "type": "number", "jsonPath": ".status.recall"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def knnindex_crd() -> dict[str, Any]:
+    spec = schema_of(KnnIndexSpec)
+    status = schema_of(KnnIndexStatus)
+    _conditions_as_map(status)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{api.KNN_INDEX_PLURAL}.{api.GROUP}"},
+        "spec": {
+            "group": api.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": api.KNN_INDEX_KIND,
+                "listKind": f"{api.KNN_INDEX_KIND}List",
+                "plural": api.KNN_INDEX_PLURAL,
+                "singular": api.KNN_INDEX_KIND.lower(),
+                "shortNames": ["knn"],
+                "categories": ["knn"],
+            },
+            "versions": [
+                {
+                    "name": api.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A k-nearest-neighbour index built, validated, "
+                            "served and rolled out by knn-operator.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+CRDS = {"knnindexes.yaml": knnindex_crd}
+HEADER = "# Generated by `python -m knn_operator.crdgen crds/` from operator/knn_operator/models.\n"
+
+
+def render(name: str) -> str:
+    return HEADER + yaml.safe_dump(CRDS[name](), sort_keys=False, width=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m knn_operator.crdgen")
+    ap.add_argument("out", type=Path)
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in CRDS:
+        (args.out / name).write_text(render(name))
+        print(f"wrote {args.out / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

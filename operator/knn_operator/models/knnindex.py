@@ -1,0 +1,287 @@
+"""The KnnIndex custom resource (DESIGN section 2). Field names are the contract.
+
+CEL rules ride along in `json_schema_extra` and land in the generated CRD
+as `x-kubernetes-validations`, so the API server refuses cross-field
+mistakes with a message naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .common import (
+    DNS_LABEL_PATTERN,
+    DURATION_PATTERN,
+    SOURCE_URI_PATTERN,
+    STORAGE_URI_PATTERN,
+    Condition,
+    Model,
+    Resources,
+    cel,
+    validations,
+)
+
+Metric = Literal["l2", "ip", "cosine"]
+SourceFormat = Literal["npy", "fvecs", "bvecs", "parquet"]
+Phase = Literal["Pending", "Building", "Progressing", "Serving", "Degraded", "RolledBack", "Failed"]
+
+MAX_STEPS = 20
+MAX_METRICS = 10
+
+
+class Source(Model):
+    uri: str = Field(
+        pattern=SOURCE_URI_PATTERN,
+        max_length=2048,
+        description="Where the vectors are: file://, pvc://CLAIM/path, http(s):// or s3://",
+    )
+    format: SourceFormat | None = Field(
+        default=None, description="npy | fvecs | bvecs | parquet; default: from the extension"
+    )
+    dimension: int = Field(ge=1, le=65536, description="Vector dimension; the build checks it")
+    ids: str | None = Field(
+        default=None,
+        pattern=SOURCE_URI_PATTERN,
+        max_length=2048,
+        description="Optional ids file (.npy, .json or one id per line)",
+    )
+    column: str | None = Field(
+        default=None, min_length=1, max_length=253, description="parquet vector column"
+    )
+    id_column: str | None = Field(
+        default=None, min_length=1, max_length=253, description="parquet id column"
+    )
+    secret_name: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+        description="Secret with credentials for s3:// or http(s):// (environment variables)",
+    )
+
+
+class Hnsw(Model):
+    m: int = Field(default=16, ge=2, le=128, description="Graph degree (M)")
+    ef_construction: int = Field(default=200, ge=1, le=4096)
+    ef_search: int = Field(
+        default=64, ge=1, le=4096, description="Search breadth; changes serving, not the artifact"
+    )
+
+
+class Validation(Model):
+    probe_queries: int = Field(default=500, ge=1, le=100000)
+    k: int = Field(default=10, ge=1, le=1000)
+    min_recall: float = Field(default=0.95, ge=0.0, le=1.0)
+
+
+class Build(Model):
+    validation: Validation = Field(default_factory=Validation)
+    resources: Resources | None = None
+    timeout_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    backoff_limit: int = Field(default=2, ge=0, le=10)
+    threads: int | None = Field(default=None, ge=1, le=1024)
+    image: str | None = Field(default=None, max_length=512)
+
+
+class Storage(Model):
+    uri: str = Field(
+        pattern=STORAGE_URI_PATTERN,
+        max_length=2048,
+        description="Where versions live: s3://bucket/prefix, pvc://CLAIM/prefix or file://",
+    )
+    secret_name: str | None = Field(default=None, pattern=DNS_LABEL_PATTERN, max_length=63)
+
+
+class Serving(Model):
+    replicas: int = Field(default=2, ge=0, le=1000)
+    image: str | None = Field(default=None, max_length=512)
+    resources: Resources | None = None
+    workers: int = Field(default=1, ge=1, le=64)
+    probe_interval_seconds: int = Field(default=60, ge=1, le=86400)
+
+
+class GatewayApiRouter(Model):
+    http_route: str = Field(pattern=DNS_LABEL_PATTERN, max_length=253)
+
+
+class IstioRouter(Model):
+    virtual_service: str = Field(pattern=DNS_LABEL_PATTERN, max_length=253)
+    destination_rule: str | None = Field(default=None, pattern=DNS_LABEL_PATTERN, max_length=253)
+
+
+class ReplicasRouter(Model):
+    pass
+
+
+class TrafficRouter(Model):
+    gateway_api: GatewayApiRouter | None = Field(default=None, alias="gatewayAPI")
+    istio: IstioRouter | None = None
+    replicas: ReplicasRouter | None = None
+
+    model_config = validations(
+        cel(
+            "(has(self.gatewayAPI) ? 1 : 0) + (has(self.istio) ? 1 : 0)"
+            " + (has(self.replicas) ? 1 : 0) == 1",
+            "choose exactly one traffic router: gatewayAPI, istio or replicas",
+        )
+    )
+
+
+class Pause(Model):
+    duration: str | None = Field(
+        default=None,
+        pattern=DURATION_PATTERN,
+        max_length=32,
+        description="How long to wait; omitted means until the knn.dev/promote annotation",
+    )
+
+
+class Step(Model):
+    set_weight: int | None = Field(default=None, ge=0, le=100)
+    pause: Pause | None = None
+
+    model_config = validations(
+        cel(
+            "has(self.setWeight) != has(self.pause)",
+            "each step is exactly one of setWeight or pause",
+        )
+    )
+
+
+class Thresholds(Model):
+    p95_latency_ms: float | None = Field(default=None, gt=0, le=600000)
+    max_error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_recall: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class CustomMetric(Model):
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63)
+    query: str = Field(min_length=1, max_length=4096)
+    min: float | None = None
+    max: float | None = None
+
+    model_config = validations(
+        cel("has(self.min) || has(self.max)", "a custom metric needs min or max"),
+        cel(
+            "!has(self.min) || !has(self.max) || self.min <= self.max",
+            "min must not exceed max",
+        ),
+    )
+
+
+class PrometheusProvider(Model):
+    address: str = Field(pattern=r"^https?://.+", max_length=2048)
+
+
+class Analysis(Model):
+    prometheus: PrometheusProvider
+    interval: str = Field(default="30s", pattern=DURATION_PATTERN, max_length=32)
+    failure_limit: int = Field(default=1, ge=0, le=100)
+    inconclusive_limit: int = Field(default=3, ge=0, le=100)
+    on_inconclusive: Literal["Pause", "Abort"] = "Abort"
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    metrics: list[CustomMetric] = Field(default_factory=list, max_length=MAX_METRICS)
+
+
+class Rollout(Model):
+    traffic_router: TrafficRouter = Field(
+        default_factory=lambda: TrafficRouter(replicas=ReplicasRouter())
+    )
+    steps: list[Step] = Field(default_factory=list, max_length=MAX_STEPS)
+    analysis: Analysis | None = None
+    scale_down_delay_seconds: int = Field(default=300, ge=0, le=86400)
+
+    model_config = validations(
+        cel(
+            "self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
+            "setWeight values must rise from step to step",
+            reason="FieldValueInvalid",
+            field_path=".steps",
+        ),
+    )
+
+
+class History(Model):
+    limit: int = Field(default=3, ge=1, le=20, description="Versions kept, serving ones included")
+
+
+class Rebuild(Model):
+    schedule: str | None = Field(default=None, max_length=128, description="cron expression")
+    token: str | None = Field(
+        default=None, max_length=253, description="Change to force a rebuild of the same inputs"
+    )
+
+
+class KnnIndexSpec(Model):
+    source: Source
+    metric: Metric = "cosine"
+    hnsw: Hnsw = Field(default_factory=Hnsw)
+    build: Build = Field(default_factory=Build)
+    storage: Storage
+    serving: Serving = Field(default_factory=Serving)
+    rollout: Rollout = Field(default_factory=Rollout)
+    history: History = Field(default_factory=History)
+    rebuild: Rebuild = Field(default_factory=Rebuild)
+
+    model_config = validations(
+        cel(
+            "self.hnsw.efSearch >= self.build.validation.k",
+            "hnsw.efSearch must be at least build.validation.k",
+            reason="FieldValueInvalid",
+            field_path=".hnsw.efSearch",
+        ),
+        cel(
+            "!has(self.source.column) && !has(self.source.idColumn) || "
+            "(has(self.source.format) && self.source.format == 'parquet') || "
+            "self.source.uri.endsWith('.parquet')",
+            "source.column and source.idColumn apply only to parquet sources",
+            field_path=".source",
+        ),
+        cel(
+            "!has(self.source.ids) || !has(self.source.idColumn)",
+            "give ids either as source.ids or as source.idColumn, not both",
+            field_path=".source.ids",
+        ),
+    )
+
+
+class BuildRecord(Model):
+    version: str
+    vectors: int | None = None
+    recall: float | None = None
+    build_seconds: float | None = None
+    artifact: str | None = None
+    sha256: str | None = None
+    outcome: Literal["Building", "Succeeded", "Failed"]
+    message: str = ""
+    started: str | None = None
+    finished: str | None = None
+
+
+class Measurement(Model):
+    metric: str
+    value: float | None = None
+    phase: Literal["Successful", "Failed", "Inconclusive"]
+    at: str
+
+
+class AnalysisStatus(Model):
+    failures: int = 0
+    inconclusive: int = 0
+    last_measurements: list[Measurement] = Field(default_factory=list, max_length=50)
+
+
+class KnnIndexStatus(Model):
+    phase: Phase | None = None
+    observed_generation: int | None = None
+    stable_version: str | None = None
+    canary_version: str | None = None
+    canary_weight: int | None = None
+    current_step: int | None = None
+    recall: float | None = None
+    target_version: str | None = None
+    builds: list[BuildRecord] = Field(default_factory=list, max_length=50)
+    analysis: AnalysisStatus | None = None
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    message: str | None = None
