@@ -1,0 +1,1 @@
+"""Pure functions: a KnnIndex and a version in, Kubernetes manifests out. No I/O."""

@@ -1,0 +1,137 @@
+"""Pieces every generated manifest shares: names, labels, owner, security."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from knn_contracts import api
+
+from ..models.common import Resources
+from ..models.knnindex import KnnIndexSpec
+from ..settings import Settings
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The KnnIndex (or ClusterModel) the generated objects belong to."""
+
+    name: str
+    namespace: str
+    uid: str
+    kind: str = api.KNN_INDEX_KIND
+
+    def reference(self) -> Manifest:
+        return {
+            "apiVersion": api.API_VERSION,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def labels(
+    owner: Owner, version: str | None = None, component: str | None = None
+) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": "knn-index",
+        "app.kubernetes.io/instance": owner.name,
+        "app.kubernetes.io/managed-by": "knn-operator",
+        api.LABEL_INDEX: owner.name,
+    }
+    if version:
+        out[api.LABEL_VERSION] = version
+    if component:
+        out[api.LABEL_COMPONENT] = component
+    return out
+
+
+def metadata(owner: Owner, name: str, lbls: dict[str, str]) -> Manifest:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": lbls,
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def deployment_name(owner: Owner, version: str) -> str:
+    return f"{owner.name}-{version}"
+
+
+def job_name(owner: Owner, version: str) -> str:
+    return f"{owner.name}-build-{version}"
+
+
+def restricted_container_security() -> Manifest:
+    """Pod Security 'restricted' profile for a container."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_pod_security() -> Manifest:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "fsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def resources(r: Resources | None, default_requests: dict[str, str]) -> Manifest:
+    out: Manifest = {"requests": dict(default_requests)}
+    if r is not None:
+        if r.requests:
+            out["requests"] = {k: str(v) for k, v in r.requests.items()}
+        if r.limits:
+            out["limits"] = {k: str(v) for k, v in r.limits.items()}
+    return out
+
+
+@dataclass(frozen=True)
+class Mounts:
+    volumes: list[Manifest]
+    volume_mounts: list[Manifest]
+    env_from: list[Manifest]
+
+
+def storage_mounts(spec: KnnIndexSpec, settings: Settings, *, read_only: bool) -> Mounts:
+    """PVCs named by pvc:// URIs mounted under the PVC root; secrets as environment."""
+    claims: dict[str, bool] = {}
+    for uri, ro in (
+        (spec.source.uri, True),
+        (spec.source.ids, True),
+        (spec.storage.uri, read_only),
+    ):
+        if uri and urlsplit(uri).scheme == "pvc":
+            claim = urlsplit(uri).netloc
+            claims[claim] = claims.get(claim, True) and ro
+    volumes: list[Manifest] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[Manifest] = [{"name": "tmp", "mountPath": "/tmp"}]
+    for i, (claim, ro) in enumerate(sorted(claims.items())):
+        volumes.append(
+            {
+                "name": f"pvc-{i}",
+                "persistentVolumeClaim": {"claimName": claim, "readOnly": ro},
+            }
+        )
+        mounts.append(
+            {"name": f"pvc-{i}", "mountPath": f"{settings.pvc_root}/{claim}", "readOnly": ro}
+        )
+    secrets = sorted({s for s in (spec.source.secret_name, spec.storage.secret_name) if s})
+    return Mounts(volumes, mounts, [{"secretRef": {"name": s}} for s in secrets])
+
+
+def artifact_uri(spec: KnnIndexSpec, version: str) -> str:
+    return spec.storage.uri.rstrip("/") + "/" + version

@@ -1,0 +1,96 @@
+"""The serving Deployment of one version: `knn-serve` on the version's artifact."""
+
+from __future__ import annotations
+
+from ..models.knnindex import KnnIndexSpec
+from ..settings import Settings
+from .common import (
+    Manifest,
+    Owner,
+    artifact_uri,
+    deployment_name,
+    labels,
+    metadata,
+    resources,
+    restricted_container_security,
+    restricted_pod_security,
+    storage_mounts,
+)
+
+SERVING_CONTAINER = "serve"
+
+
+def serving_deployment(
+    owner: Owner, spec: KnnIndexSpec, version: str, replicas: int, settings: Settings
+) -> Manifest:
+    mounts = storage_mounts(spec, settings, read_only=True)
+    selector = labels(owner, version, "serving")
+    port = settings.serving_port
+    container: Manifest = {
+        "name": SERVING_CONTAINER,
+        "image": spec.serving.image or settings.serving_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": [
+            "knn-serve",
+            "--artifact",
+            artifact_uri(spec, version),
+            "--port",
+            str(port),
+            "--workers",
+            str(spec.serving.workers),
+            "--probe-interval",
+            str(spec.serving.probe_interval_seconds),
+            "--ef-search",
+            str(spec.hnsw.ef_search),
+        ],
+        "env": [
+            {"name": "KNN_INDEX_NAME", "value": owner.name},
+            {
+                "name": "KNN_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
+            {"name": "KNN_PVC_ROOT", "value": settings.pvc_root},
+        ],
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "resources": resources(spec.serving.resources, {"cpu": "500m", "memory": "512Mi"}),
+        "securityContext": restricted_container_security(),
+        "volumeMounts": mounts.volume_mounts,
+    }
+    if mounts.env_from:
+        container["envFrom"] = mounts.env_from
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(owner, deployment_name(owner, version), selector),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": selector,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(port),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": restricted_pod_security(),
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [container],
+                    "volumes": mounts.volumes,
+                },
+            },
+        },
+    }

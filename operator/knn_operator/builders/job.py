@@ -1,0 +1,100 @@
+"""The builder Job of one version: runs `knn-build`, reports through its
+termination message (knn_contracts.artifact.BuildSummary)."""
+
+from __future__ import annotations
+
+from ..models.knnindex import KnnIndexSpec
+from ..settings import Settings
+from .common import (
+    Manifest,
+    Owner,
+    job_name,
+    labels,
+    metadata,
+    resources,
+    restricted_container_security,
+    restricted_pod_security,
+    storage_mounts,
+)
+
+BUILDER_CONTAINER = "build"
+
+
+def build_args(spec: KnnIndexSpec, version: str) -> list[str]:
+    v = spec.build.validation
+    s = spec.source
+    args = [
+        "knn-build",
+        "--source",
+        s.uri,
+        "--dimension",
+        str(s.dimension),
+        "--metric",
+        spec.metric,
+        "--m",
+        str(spec.hnsw.m),
+        "--ef-construction",
+        str(spec.hnsw.ef_construction),
+        "--ef-search",
+        str(spec.hnsw.ef_search),
+        "--probe-queries",
+        str(v.probe_queries),
+        "--k",
+        str(v.k),
+        "--min-recall",
+        repr(v.min_recall),
+        "--version",
+        version,
+        "--summary-file",
+        "/dev/termination-log",
+        "--out",
+        spec.storage.uri,
+    ]
+    for flag, value in (
+        ("--format", s.format),
+        ("--ids", s.ids),
+        ("--column", s.column),
+        ("--id-column", s.id_column),
+    ):
+        if value:
+            args += [flag, value]
+    if spec.build.threads:
+        args += ["--threads", str(spec.build.threads)]
+    return args
+
+
+def builder_job(owner: Owner, spec: KnnIndexSpec, version: str, settings: Settings) -> Manifest:
+    mounts = storage_mounts(spec, settings, read_only=False)
+    lbls = labels(owner, version, "builder")
+    container: Manifest = {
+        "name": BUILDER_CONTAINER,
+        "image": spec.build.image or settings.builder_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": build_args(spec, version),
+        "env": [{"name": "KNN_PVC_ROOT", "value": settings.pvc_root}],
+        "resources": resources(spec.build.resources, {"cpu": "1", "memory": "1Gi"}),
+        "securityContext": restricted_container_security(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": mounts.volume_mounts,
+    }
+    if mounts.env_from:
+        container["envFrom"] = mounts.env_from
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(owner, job_name(owner, version), lbls),
+        "spec": {
+            "backoffLimit": spec.build.backoff_limit,
+            "activeDeadlineSeconds": spec.build.timeout_seconds,
+            "template": {
+                "metadata": {"labels": lbls},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": restricted_pod_security(),
+                    "containers": [container],
+                    "volumes": mounts.volumes,
+                },
+            },
+        },
+    }
