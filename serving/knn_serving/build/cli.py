@@ -121,14 +121,22 @@ def summary_line(summary: BuildSummary) -> str:
     """The summary as one JSON line of at most SUMMARY_LIMIT bytes (UTF-8), the
     message shortened with '…' if needed."""
     line = summary.model_dump_json(exclude_none=True)
-    message = summary.message
-    while len(line.encode()) > SUMMARY_LIMIT and message:
-        over = len(line.encode()) - SUMMARY_LIMIT
-        message = message[: max(0, len(message) - over - 1)]
-        line = summary.model_copy(update={"message": message + "…"}).model_dump_json(
-            exclude_none=True
-        )
-    return line
+    if len(line.encode()) <= SUMMARY_LIMIT:
+        return line
+
+    def shortened(n: int) -> str:
+        cut = summary.model_copy(update={"message": summary.message[:n] + "…"})
+        return cut.model_dump_json(exclude_none=True)
+
+    # The longest prefix that fits, in bytes of JSON (escapes and UTF-8 included).
+    lo, hi = 0, len(summary.message)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(shortened(mid).encode()) <= SUMMARY_LIMIT:
+            lo = mid
+        else:
+            hi = mid - 1
+    return shortened(lo)
 
 
 def _write_summary(path: Path | None, summary: BuildSummary) -> None:

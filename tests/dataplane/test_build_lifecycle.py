@@ -1,0 +1,216 @@
+"""Versions over time: an artifact is immutable, a retried build reuses it, a
+changed input never overwrites it, and a build killed half-way leaves no
+artifact under the version's name."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+from knn_contracts.artifact import BuildSummary
+from knn_serving import artifact
+
+if TYPE_CHECKING:  # mypy resolves modules from the repository root...
+    from tests.dataplane import datasets as ds
+else:  # ...pytest puts this directory (it has no __init__.py) on sys.path.
+    import datasets as ds
+
+KNN_BUILD = Path(sys.executable).parent / "knn-build"
+N, D = 1500, 12
+
+
+def knn_build(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(KNN_BUILD), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ.copy(),
+        check=False,
+    )
+
+
+def state(directory: Path) -> dict[str, tuple[str, int]]:
+    """sha256 and modification time of every file: a rewrite changes the mtime."""
+    return {
+        p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(directory.iterdir())
+    }
+
+
+def base_args(tmp: Path) -> list[str | Path]:
+    source = tmp / "data.npy"
+    if not source.exists():
+        ds.write_npy(source, ds.gaussian(N, D, seed=41))
+    return [
+        "--source", source, "--metric", "l2", "--m", "10", "--ef-construction", "50",
+        "--ef-search", "40", "--k", "10", "--probe-queries", "100", "--min-recall", "0.8",
+        "--out", tmp / "out",
+    ]  # fmt: skip
+
+
+def succeed(*args: str | Path) -> tuple[BuildSummary, str]:
+    run = knn_build(*args)
+    assert run.returncode == 0, run.stderr
+    return BuildSummary.model_validate_json(run.stdout), run.stderr
+
+
+def test_same_inputs_and_version_reuse_the_artifact(tmp_path: Path) -> None:
+    first, _ = succeed(*base_args(tmp_path), "--version", "v1")
+    directory = tmp_path / "out" / "v1"
+    before = state(directory)
+    time.sleep(0.01)  # so a rewrite would show in st_mtime_ns
+
+    again, stderr = succeed(*base_args(tmp_path), "--version", "v1")
+    assert "already exists for these inputs; reusing it" in stderr
+    assert "building HNSW" not in stderr
+    assert again.outcome == "Succeeded"
+    assert (again.version, again.artifact, again.sha256) == (
+        first.version,
+        first.artifact,
+        first.sha256,
+    )
+    assert again.sha256 == hashlib.sha256((directory / "manifest.json").read_bytes()).hexdigest()
+    assert (again.vectors, again.recall) == (first.vectors, first.recall)
+    assert state(directory) == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["v1"]
+
+
+def change_data(tmp: Path) -> list[str]:
+    # Same path, other bytes: the source digest tells them apart.
+    ds.write_npy(tmp / "data.npy", ds.gaussian(N, D, seed=42))
+    return []
+
+
+@pytest.mark.parametrize(
+    ("change", "difference"),
+    [
+        (change_data, "source sha256"),
+        (lambda tmp: ["--metric", "cosine"], "metric l2 != cosine"),
+        (lambda tmp: ["--m", "12"], "hnsw parameters"),
+        (lambda tmp: ["--ef-search", "41"], "hnsw parameters"),
+        (lambda tmp: ["--k", "5"], "k 10 != 5"),
+        (
+            lambda tmp: ["--ids", str(ds.write_ids(tmp / "ids.txt", ds.str_ids(N)))],
+            "ids None != ",
+        ),
+    ],
+    ids=["data", "metric", "m", "ef-search", "k", "ids"],
+)
+def test_same_version_with_other_inputs_is_refused(
+    tmp_path: Path, change: Callable[[Path], list[str]], difference: str
+) -> None:
+    succeed(*base_args(tmp_path), "--version", "v1")
+    directory = tmp_path / "out" / "v1"
+    before = state(directory)
+    extra = change(tmp_path)
+    # argparse keeps the last of a repeated option, so extra args override the base ones.
+    run = knn_build(*base_args(tmp_path), *extra, "--version", "v1", "--log-level", "WARNING")
+    assert run.returncode == 3, run.stderr
+    (line,) = run.stderr.splitlines()
+    assert line.startswith(f"knn-build: error: {directory}: already exists with other inputs (")
+    assert difference in line
+    assert line.endswith("artifacts are immutable, choose another --version")
+    summary = BuildSummary.model_validate_json(run.stdout)
+    assert summary.outcome == "Failed"
+    assert summary.version == "v1"
+    assert state(directory) == before
+    assert artifact.verify(directory).validation.k == 10
+
+
+def test_default_versions_follow_the_inputs(tmp_path: Path) -> None:
+    a, _ = succeed(*base_args(tmp_path))
+    b, stderr = succeed(*base_args(tmp_path))
+    assert a.version == b.version
+    assert a.sha256 == b.sha256
+    assert "reusing it" in stderr
+    # Any input the reuse check compares yields another default version, never exit 3.
+    c, _ = succeed(*base_args(tmp_path), "--ef-search", "60")
+    d, _ = succeed(*base_args(tmp_path), "--metric", "ip")
+    versions = {a.version, c.version, d.version}
+    assert len(versions) == 3
+    assert {p.name for p in (tmp_path / "out").iterdir()} == versions
+
+
+def test_a_corrupt_existing_artifact_is_refused_not_replaced(tmp_path: Path) -> None:
+    succeed(*base_args(tmp_path), "--version", "v1")
+    directory = tmp_path / "out" / "v1"
+    ids = directory / "ids.npy"
+    ids.write_bytes(ids.read_bytes()[:-8] + b"\x00" * 8)
+    before = state(directory)
+    run = knn_build(*base_args(tmp_path), "--version", "v1", "--log-level", "WARNING")
+    assert run.returncode == 3
+    (line,) = run.stderr.splitlines()
+    assert f"{ids}: sha256 mismatch" in line
+    assert "the artifact is corrupt" in line
+    assert state(directory) == before
+
+
+def test_out_that_is_a_file_is_a_storage_error(tmp_path: Path) -> None:
+    args = base_args(tmp_path)
+    (tmp_path / "out").write_text("not a directory")
+    run = knn_build(*args, "--log-level", "WARNING")
+    assert run.returncode == 3
+    (line,) = run.stderr.splitlines()
+    assert line.startswith("knn-build: error: storage error: ")
+    assert str(tmp_path / "out") in line
+    assert (tmp_path / "out").read_text() == "not a directory"
+
+
+def test_killed_during_add_items_leaves_no_artifact(tmp_path: Path) -> None:
+    # Big enough that add_items runs for seconds on a busy 2-core machine.
+    source = ds.write_npy(tmp_path / "big.npy", ds.gaussian(50_000, 32, seed=43))
+    out = tmp_path / "out"
+    args = [
+        str(KNN_BUILD), "--source", str(source), "--metric", "l2", "--m", "8",
+        "--ef-construction", "100", "--ef-search", "64", "--probe-queries", "200",
+        "--min-recall", "0.5", "--version", "big", "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "building HNSW" in line:
+                break
+        else:
+            pytest.fail(f"the build ended before adding vectors: {''.join(seen)}")
+        time.sleep(1.0)
+        assert proc.poll() is None, "finished before it could be killed; use more data"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    assert not (out / "big").exists()
+    # Only a staging directory may remain (SIGKILL runs no cleanup); never a partial "big".
+    leftovers = list(out.iterdir()) if out.exists() else []
+    assert all(p.name.startswith(".tmp-big-") for p in leftovers), leftovers
+
+    run = knn_build(*args[1:])
+    assert run.returncode == 0, run.stderr
+    summary = BuildSummary.model_validate_json(run.stdout)
+    assert summary.version == "big"
+    manifest = artifact.verify(out / "big")
+    assert manifest.count == 50_000
+    # Progress lines while adding, ending at 100%.
+    progress = [ln for ln in run.stderr.splitlines() if " added " in ln]
+    assert progress, run.stderr
+    assert all("vectors/s" in ln and " ETA " in ln for ln in progress)
+    assert "added 100.0% (50000/50000)" in progress[-1]
+    assert np.isfinite(manifest.validation.recall)
