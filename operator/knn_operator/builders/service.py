@@ -6,9 +6,7 @@ from __future__ import annotations
 from .common import Manifest, Owner, deployment_name, labels, metadata
 
 
-def _service(
-    owner: Owner, name: str, selector: dict[str, str], lbls: dict[str, str]
-) -> Manifest:
+def _service(owner: Owner, name: str, selector: dict[str, str], lbls: dict[str, str]) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",

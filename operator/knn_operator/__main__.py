@@ -1,0 +1,49 @@
+"""`python -m knn_operator`: run the operator (kopf) in this process.
+
+Options: --namespace NS (repeatable; default: all namespaces),
+--metrics-port (default 8081), --liveness-port (default 8082).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import kopf
+from prometheus_client import start_http_server
+
+from .handlers import knnindex  # noqa: F401  (registers the handlers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m knn_operator")
+    ap.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); default: all",
+    )
+    ap.add_argument("--metrics-port", type=int, default=8081)
+    ap.add_argument("--liveness-port", type=int, default=8082)
+    ap.add_argument("--bind", default="0.0.0.0")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    start_http_server(args.metrics_port, addr=args.bind)
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            standalone=True,
+            liveness_endpoint=f"http://{args.bind}:{args.liveness_port}/healthz",
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

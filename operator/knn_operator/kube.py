@@ -1,0 +1,119 @@
+"""The one place that talks to the Kubernetes API.
+
+Every write is server-side apply with the field manager `knn-operator`; the
+operator applies `status` through the status subresource and never sends
+`spec` of its own resources.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from knn_contracts import api
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+Body = dict[str, Any]
+
+# (apiVersion, kind) → plural. Only kinds the operator writes or reads.
+_PLURALS: dict[tuple[str, str], str] = {
+    ("batch/v1", "Job"): "jobs",
+    ("apps/v1", "Deployment"): "deployments",
+    ("v1", "Service"): "services",
+    ("v1", "Pod"): "pods",
+    ("v1", "Event"): "events",
+    (api.API_VERSION, api.KNN_INDEX_KIND): api.KNN_INDEX_PLURAL,
+    (api.API_VERSION, api.CLUSTER_MODEL_KIND): api.CLUSTER_MODEL_PLURAL,
+}
+KIND_API_VERSION = {kind: av for (av, kind) in _PLURALS}
+
+NotFound = 404
+Conflict = 409
+
+
+def _path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    plural = _PLURALS[(api_version, kind)]
+    root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{root}/namespaces/{namespace}/{plural}"
+    return f"{path}/{name}" if name else path
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.client = api_client
+
+    @classmethod
+    async def connect(cls) -> Kube:
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        else:
+            await config.load_kube_config()
+        return cls(client.ApiClient())
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> Body:
+        result = await self.client.call_api(
+            path,
+            method,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            response_types_map={200: "object", 201: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+        return result if isinstance(result, dict) else {}
+
+    async def apply(self, obj: Body, *, status: bool = False) -> Body:
+        """Server-side apply; `status=True` applies to the status subresource."""
+        meta = obj["metadata"]
+        path = _path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        return await self._call(
+            "PATCH",
+            path + ("/status" if status else ""),
+            body=obj,
+            query=[("fieldManager", api.FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Body | None:
+        try:
+            return await self._call("GET", _path(api_version, kind, namespace, name))
+        except ApiException as e:
+            if e.status == NotFound:
+                return None
+            raise
+
+    async def list(
+        self, api_version: str, kind: str, namespace: str, selector: str | None = None
+    ) -> list[Body]:
+        query = [("labelSelector", selector)] if selector else []
+        out = await self._call("GET", _path(api_version, kind, namespace), query=query)
+        return list(out.get("items") or [])
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete with background propagation (a Job's pods go with it); absent is fine."""
+        try:
+            await self._call(
+                "DELETE",
+                _path(KIND_API_VERSION[kind], kind, namespace, name),
+                body={
+                    "apiVersion": "v1",
+                    "kind": "DeleteOptions",
+                    "propagationPolicy": "Background",
+                },
+            )
+        except ApiException as e:
+            if e.status != NotFound:
+                raise

@@ -1,0 +1,248 @@
+"""Decide, from what is observed, what a KnnIndex needs. Pure: no I/O, no clock.
+
+The planner is level-based: given the spec, the last status and the owned
+objects as they are now, it returns the objects to apply, those to delete,
+the new status and the Events for transitions. Running it twice on the same
+input gives the same plan, which is what makes a restarted operator resume.
+
+Until progressive delivery lands, a built version whose Deployment is
+available replaces the stable version directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .builders.common import Manifest, Owner, artifact_uri, deployment_name, job_name
+from .builders.deployment import serving_deployment
+from .builders.job import builder_job
+from .builders.service import stable_service, version_service
+from .conditions import set_condition
+from .models.knnindex import BuildRecord, KnnIndexSpec, KnnIndexStatus, Phase
+from .observe import DeploymentState, JobState
+from .settings import Settings
+from .versioning import version_of
+
+MAX_BUILD_RECORDS = 20
+
+
+@dataclass(frozen=True)
+class Observed:
+    owner: Owner
+    generation: int
+    spec: KnnIndexSpec
+    status: KnnIndexStatus
+    jobs: Mapping[str, JobState]  # by version
+    deployments: Mapping[str, DeploymentState]  # by version
+    rebuild_annotation: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    apply: list[Manifest] = field(default_factory=list)
+    delete: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
+    status: KnnIndexStatus = field(default_factory=KnnIndexStatus)
+    events: list[Event] = field(default_factory=list)
+
+
+def _record(builds: list[BuildRecord], version: str) -> BuildRecord | None:
+    return next((b for b in builds if b.version == version), None)
+
+
+def _upsert(builds: list[BuildRecord], rec: BuildRecord) -> list[BuildRecord]:
+    out = [b for b in builds if b.version != rec.version] + [rec]
+    return out[-MAX_BUILD_RECORDS:]
+
+
+def _track_build(
+    obs: Observed, target: str, builds: list[BuildRecord], plan: Plan, settings: Settings, now: str
+) -> list[BuildRecord]:
+    """Create the target's Job, or fold its outcome into the build records."""
+    rec = _record(builds, target)
+    job = obs.jobs.get(target)
+    if rec is not None and rec.outcome in ("Succeeded", "Failed") and (job is None or job.finished):
+        return builds  # decided; a failed version waits for a spec change or a rebuild
+    if job is None:
+        plan.apply.append(builder_job(obs.owner, obs.spec, target, settings))
+        if rec is None:
+            plan.events.append(
+                Event(
+                    "Normal",
+                    "BuildStarted",
+                    f"building version {target} in Job {job_name(obs.owner, target)}",
+                )
+            )
+        return _upsert(builds, BuildRecord(version=target, outcome="Building", started=now))
+    if not job.finished:
+        if rec is None:
+            rec = BuildRecord(version=target, outcome="Building", started=now)
+        return _upsert(builds, rec)
+    started = rec.started if rec else None
+    s = job.summary
+    if job.succeeded and s is not None and s.outcome == "Succeeded":
+        plan.events.append(
+            Event(
+                "Normal",
+                "BuildSucceeded",
+                f"version {target}: {s.vectors} vectors, recall {s.recall}, {s.build_seconds}s",
+            )
+        )
+        return _upsert(
+            builds,
+            BuildRecord(
+                version=target,
+                outcome="Succeeded",
+                vectors=s.vectors,
+                recall=s.recall,
+                build_seconds=s.build_seconds,
+                artifact=s.artifact or artifact_uri(obs.spec, target),
+                sha256=s.sha256,
+                started=started,
+                finished=now,
+            ),
+        )
+    if job.succeeded:
+        message = "builder Job completed but left no build summary in its termination message"
+    else:
+        message = job.message or f"builder Job failed ({job.reason})"
+    plan.events.append(Event("Warning", "BuildFailed", f"version {target}: {message}"))
+    return _upsert(
+        builds,
+        BuildRecord(
+            version=target, outcome="Failed", message=message, started=started, finished=now
+        ),
+    )
+
+
+def _kept_versions(builds: list[BuildRecord], limit: int, pinned: set[str]) -> set[str]:
+    succeeded = [b.version for b in builds if b.outcome == "Succeeded"]
+    return set(succeeded[-limit:]) | pinned
+
+
+def plan(obs: Observed, settings: Settings, now: str) -> Plan:
+    out = Plan()
+    spec, old = obs.spec, obs.status
+    target = version_of(spec, obs.rebuild_annotation)
+    builds = _track_build(obs, target, list(old.builds), out, settings, now)
+    target_rec = _record(builds, target)
+    assert target_rec is not None
+
+    stable = old.stable_version
+    if stable is not None and _record(builds, stable) is None:
+        stable = None  # its record aged out; nothing to serve from
+    ready_target = target_rec.outcome == "Succeeded"
+    if ready_target and target != stable:
+        dep = obs.deployments.get(target)
+        if dep is not None and dep.is_available:
+            out.events.append(
+                Event(
+                    "Normal",
+                    "Promoted",
+                    f"version {target} is available and now serves the {obs.owner.name} Service"
+                    + (f" (was {stable})" if stable else ""),
+                )
+            )
+            stable = target
+
+    # Warm: the stable version and a built target. Kept: the last history.limit
+    # built versions, scaled to zero. Everything older is deleted.
+    warm = {v for v in (stable, target if ready_target else None) if v}
+    kept = _kept_versions(builds, spec.history.limit, warm | {target})
+    for v in sorted(kept):
+        if v in warm or v in obs.deployments:
+            replicas = spec.serving.replicas if v in warm else 0
+            out.apply.append(serving_deployment(obs.owner, spec, v, replicas, settings))
+            out.apply.append(version_service(obs.owner, v))
+    if stable is not None:
+        out.apply.append(stable_service(obs.owner, stable))
+    for v, dep in sorted(obs.deployments.items()):
+        if v not in kept:
+            out.delete += [("Deployment", dep.name), ("Service", deployment_name(obs.owner, v))]
+    for v, job in sorted(obs.jobs.items()):
+        if v not in kept:
+            out.delete.append(("Job", job.name))
+
+    stable_dep = obs.deployments.get(stable) if stable else None
+    stable_ok = stable_dep is not None and stable_dep.is_available
+    phase: Phase
+    if target_rec.outcome == "Failed":
+        phase = "Failed"
+    elif target_rec.outcome == "Building":
+        phase = "Building" if stable is None else "Progressing"
+    elif target != stable:
+        phase = "Progressing"
+    elif stable_ok:
+        phase = "Serving"
+    else:
+        phase = "Degraded" if old.phase in ("Serving", "Degraded") else "Progressing"
+
+    gen = obs.generation
+    conds = list(old.conditions)
+    conds = set_condition(
+        conds,
+        "Built",
+        {"Succeeded": True, "Failed": False, "Building": None}[target_rec.outcome],
+        {"Succeeded": "BuildSucceeded", "Failed": "BuildFailed", "Building": "Building"}[
+            target_rec.outcome
+        ],
+        target_rec.message or f"version {target}",
+        gen,
+        now,
+    )
+    conds = set_condition(
+        conds,
+        "Ready",
+        stable_ok,
+        "Available" if stable_ok else ("NoStableVersion" if stable is None else "Unavailable"),
+        f"version {stable} serves traffic" if stable_ok else "no version is available to serve",
+        gen,
+        now,
+    )
+    progressing = target != stable and target_rec.outcome != "Failed"
+    conds = set_condition(
+        conds,
+        "Progressing",
+        progressing,
+        "NewVersion" if progressing else "Stable",
+        f"rolling out version {target}" if progressing else "no rollout in progress",
+        gen,
+        now,
+    )
+    degraded = stable is not None and not stable_ok and phase == "Degraded"
+    conds = set_condition(
+        conds,
+        "Degraded",
+        degraded,
+        "StableUnavailable" if degraded else "AsExpected",
+        f"version {stable} has too few available replicas" if degraded else "",
+        gen,
+        now,
+    )
+    if phase != old.phase:
+        kind = "Warning" if phase in ("Failed", "Degraded", "RolledBack") else "Normal"
+        out.events.append(Event(kind, phase, f"phase {old.phase or 'none'} → {phase}"))
+
+    stable_rec = _record(builds, stable) if stable else None
+    out.status = KnnIndexStatus(
+        phase=phase,
+        observed_generation=gen,
+        stable_version=stable,
+        canary_version=None,
+        canary_weight=None,
+        current_step=None,
+        recall=stable_rec.recall if stable_rec else None,
+        target_version=target,
+        builds=builds,
+        analysis=old.analysis,
+        conditions=conds,
+        message=target_rec.message if target_rec.outcome == "Failed" else None,
+    )
+    return out
