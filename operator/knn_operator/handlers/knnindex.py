@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from knn_contracts import api
@@ -115,7 +115,7 @@ def _post_event(body: Body, type_: str, reason: str, message: str) -> None:
         "kind": api.KNN_INDEX_KIND,
         "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
     }
-    kopf.event(kopf.Body(ref), type=type_, reason=reason, message=message)
+    kopf.event(kopf.Body(cast(kopf.RawBody, ref)), type=type_, reason=reason, message=message)
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.KNN_INDEX_PLURAL)
