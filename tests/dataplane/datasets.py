@@ -9,6 +9,15 @@ are what a user would hand to `knn-build`.
     write_fvecs(tmp_path / "base.fvecs", vectors)
     with serve_directory(tmp_path) as base_url:   # real HTTP on loopback
         ...  # f"{base_url}/base.fvecs"
+    truth = brute_force(vectors, queries, 10, "cosine")   # reference top-k, float64
+
+Import it as the builder tests do (pytest puts this directory on sys.path, mypy
+resolves from the repository root)::
+
+    if TYPE_CHECKING:
+        from tests.dataplane import datasets as ds
+    else:
+        import datasets as ds
 """
 
 from __future__ import annotations
@@ -37,7 +46,6 @@ __all__ = [
     "byte_vectors",
     "gaussian",
     "int_ids",
-    "read_fvecs",
     "serve_directory",
     "str_ids",
     "uniform",
@@ -77,7 +85,7 @@ def byte_vectors(n: int, d: int, *, seed: int = 0) -> U8:
 
 
 def int_ids(n: int, *, seed: int = 0) -> npt.NDArray[np.int64]:
-    """`n` distinct, unordered, partly negative int64 ids (never 0..n-1)."""
+    """`n` distinct, unordered, partly negative int64 ids, unlike row numbers."""
     rng = np.random.default_rng(seed)
     ids: npt.NDArray[np.int64] = rng.choice(10 * n + 10, size=n, replace=False).astype(np.int64)
     return ids * 7 - 3 * n
@@ -121,14 +129,6 @@ def write_fvecs(path: Path, vectors: npt.NDArray[np.generic]) -> Path:
 def write_bvecs(path: Path, vectors: U8) -> Path:
     """TEXMEX `.bvecs`: per record a little-endian int32 dimension, then uint8s."""
     return _write_xvecs(path, vectors, "u1")
-
-
-def read_fvecs(path: Path) -> F32:
-    """Read an `.fvecs` file written by `write_fvecs` (all records one dimension)."""
-    raw = np.fromfile(path, dtype="<i4")
-    d = int(raw[0])
-    out: F32 = raw.reshape(-1, d + 1)[:, 1:].view("<f4").astype(np.float32)
-    return out
 
 
 def write_parquet(
