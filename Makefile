@@ -67,6 +67,10 @@ controlplane-up: install ## start etcd + kube-apiserver in the background; write
 controlplane-down: $(STAMP) ## stop what controlplane-up started
 	$(PY) -m knn_devtools.controlplane down --dir .local
 
+.PHONY: generate
+generate: $(STAMP) ## regenerate crds/ and rbac/ from the pydantic models and rbac rules
+	$(PY) -m knn_operator.crdgen
+
 .PHONY: clean
 clean: ## remove the virtual environment and caches (not the Go-built tools)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .local

@@ -1,0 +1,57 @@
+"""The permissions the operator needs, written once.
+
+Rendered as a ClusterRole (operator watching all namespaces) and as a Role
+(operator confined to one namespace) by `python -m knn_operator.crdgen`; the
+integration tests run the operator with exactly these through a ServiceAccount.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from knn_contracts import api
+
+READ = ["get", "list", "watch"]
+OWN = [*READ, "create", "patch", "update", "delete"]
+
+RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": [api.GROUP],
+        "resources": [api.KNN_INDEX_PLURAL, api.CLUSTER_MODEL_PLURAL],
+        "verbs": READ,
+    },
+    {
+        "apiGroups": [api.GROUP],
+        "resources": [f"{api.KNN_INDEX_PLURAL}/status", f"{api.CLUSTER_MODEL_PLURAL}/status"],
+        "verbs": ["get", "patch", "update"],
+    },
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": OWN},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": OWN},
+    {"apiGroups": [""], "resources": ["services"], "verbs": OWN},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
+    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+
+NAME = "knn-operator"
+
+
+def cluster_role(name: str = NAME) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "knn-operator"}},
+        "rules": RULES,
+    }
+
+
+def role(namespace: str, name: str = NAME) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/name": "knn-operator"},
+        },
+        "rules": RULES,
+    }

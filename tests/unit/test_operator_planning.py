@@ -1,0 +1,246 @@
+"""The planner's decisions, step by step, on observed states built by hand.
+
+Pure tier: no API server. The observations here are what observe.py makes of
+real Job/Deployment bodies; tests/integration drives the same path for real.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from knn_contracts import api
+from knn_contracts.artifact import BuildSummary
+from knn_operator.builders.common import Owner
+from knn_operator.models.knnindex import KnnIndexSpec, KnnIndexStatus
+from knn_operator.observe import DeploymentState, JobState
+from knn_operator.planning import Observed, Plan, plan
+from knn_operator.settings import Settings
+from knn_operator.versioning import version_of
+
+OWNER = Owner("products", "shop", "uid-1")
+SETTINGS = Settings()
+NOW = "2026-11-22T00:00:00Z"
+
+
+def spec(**overrides: Any) -> KnnIndexSpec:
+    doc: dict[str, Any] = {
+        "source": {"uri": "s3://b/emb.npy", "dimension": 8},
+        "storage": {"uri": "s3://artifacts/products"},
+    }
+    doc.update(overrides)
+    return KnnIndexSpec.model_validate(doc)
+
+
+def observed(
+    s: KnnIndexSpec,
+    status: KnnIndexStatus | None = None,
+    jobs: dict[str, JobState] | None = None,
+    deps: dict[str, DeploymentState] | None = None,
+    generation: int = 1,
+) -> Observed:
+    return Observed(OWNER, generation, s, status or KnnIndexStatus(), jobs or {}, deps or {})
+
+
+def done_job(version: str, ok: bool = True, message: str = "") -> JobState:
+    summary = BuildSummary(
+        outcome="Succeeded" if ok else "Failed",
+        version=version,
+        vectors=100,
+        recall=0.97,
+        build_seconds=1.5,
+        artifact=f"s3://artifacts/products/{version}",
+        sha256="ab" * 32,
+        message=message,
+    )
+    return JobState(
+        f"products-build-{version}",
+        version,
+        True,
+        ok,
+        "Complete" if ok else "BackoffLimitExceeded",
+        summary,
+        message,
+    )
+
+
+def dep(version: str, available: int, replicas: int = 2) -> DeploymentState:
+    return DeploymentState(f"products-{version}", version, replicas, available, replicas, True)
+
+
+def kinds(p: Plan) -> list[tuple[str, str]]:
+    return [(o["kind"], o["metadata"]["name"]) for o in p.apply]
+
+
+def cond(p: Plan, type_: str) -> str:
+    return next(c.status for c in p.status.conditions if c.type == type_)
+
+
+def test_new_index_starts_a_build_job() -> None:
+    s = spec()
+    v = version_of(s)
+    p = plan(observed(s), SETTINGS, NOW)
+    assert kinds(p) == [("Job", f"products-build-{v}")]
+    assert p.status.phase == "Building"
+    assert p.status.builds[0].outcome == "Building"
+    assert cond(p, "Built") == "Unknown" and cond(p, "Ready") == "False"
+    assert [e.reason for e in p.events] == ["BuildStarted", "Building"]
+    job = p.apply[0]
+    assert job["metadata"]["labels"][api.LABEL_VERSION] == v
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert job["spec"]["backoffLimit"] == 2 and job["spec"]["activeDeadlineSeconds"] == 3600
+    assert "--min-recall" in container["command"]
+
+
+def test_build_success_creates_serving_and_records_summary() -> None:
+    s = spec()
+    v = version_of(s)
+    first = plan(observed(s), SETTINGS, NOW)
+    p = plan(observed(s, first.status, {v: done_job(v)}), SETTINGS, NOW)
+    assert ("Deployment", f"products-{v}") in kinds(p)
+    assert ("Service", f"products-{v}") in kinds(p)
+    assert ("Service", "products") not in kinds(p)  # nothing stable until available
+    rec = p.status.builds[-1]
+    assert rec.outcome == "Succeeded" and rec.recall == 0.97 and rec.vectors == 100
+    assert p.status.phase == "Progressing"
+    assert "BuildSucceeded" in [e.reason for e in p.events]
+
+
+def test_available_deployment_becomes_stable_and_ready() -> None:
+    s = spec()
+    v = version_of(s)
+    st = plan(observed(s, None, {v: done_job(v)}), SETTINGS, NOW).status
+    st = plan(observed(s, st, {v: done_job(v)}), SETTINGS, NOW).status
+    p = plan(observed(s, st, {v: done_job(v)}, {v: dep(v, 2)}), SETTINGS, NOW)
+    assert p.status.phase == "Serving" and p.status.stable_version == v
+    assert cond(p, "Ready") == "True" and cond(p, "Progressing") == "False"
+    stable = next(o for o in p.apply if o["metadata"]["name"] == "products")
+    assert stable["spec"]["selector"][api.LABEL_VERSION] == v
+    assert p.status.recall == 0.97
+
+
+def test_failed_build_touches_nothing_that_serves() -> None:
+    s = spec()
+    v = version_of(s)
+    serving = _serving(s)
+    s2 = spec(metric="l2")
+    v2 = version_of(s2)
+    st = plan(observed(s2, serving, {v: done_job(v)}, {v: dep(v, 2)}), SETTINGS, NOW).status
+    failed = done_job(v2, ok=False, message="recall@10 0.5 is below --min-recall 0.95")
+    p = plan(observed(s2, st, {v: done_job(v), v2: failed}, {v: dep(v, 2)}), SETTINGS, NOW)
+    assert p.status.phase == "Failed"
+    assert "below --min-recall" in (p.status.message or "")
+    assert p.status.stable_version == v
+    assert cond(p, "Ready") == "True" and cond(p, "Built") == "False"
+    assert ("Deployment", f"products-{v2}") not in kinds(p)
+    stable = next(o for o in p.apply if o["metadata"]["name"] == "products")
+    assert stable["spec"]["selector"][api.LABEL_VERSION] == v
+    assert any(e.type == "Warning" and e.reason == "BuildFailed" for e in p.events)
+    # A failed version is not retried by itself.
+    again = plan(
+        observed(s2, p.status, {v: done_job(v), v2: failed}, {v: dep(v, 2)}), SETTINGS, NOW
+    )
+    assert ("Job", f"products-build-{v2}") not in kinds(again)
+    assert not [e for e in again.events if e.reason == "BuildFailed"]
+
+
+def _serving(s: KnnIndexSpec) -> KnnIndexStatus:
+    v = version_of(s)
+    st = plan(observed(s, None, {v: done_job(v)}), SETTINGS, NOW).status
+    return plan(observed(s, st, {v: done_job(v)}, {v: dep(v, 2)}), SETTINGS, NOW).status
+
+
+@pytest.mark.parametrize(
+    ("change", "rebuilds"),
+    [
+        ({"serving": {"replicas": 5}}, False),
+        ({"hnsw": {"efSearch": 128}}, False),
+        ({"serving": {"resources": {"requests": {"cpu": "2"}}}}, False),
+        ({"metric": "ip"}, True),
+        ({"hnsw": {"m": 32}}, True),
+        ({"source": {"uri": "s3://b/other.npy", "dimension": 8}}, True),
+        ({"rebuild": {"token": "again"}}, True),
+    ],
+)
+def test_only_artifact_inputs_change_the_version(change: dict[str, Any], rebuilds: bool) -> None:
+    assert (version_of(spec(**change)) != version_of(spec())) is rebuilds
+
+
+def test_serving_change_updates_in_place() -> None:
+    s = spec()
+    v = version_of(s)
+    st = _serving(s)
+    s2 = spec(serving={"replicas": 5}, hnsw={"efSearch": 128})
+    p = plan(observed(s2, st, {v: done_job(v)}, {v: dep(v, 2)}, generation=2), SETTINGS, NOW)
+    d = next(o for o in p.apply if o["kind"] == "Deployment")
+    assert d["spec"]["replicas"] == 5
+    cmd = d["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert cmd[cmd.index("--ef-search") + 1] == "128"
+    assert not any(o["kind"] == "Job" for o in p.apply)
+    assert p.status.observed_generation == 2
+
+
+def test_new_version_replaces_stable_when_available_then_history_trims() -> None:
+    s1 = spec(history={"limit": 1})
+    v1 = version_of(s1)
+    st = _serving(s1)
+    s2 = spec(history={"limit": 1}, metric="l2")
+    v2 = version_of(s2)
+    jobs = {v1: done_job(v1), v2: done_job(v2)}
+    st = plan(observed(s2, st, {v1: done_job(v1)}, {v1: dep(v1, 2)}), SETTINGS, NOW).status
+    st = plan(observed(s2, st, jobs, {v1: dep(v1, 2)}), SETTINGS, NOW).status
+    assert st.stable_version == v1 and st.phase == "Progressing"
+    p = plan(observed(s2, st, jobs, {v1: dep(v1, 2), v2: dep(v2, 2)}), SETTINGS, NOW)
+    assert p.status.stable_version == v2 and p.status.phase == "Serving"
+    assert "Promoted" in [e.reason for e in p.events]
+    # history.limit 1: the old version's Deployment, Service and Job go.
+    assert ("Deployment", f"products-{v1}") in p.delete
+    assert ("Job", f"products-build-{v1}") in p.delete
+
+
+def test_history_keeps_old_versions_scaled_to_zero() -> None:
+    s1 = spec()
+    v1 = version_of(s1)
+    st = _serving(s1)
+    s2 = spec(metric="l2")
+    v2 = version_of(s2)
+    jobs = {v1: done_job(v1), v2: done_job(v2)}
+    st = plan(observed(s2, st, jobs, {v1: dep(v1, 2)}), SETTINGS, NOW).status
+    p = plan(observed(s2, st, jobs, {v1: dep(v1, 2), v2: dep(v2, 2)}), SETTINGS, NOW)
+    old = [o for o in p.apply if o["kind"] == "Deployment" and o["metadata"]["name"].endswith(v1)]
+    assert old and old[0]["spec"]["replicas"] == 0
+    assert not p.delete
+
+
+def test_plan_is_idempotent() -> None:
+    s = spec()
+    v = version_of(s)
+    st = _serving(s)
+    a = plan(observed(s, st, {v: done_job(v)}, {v: dep(v, 2)}), SETTINGS, NOW)
+    b = plan(
+        observed(s, a.status, {v: done_job(v)}, {v: dep(v, 2)}), SETTINGS, "2030-01-01T00:00:00Z"
+    )
+    assert a.status == b.status  # transition times kept when nothing changed
+    assert a.apply == b.apply and not b.events
+
+
+def test_lost_replicas_degrade_a_serving_index() -> None:
+    s = spec()
+    v = version_of(s)
+    st = _serving(s)
+    p = plan(observed(s, st, {v: done_job(v)}, {v: dep(v, 0)}), SETTINGS, NOW)
+    assert p.status.phase == "Degraded"
+    assert cond(p, "Degraded") == "True" and cond(p, "Ready") == "False"
+    assert any(e.type == "Warning" and e.reason == "Degraded" for e in p.events)
+
+
+def test_completed_job_without_summary_fails_clearly() -> None:
+    s = spec()
+    v = version_of(s)
+    st = plan(observed(s), SETTINGS, NOW).status
+    job = JobState(f"products-build-{v}", v, True, True, "Complete", None, "")
+    p = plan(observed(s, st, {v: job}), SETTINGS, NOW)
+    assert p.status.phase == "Failed"
+    assert "termination message" in (p.status.message or "")
