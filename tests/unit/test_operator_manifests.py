@@ -4,6 +4,7 @@ equal what the generators produce (models and CRD cannot drift)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from knn_operator import crdgen, rbac
@@ -38,10 +39,9 @@ def test_crd_schema_names_every_model_field() -> None:
     crd = yaml.safe_load((ROOT / "crds" / "knnindexes.yaml").read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
 
-    def walk(model: type, node: dict[str, object], path: str) -> None:
+    def walk(model: Any, node: dict[str, Any], path: str) -> None:
         props = node["properties"]
-        assert isinstance(props, dict)
-        for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+        for name, field in model.model_fields.items():
             alias = field.alias or name
             assert alias in props, f"{path}.{alias} missing from the CRD"
             sub = field.annotation
@@ -56,8 +56,8 @@ def test_crd_schema_names_every_model_field() -> None:
     walk(KnnIndexSpec, schema, "spec")
 
 
-def _pod(obj: dict[str, object]) -> dict[str, object]:
-    return obj["spec"]["template"]["spec"]  # type: ignore[index, no-any-return]
+def _pod(obj: dict[str, Any]) -> Any:
+    return obj["spec"]["template"]["spec"]
 
 
 def test_job_and_deployment_meet_the_restricted_profile() -> None:
@@ -66,9 +66,9 @@ def test_job_and_deployment_meet_the_restricted_profile() -> None:
         serving_deployment(OWNER, SPEC, "v1", 2, Settings()),
     ):
         pod = _pod(obj)
-        assert pod["securityContext"]["runAsNonRoot"] is True  # type: ignore[index]
-        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}  # type: ignore[index]
-        for c in pod["containers"]:  # type: ignore[attr-defined]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in pod["containers"]:
             sc = c["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False
             assert sc["readOnlyRootFilesystem"] is True
@@ -83,14 +83,14 @@ def test_pvc_sources_are_mounted_read_only_and_storage_writable_for_the_builder(
         v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"]["readOnly"]
         for v in _pod(job)["volumes"]
         if "persistentVolumeClaim" in v
-    }  # type: ignore[attr-defined]
+    }
     assert vols == {"vectors": True, "artifacts": False}
     dep = serving_deployment(OWNER, SPEC, "v1", 2, Settings())
     vols = {
         v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"]["readOnly"]
         for v in _pod(dep)["volumes"]
         if "persistentVolumeClaim" in v
-    }  # type: ignore[attr-defined]
+    }
     assert vols == {"vectors": True, "artifacts": True}
 
 
