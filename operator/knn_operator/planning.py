@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .builders.common import Manifest, Owner, artifact_uri, deployment_name, job_name
 from .builders.deployment import serving_deployment
-from .builders.job import builder_job
+from .builders.job import artifact_gc_job, builder_job
 from .builders.service import stable_service, version_service
 from .conditions import set_condition
 from .models.knnindex import BuildRecord, KnnIndexSpec, KnnIndexStatus, Phase
@@ -24,7 +24,9 @@ from .observe import DeploymentState, JobState
 from .settings import Settings
 from .versioning import version_of
 
-MAX_BUILD_RECORDS = 20
+# Succeeded records are bounded by history.limit (older ones leave once their
+# artifact is deleted); failed attempts are only kept this many.
+MAX_FAILED_RECORDS = 10
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Observed:
     jobs: Mapping[str, JobState]  # by version
     deployments: Mapping[str, DeploymentState]  # by version
     rebuild_annotation: str | None = None
+    gc_jobs: Mapping[str, JobState] = field(default_factory=dict)  # artifact clean-up, by version
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,9 @@ def _record(builds: list[BuildRecord], version: str) -> BuildRecord | None:
 
 def _upsert(builds: list[BuildRecord], rec: BuildRecord) -> list[BuildRecord]:
     out = [b for b in builds if b.version != rec.version] + [rec]
-    return out[-MAX_BUILD_RECORDS:]
+    failed = [b.version for b in out if b.outcome == "Failed"]
+    drop = set(failed[:-MAX_FAILED_RECORDS])
+    return [b for b in out if b.version not in drop]
 
 
 def _track_build(
@@ -127,6 +132,29 @@ def _kept_versions(builds: list[BuildRecord], limit: int, pinned: set[str]) -> s
     return set(succeeded[-limit:]) | pinned
 
 
+def _collect_artifacts(
+    obs: Observed, builds: list[BuildRecord], kept: set[str], out: Plan, settings: Settings
+) -> list[BuildRecord]:
+    """Artifacts of versions beyond history are deleted by a clean-up Job; the
+    build record stays until that Job has succeeded, so nothing is forgotten."""
+    for rec in [b for b in builds if b.outcome == "Succeeded" and b.version not in kept]:
+        gc = obs.gc_jobs.get(rec.version)
+        if gc is None:
+            out.apply.append(artifact_gc_job(obs.owner, obs.spec, rec.version, settings))
+        elif gc.finished and gc.succeeded:
+            builds = [b for b in builds if b.version != rec.version]
+            out.events.append(
+                Event("Normal", "ArtifactDeleted", f"version {rec.version}: deleted {rec.artifact}")
+            )
+        elif gc.finished and not rec.message.startswith("artifact deletion failed"):
+            message = f"artifact deletion failed: {gc.message or gc.reason}"
+            builds = _upsert(builds, rec.model_copy(update={"message": message}))
+            out.events.append(
+                Event("Warning", "ArtifactDeletionFailed", f"version {rec.version}: {message}")
+            )
+    return builds
+
+
 def plan(obs: Observed, settings: Settings, now: str) -> Plan:
     out = Plan()
     spec, old = obs.spec, obs.status
@@ -169,6 +197,7 @@ def plan(obs: Observed, settings: Settings, now: str) -> Plan:
     for v, job in sorted(obs.jobs.items()):
         if v not in kept:
             out.delete.append(("Job", job.name))
+    builds = _collect_artifacts(obs, builds, kept, out, settings)
 
     stable_dep = obs.deployments.get(stable) if stable else None
     stable_ok = stable_dep is not None and stable_dep.is_available

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from . import metrics
 from .builders.common import Owner
+from .builders.job import BUILDER_COMPONENT, GC_COMPONENT
 from .kube import Body, Kube
 from .models.knnindex import KnnIndexSpec, KnnIndexStatus
 from .observe import DeploymentState, JobState, deployment_state, job_state
@@ -54,6 +55,14 @@ def _by_version(bodies: Iterable[Body]) -> dict[str, Body]:
     return out
 
 
+def _component(bodies: Iterable[Body], component: str) -> list[Body]:
+    return [
+        b
+        for b in bodies
+        if (b.get("metadata", {}).get("labels") or {}).get(api.LABEL_COMPONENT) == component
+    ]
+
+
 def observe(body: Body, children: Children) -> Observed:
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
@@ -64,9 +73,13 @@ def observe(body: Body, children: Children) -> Observed:
     except ValidationError:
         log.warning("%s/%s: unreadable status; starting afresh", *key)
         status = KnnIndexStatus()
+    all_jobs = list(children.jobs(key))
     jobs: dict[str, JobState] = {
         v: job_state(j, children.builder_pods(key, v))
-        for v, j in _by_version(children.jobs(key)).items()
+        for v, j in _by_version(_component(all_jobs, BUILDER_COMPONENT)).items()
+    }
+    gc_jobs = {
+        v: job_state(j, ()) for v, j in _by_version(_component(all_jobs, GC_COMPONENT)).items()
     }
     deps: dict[str, DeploymentState] = {
         v: deployment_state(d) for v, d in _by_version(children.deployments(key)).items()
@@ -80,6 +93,7 @@ def observe(body: Body, children: Children) -> Observed:
         jobs,
         deps,
         annotations.get(api.ANNOTATION_REBUILD),
+        gc_jobs,
     )
 
 

@@ -244,3 +244,60 @@ def test_completed_job_without_summary_fails_clearly() -> None:
     p = plan(observed(s, st, {v: job}), SETTINGS, NOW)
     assert p.status.phase == "Failed"
     assert "termination message" in (p.status.message or "")
+
+
+def test_versions_beyond_history_have_their_artifacts_deleted_then_forgotten() -> None:
+    s1 = spec(history={"limit": 1})
+    v1 = version_of(s1)
+    st = _serving(s1)
+    s2 = spec(history={"limit": 1}, metric="l2")
+    v2 = version_of(s2)
+    jobs = {v1: done_job(v1), v2: done_job(v2)}
+    st = plan(observed(s2, st, jobs, {v1: dep(v1, 2)}), SETTINGS, NOW).status
+    p = plan(observed(s2, st, jobs, {v1: dep(v1, 2), v2: dep(v2, 2)}), SETTINGS, NOW)
+    gc = [o for o in p.apply if o["metadata"]["name"] == f"products-gc-{v1}"]
+    assert gc, "a clean-up Job deletes the old artifact"
+    cmd = gc[0]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert cmd == ["knn-artifact", "delete", f"s3://artifacts/products/{v1}"]
+    assert any(b.version == v1 for b in p.status.builds), "record kept until deletion succeeds"
+    gc_done = JobState(f"products-gc-{v1}", v1, True, True, "Complete", None, "")
+    obs = Observed(
+        OWNER, 1, s2, p.status, {v2: done_job(v2)}, {v2: dep(v2, 2)}, None, {v1: gc_done}
+    )
+    q = plan(obs, SETTINGS, NOW)
+    assert [b.version for b in q.status.builds] == [v2]
+    assert "ArtifactDeleted" in [e.reason for e in q.events]
+    assert not [o for o in q.apply if o["metadata"]["name"] == f"products-gc-{v1}"]
+
+
+def test_failed_artifact_deletion_is_reported_once() -> None:
+    s1 = spec(history={"limit": 1})
+    v1 = version_of(s1)
+    st = _serving(s1)
+    s2 = spec(history={"limit": 1}, metric="l2")
+    v2 = version_of(s2)
+    jobs = {v1: done_job(v1), v2: done_job(v2)}
+    st = plan(observed(s2, st, jobs, {v1: dep(v1, 2)}), SETTINGS, NOW).status
+    st = plan(observed(s2, st, jobs, {v1: dep(v1, 2), v2: dep(v2, 2)}), SETTINGS, NOW).status
+    failed = JobState(
+        f"products-gc-{v1}", v1, True, False, "BackoffLimitExceeded", None, "permission denied"
+    )
+    obs = Observed(OWNER, 1, s2, st, {v2: done_job(v2)}, {v2: dep(v2, 2)}, None, {v1: failed})
+    p = plan(obs, SETTINGS, NOW)
+    rec = next(b for b in p.status.builds if b.version == v1)
+    assert "permission denied" in rec.message
+    assert [e.reason for e in p.events] == ["ArtifactDeletionFailed"]
+    obs2 = Observed(
+        OWNER, 1, s2, p.status, {v2: done_job(v2)}, {v2: dep(v2, 2)}, None, {v1: failed}
+    )
+    assert not plan(obs2, SETTINGS, NOW).events
+
+
+def test_failed_build_records_are_bounded() -> None:
+    st = KnnIndexStatus()
+    for i in range(15):
+        s = spec(rebuild={"token": str(i)})
+        v = version_of(s)
+        st = plan(observed(s, st), SETTINGS, NOW).status
+        st = plan(observed(s, st, {v: done_job(v, ok=False, message="bad")}), SETTINGS, NOW).status
+    assert len(st.builds) == 10

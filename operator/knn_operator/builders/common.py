@@ -68,6 +68,10 @@ def job_name(owner: Owner, version: str) -> str:
     return f"{owner.name}-build-{version}"
 
 
+def gc_job_name(owner: Owner, version: str) -> str:
+    return f"{owner.name}-gc-{version}"
+
+
 def restricted_container_security() -> Manifest:
     """Pod Security 'restricted' profile for a container."""
     return {

@@ -8,6 +8,8 @@ from ..settings import Settings
 from .common import (
     Manifest,
     Owner,
+    artifact_uri,
+    gc_job_name,
     job_name,
     labels,
     metadata,
@@ -18,6 +20,8 @@ from .common import (
 )
 
 BUILDER_CONTAINER = "build"
+BUILDER_COMPONENT = "builder"
+GC_COMPONENT = "gc"
 
 
 def build_args(spec: KnnIndexSpec, version: str) -> list[str]:
@@ -63,14 +67,27 @@ def build_args(spec: KnnIndexSpec, version: str) -> list[str]:
     return args
 
 
-def builder_job(owner: Owner, spec: KnnIndexSpec, version: str, settings: Settings) -> Manifest:
+def _job(
+    owner: Owner,
+    spec: KnnIndexSpec,
+    version: str,
+    settings: Settings,
+    *,
+    name: str,
+    component: str,
+    command: list[str],
+    backoff_limit: int,
+    deadline_seconds: int,
+    extra_spec: Manifest | None = None,
+) -> Manifest:
+    """A Job whose pod reaches the index's storage like the builder does."""
     mounts = storage_mounts(spec, settings, read_only=False)
-    lbls = labels(owner, version, "builder")
+    lbls = labels(owner, version, component)
     container: Manifest = {
         "name": BUILDER_CONTAINER,
         "image": spec.build.image or settings.builder_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": build_args(spec, version),
+        "command": command,
         "env": [{"name": "KNN_PVC_ROOT", "value": settings.pvc_root}],
         "resources": resources(spec.build.resources, {"cpu": "1", "memory": "1Gi"}),
         "securityContext": restricted_container_security(),
@@ -82,10 +99,11 @@ def builder_job(owner: Owner, spec: KnnIndexSpec, version: str, settings: Settin
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": metadata(owner, job_name(owner, version), lbls),
+        "metadata": metadata(owner, name, lbls),
         "spec": {
-            "backoffLimit": spec.build.backoff_limit,
-            "activeDeadlineSeconds": spec.build.timeout_seconds,
+            "backoffLimit": backoff_limit,
+            "activeDeadlineSeconds": deadline_seconds,
+            **(extra_spec or {}),
             "template": {
                 "metadata": {"labels": lbls},
                 "spec": {
@@ -98,3 +116,34 @@ def builder_job(owner: Owner, spec: KnnIndexSpec, version: str, settings: Settin
             },
         },
     }
+
+
+def builder_job(owner: Owner, spec: KnnIndexSpec, version: str, settings: Settings) -> Manifest:
+    return _job(
+        owner,
+        spec,
+        version,
+        settings,
+        name=job_name(owner, version),
+        component=BUILDER_COMPONENT,
+        command=build_args(spec, version),
+        backoff_limit=spec.build.backoff_limit,
+        deadline_seconds=spec.build.timeout_seconds,
+    )
+
+
+def artifact_gc_job(owner: Owner, spec: KnnIndexSpec, version: str, settings: Settings) -> Manifest:
+    """Deletes one version's artifact from storage (`knn-artifact delete`)."""
+    return _job(
+        owner,
+        spec,
+        version,
+        settings,
+        name=gc_job_name(owner, version),
+        component=GC_COMPONENT,
+        command=["knn-artifact", "delete", artifact_uri(spec, version)],
+        backoff_limit=3,
+        deadline_seconds=600,
+        # Finished clean-up Jobs carry nothing worth keeping.
+        extra_spec={"ttlSecondsAfterFinished": 600},
+    )
