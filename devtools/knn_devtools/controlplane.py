@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import http.client
+import os
 import shutil
 import signal
 import ssl
@@ -48,6 +49,9 @@ KUBERNETES_SERVICE_IP: Final = "10.96.0.1"
 SERVICE_ACCOUNT_ISSUER: Final = "https://kubernetes.default.svc.cluster.local"
 _POLL_INTERVAL: Final = 0.05
 _ETCD_MEMBER: Final = "knn"
+_WORKDIR_PREFIX: Final = "knn-controlplane-"
+# Holds the owner's pid, so a later start can tell a dead owner's leftovers.
+_OWNER_FILE: Final = "owner.pid"
 
 
 class ControlPlaneError(RuntimeError):
@@ -213,7 +217,9 @@ class ControlPlane:
     # -- start-up ------------------------------------------------------------------
 
     def _start(self, binaries: dict[str, Path]) -> None:
-        self._workdir = Path(tempfile.mkdtemp(prefix="knn-controlplane-"))
+        _remove_stale_workdirs()
+        self._workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX))
+        (self._workdir / _OWNER_FILE).write_text(f"{os.getpid()}\n")
         self._pki = PKI.generate(service_ip=KUBERNETES_SERVICE_IP)
         self._files = self._pki.write(self._workdir / "pki")
         attempts = self.options.port_retries + 1
@@ -267,6 +273,8 @@ class ControlPlane:
                 "--initial-cluster-state=new",
                 # Throwaway data: durability buys nothing and fsync costs seconds.
                 "--unsafe-no-fsync",
+                "--heartbeat-interval=10",
+                "--election-timeout=100",
                 "--log-level=warn",
             ],
         )
@@ -394,6 +402,28 @@ class ControlPlane:
     def _say(self, message: str) -> None:
         if self._echo is not None:
             self._echo(message)
+
+
+def _remove_stale_workdirs() -> None:
+    """Removes temporary directories left by owners that died without stopping
+    (SIGKILL, OOM): their components died with them, their data did not."""
+    for candidate in Path(tempfile.gettempdir()).glob(f"{_WORKDIR_PREFIX}*"):
+        try:
+            owner = int((candidate / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or still being created
+        if not _pid_alive(owner):
+            shutil.rmtree(candidate, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, belongs to someone else
+    return True
 
 
 def _insecure_tls() -> ssl.SSLContext:

@@ -1,4 +1,4 @@
-"""``python -m knn_devtools.controlplane up|down|status|run --dir DIR``.
+"""``python -m knn_devtools.controlplane up|down|status|run|bench --dir DIR``.
 
 ``up`` starts a supervisor (``run``) in its own session and returns once the
 apiserver is ready. The supervisor owns the components (they die with it) and
@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             return down(directory)
         if args.command == "status":
             return status(directory)
+        if args.command == "bench":
+            return bench(options, args.runs)
         return run(directory, options)
     except (ControlPlaneError, ToolError, ProcessError) as err:
         print(f"controlplane: {err}", file=sys.stderr)
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m {_MODULE}", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status", "run"))
+    parser.add_argument("command", choices=("up", "down", "status", "run", "bench"))
     parser.add_argument("--dir", default=".local", help="state directory (default: .local)")
     parser.add_argument(
         "--controller-manager", action="store_true", help="also run kube-controller-manager"
@@ -89,7 +92,39 @@ def _parser() -> argparse.ArgumentParser:
         help="shorthand for --controller-manager --scheduler",
     )
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
+    parser.add_argument("--runs", type=int, default=5, help="bench: start/stop cycles")
     return parser
+
+
+def bench(options: Options, runs: int) -> int:
+    """Starts and stops a control plane ``runs`` times; prints start and stop times."""
+    for tool in _tools_for(options):
+        tool_path(tool)  # a first build must not be timed as a start
+    starts: list[float] = []
+    stops: list[float] = []
+    for i in range(1, runs + 1):
+        cp = ControlPlane(options, echo=None)
+        cp.start()
+        began = time.monotonic()
+        cp.stop()
+        stops.append(time.monotonic() - began)
+        starts.append(cp.startup_seconds)
+        print(
+            f"run {i}: ready in {cp.startup_seconds:.2f}s (etcd {cp.timings.etcd:.2f}s, "
+            f"kube-apiserver {cp.timings.apiserver:.2f}s"
+            + "".join(f", {n} {t:.2f}s" for n, t in cp.timings.others.items())
+            + f"), stopped in {stops[-1]:.2f}s"
+        )
+    print(f"start: {_summary(starts)}")
+    print(f"stop:  {_summary(stops)}")
+    return 0
+
+
+def _summary(values: list[float]) -> str:
+    return (
+        f"median {statistics.median(values):.2f}s, min {min(values):.2f}s, "
+        f"max {max(values):.2f}s over {len(values)} runs"
+    )
 
 
 def up(directory: Path, options: Options) -> int:

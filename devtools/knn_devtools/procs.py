@@ -3,7 +3,7 @@
 Each child gets its own session, so a Ctrl-C at the terminal reaches only the
 Python owner, which then stops the children in order (kube-apiserver before
 etcd). Stopping signals the whole process group, so helpers a child forked do
-not stay behind. On Linux the child also asks the kernel for SIGTERM when its
+not stay behind. On Linux the child also asks the kernel for SIGKILL when its
 owner dies, which covers an owner killed with SIGKILL.
 """
 
@@ -51,7 +51,9 @@ def _parent_death_signal() -> Callable[[], None] | None:
     def arm() -> None:
         # Runs in the child between fork and exec. The signal fires when the
         # thread that forked exits, so own children from a long-lived thread.
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        # SIGKILL, not SIGTERM: kube-apiserver's graceful shutdown was seen to hang
+        # for minutes when etcd got the same signal at the same moment.
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
     return arm
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil  # type: ignore[import-untyped]  # psutil ships no type information
 import pytest
-from knn_devtools.controlplane import ControlPlane, Options
+from knn_devtools.controlplane import ControlPlane, Options, _remove_stale_workdirs
 from knn_devtools.kubectl import Kubectl
 from knn_devtools.tools import REPO_ROOT, ToolError, pinned_version, tool_path
 
@@ -60,17 +62,57 @@ def test_stop_leaves_no_process_or_temp_data_even_when_the_body_fails() -> None:
         assert _gone(pid), f"pid {pid} survived stop()"
 
 
-def test_cli_up_and_down(tmp_path: Path) -> None:
-    state_dir = tmp_path / "local"
+_OWNER = """
+import time
+from knn_devtools.controlplane import ControlPlane
+cp = ControlPlane(echo=None)
+cp.start()
+print(*cp.processes.values(), cp.kubeconfig.parent, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_components_die_with_their_owner(sig: signal.Signals) -> None:
+    """A test run killed from outside (CI timeout, OOM killer) leaves nothing running;
+    SIGTERM also cleans up, and SIGKILL's leftover data goes at the next start."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER], stdout=subprocess.PIPE, text=True, env=_env()
+    )
+    try:
+        assert owner.stdout is not None
+        *pids, workdir_name = owner.stdout.readline().split()
+        workdir = Path(workdir_name)
+        assert len(pids) == 2 and workdir.is_dir()
+        owner.send_signal(sig)
+        assert owner.wait(timeout=30) == -sig
+        deadline = time.monotonic() + 10
+        while not all(_gone(int(p)) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert all(_gone(int(p)) for p in pids), f"components {pids} outlived their owner"
+        if sig == signal.SIGKILL:
+            _remove_stale_workdirs()  # what the next ControlPlane.start() does first
+        assert not workdir.exists()
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT / "devtools")
+    return env
+
+
+def test_cli_up_and_down(tmp_path: Path) -> None:
+    state_dir = tmp_path / "local"
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "knn_devtools.controlplane", *args, "--dir", str(state_dir)],
             capture_output=True,
             text=True,
-            env=env,
+            env=_env(),
             timeout=180,
             check=False,
         )
