@@ -360,6 +360,12 @@ async def _answer(searcher: Searcher, q: Query) -> dict[str, Any]:
         raise RequestError(
             422, f"cannot return {q.k} neighbours ({e}); lower k or raise ef"
         ) from None
+    if not np.isfinite(distances).all():
+        # Finite float32 components can still overflow a distance (3e38 squared);
+        # the neighbours are then arbitrary and the JSON would carry nulls.
+        raise RequestError(
+            422, "a query vector's distances overflow float32; its components are too large"
+        )
     ids = searcher.loaded.ids[labels.astype(np.intp)]
     version = searcher.loaded.manifest.version
     if ids.dtype.kind == "U":

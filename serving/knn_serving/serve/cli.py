@@ -10,9 +10,11 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
 
 import prometheus_client
 import uvicorn
@@ -24,6 +26,7 @@ from .app import Settings, create_app
 from .metrics import MULTIPROC_ENV, Identity
 
 SETTINGS_ENV = "KNN_SERVE_SETTINGS"
+LOG_LEVEL_ENV = "KNN_SERVE_LOG_LEVEL"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -94,8 +97,23 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s knn-serve %(levelname)s %(message)s",
+    )
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def app_from_env() -> FastAPI:
     """uvicorn factory for worker processes: settings travel in the environment."""
+    # Spawned workers start with unconfigured logging; without this their
+    # load, refusal and warm-up lines would be lost.
+    _configure_logging(os.environ.get(LOG_LEVEL_ENV, "info"))
     raw = json.loads(os.environ[SETTINGS_ENV])
     raw["artifact"] = Path(raw["artifact"])
     raw["identity"] = Identity(**raw["identity"])
@@ -104,11 +122,7 @@ def app_from_env() -> FastAPI:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s knn-serve %(levelname)s %(message)s",
-    )
+    _configure_logging(args.log_level)
     if args.check:
         from .. import artifact
 
@@ -131,9 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         server_header=False,
     )
     if args.workers == 1:
+        # uvicorn drains on SIGTERM, then re-raises the signal under the handler
+        # that was there before it started: the default one would kill a cleanly
+        # drained server (exit 143). This one ends it with status 0 (and, before
+        # uvicorn starts, still stops it).
+        signal.signal(signal.SIGTERM, _exit_cleanly)
         uvicorn.run(create_app(settings), **common)
         return 0
     os.environ.setdefault(MULTIPROC_ENV, tempfile.mkdtemp(prefix="knn-serve-metrics-"))
+    os.environ[LOG_LEVEL_ENV] = args.log_level
     os.environ[SETTINGS_ENV] = json.dumps(
         {
             **{k: v for k, v in vars(settings).items() if k not in ("artifact", "identity")},
