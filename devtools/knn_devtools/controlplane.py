@@ -40,8 +40,13 @@ from typing import Final
 from knn_devtools import kubeconfig
 from knn_devtools.certs import PKI, PKIFiles
 from knn_devtools.kubectl import Kubectl
-from knn_devtools.procs import ManagedProcess, ProcessError, free_loopback_port
-from knn_devtools.tools import tool_path
+from knn_devtools.procs import (
+    ManagedProcess,
+    ProcessError,
+    free_loopback_port,
+    free_loopback_ports,
+)
+from knn_devtools.tools import ensure_tools
 
 SERVICE_CIDR: Final = "10.96.0.0/12"
 # The first address of SERVICE_CIDR, which the apiserver gives the `kubernetes` Service.
@@ -70,6 +75,15 @@ class Options:
     # Port collisions (another process grabbing a port between probe and bind)
     # are retried with fresh ports this many times.
     port_retries: int = 2
+
+    def tools(self) -> list[str]:
+        """The binaries these options run."""
+        names = ["etcd", "kube-apiserver"]
+        if self.controller_manager:
+            names.append("kube-controller-manager")
+        if self.scheduler:
+            names.append("kube-scheduler")
+        return names
 
 
 @dataclass
@@ -158,11 +172,7 @@ class ControlPlane:
         if self._workdir is not None:
             raise ControlPlaneError("control plane is already started")
         # Resolve (and if needed build) every binary before the clock starts.
-        binaries = {"etcd": tool_path("etcd"), "kube-apiserver": tool_path("kube-apiserver")}
-        if self.options.controller_manager:
-            binaries["kube-controller-manager"] = tool_path("kube-controller-manager")
-        if self.options.scheduler:
-            binaries["kube-scheduler"] = tool_path("kube-scheduler")
+        binaries = ensure_tools(*self.options.tools())
         _register(self)
         began = time.monotonic()
         try:
@@ -257,7 +267,7 @@ class ControlPlane:
     def _start_etcd(self, binary: Path) -> None:
         assert self._workdir is not None
         began = time.monotonic()
-        client, peer = free_loopback_port(), free_loopback_port()
+        client, peer = free_loopback_ports(2)
         client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
         proc = self._spawn(
             "etcd",
@@ -273,6 +283,8 @@ class ControlPlane:
                 "--initial-cluster-state=new",
                 # Throwaway data: durability buys nothing and fsync costs seconds.
                 "--unsafe-no-fsync",
+                # One member, no peers on a network: elect the leader in ~0.1 s
+                # instead of the ~1 s that defaults sized for real networks take.
                 "--heartbeat-interval=10",
                 "--election-timeout=100",
                 "--log-level=warn",
@@ -295,7 +307,6 @@ class ControlPlane:
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
                 f"--secure-port={port}",
-                f"--cert-dir={self._workdir / 'apiserver-certs'}",
                 f"--tls-cert-file={files.serving_cert}",
                 f"--tls-private-key-file={files.serving_key}",
                 f"--client-ca-file={files.ca_cert}",

@@ -24,7 +24,7 @@ from typing import Final
 
 from knn_devtools.controlplane import ControlPlane, ControlPlaneError, Options
 from knn_devtools.procs import ProcessError
-from knn_devtools.tools import ToolError, tool_path
+from knn_devtools.tools import ToolError, ensure_tools
 
 STATE_FILE: Final = "state.json"
 KUBECONFIG_FILE: Final = "kubeconfig"
@@ -98,8 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def bench(options: Options, runs: int) -> int:
     """Starts and stops a control plane ``runs`` times; prints start and stop times."""
-    for tool in _tools_for(options):
-        tool_path(tool)  # a first build must not be timed as a start
+    ensure_tools(*options.tools())  # a first build must not be timed as a start
     starts: list[float] = []
     stops: list[float] = []
     for i in range(1, runs + 1):
@@ -135,8 +134,7 @@ def up(directory: Path, options: Options) -> int:
         return 0
     (directory / STATE_FILE).unlink(missing_ok=True)
     # A missing binary is built here, in the foreground, where its progress is visible.
-    for tool in _tools_for(options):
-        tool_path(tool)
+    ensure_tools(*options.tools())
     log = directory / "logs" / "supervisor.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", _MODULE, "run", "--dir", str(directory)]
@@ -225,15 +223,6 @@ def run(directory: Path, options: Options) -> int:
         finally:
             (directory / STATE_FILE).unlink(missing_ok=True)
     return 0
-
-
-def _tools_for(options: Options) -> list[str]:
-    tools = ["etcd", "kube-apiserver"]
-    if options.controller_manager:
-        tools.append("kube-controller-manager")
-    if options.scheduler:
-        tools.append("kube-scheduler")
-    return tools
 
 
 def _is_supervisor(pid: int) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import signal
 import socket
@@ -28,25 +27,32 @@ class ProcessError(RuntimeError):
     """A child failed to start or exited when it should be running."""
 
 
-def free_loopback_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now.
+def free_loopback_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that nothing listens on right now.
 
-    The kernel may hand the port to someone else before the child binds it; the
-    caller detects that as an early exit of the child and may retry.
+    All are held open together so the kernel cannot hand out one port twice. It
+    may give one to someone else before the child binds it; the caller sees that
+    as an early exit of the child and may retry.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+        return ports
+
+
+def free_loopback_port() -> int:
+    return free_loopback_ports(1)[0]
 
 
 def _parent_death_signal() -> Callable[[], None] | None:
     if not sys.platform.startswith("linux"):
         return None
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return None
-    libc = ctypes.CDLL(libc_name, use_errno=True)
+    # The running interpreter's own symbols include libc's prctl; no library search.
+    libc = ctypes.CDLL(None, use_errno=True)
+    owner = os.getpid()
 
     def arm() -> None:
         # Runs in the child between fork and exec. The signal fires when the
@@ -54,6 +60,8 @@ def _parent_death_signal() -> Callable[[], None] | None:
         # SIGKILL, not SIGTERM: kube-apiserver's graceful shutdown was seen to hang
         # for minutes when etcd got the same signal at the same moment.
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != owner:
+            os._exit(1)  # the owner died before prctl: nobody would stop us
 
     return arm
 

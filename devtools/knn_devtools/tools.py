@@ -7,7 +7,9 @@ the plain symlinks, so a cache left over from another pin is never used by mista
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,21 +106,29 @@ def tool_path(tool: str, *, build: bool | None = None) -> Path:
     the expected path and how to build it, because a test that cannot find
     kube-apiserver must fail loudly, never skip.
     """
-    group, _ = _group_of(tool)
-    path = bin_dir() / f"{tool}-v{pinned_version(tool)}"
-    if _is_executable(path):
-        return path
+    return ensure_tools(tool, build=build)[tool]
+
+
+def ensure_tools(*tools: str, build: bool | None = None) -> dict[str, Path]:
+    """Paths of the pinned builds of ``tools``, building the missing ones in one run."""
+    paths = {t: bin_dir() / f"{t}-v{pinned_version(t)}" for t in tools}
+    missing = [t for t, p in paths.items() if not _is_executable(p)]
+    if not missing:
+        return paths
+    groups = sorted({_group_of(t)[0] for t in missing})
     if build is None:
         build = os.environ.get(NO_BUILD_ENV, "") in ("", "0")
     if not build:
         raise ToolError(
-            f"{tool} is not built: {path} does not exist. "
-            f"Run `hack/build-tools.sh {group}` (or `make tools`) to build it."
+            "not built: "
+            + ", ".join(f"{t} ({paths[t]} does not exist)" for t in missing)
+            + f". Run `hack/build-tools.sh {' '.join(groups)}` (or `make tools`) to build."
         )
-    build_tools(group)
-    if not _is_executable(path):
-        raise ToolError(f"hack/build-tools.sh {group} succeeded but {path} is still missing")
-    return path
+    build_tools(*groups)
+    still = [str(paths[t]) for t in missing if not _is_executable(paths[t])]
+    if still:
+        raise ToolError(f"hack/build-tools.sh succeeded but {', '.join(still)} still missing")
+    return paths
 
 
 def build_tools(*groups: str) -> None:
@@ -126,13 +136,22 @@ def build_tools(*groups: str) -> None:
     if not BUILD_SCRIPT.is_file():
         raise ToolError(f"cannot build tools: {BUILD_SCRIPT} not found")
     cmd = ["bash", str(BUILD_SCRIPT), *groups]
-    # stdout carries only the bin directory; keep it off the caller's stdout.
-    result = subprocess.run(cmd, stdout=subprocess.DEVNULL, check=False)
-    if result.returncode != 0:
+    # stdout carries only the bin directory; keep it off the caller's stdout. Its
+    # own session lets an interrupt stop the whole build (go and its compilers),
+    # not just bash, so no orphaned build keeps the cache's build lock.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        code = proc.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        raise
+    if code != 0:
         raise ToolError(
-            f"`{' '.join(cmd)}` failed with exit status {result.returncode}; "
-            "its output above says why (a Go toolchain >= 1.26 and network access to "
-            "the Go module proxy are required)"
+            f"`{' '.join(cmd)}` failed with exit status {code}; its output above says "
+            "why (a Go toolchain >= 1.26 and network access to the Go module proxy are "
+            "required)"
         )
 
 

@@ -1,7 +1,9 @@
 """Fixtures for tests against a real etcd + kube-apiserver, driven with the real kubectl.
 
-A missing binary is built by hack/build-tools.sh; if that fails (or
-KNN_NO_BUILD=1) the fixtures raise, so the tests error out instead of skipping.
+Missing binaries are built by hack/build-tools.sh once, after collection and
+before any test starts (so the build is not cut short by a test timeout). If
+that fails, or KNN_NO_BUILD=1, every control-plane test errors with the reason:
+they never skip.
 """
 
 from __future__ import annotations
@@ -18,13 +20,41 @@ from knn_devtools.crds import install_crds
 from knn_devtools.kubectl import Kubectl
 from knn_devtools.rbac import RoleKind, ServiceAccountCredentials, service_account_with_role
 from knn_devtools.thirdparty import third_party_crds
+from knn_devtools.tools import ToolError, ensure_tools
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 _STARTUP = pytest.StashKey[float]()
+_TOOLS_ERROR = pytest.StashKey[ToolError]()
+_ALL_TOOLS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "helm",
+    "kubeconform",
+)
 
 CRDInstaller = Callable[..., list[str]]
 ServiceAccountFactory = Callable[..., ServiceAccountCredentials]
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not any(item.get_closest_marker("controlplane") for item in items):
+        return
+    try:
+        ensure_tools(*_ALL_TOOLS)
+    except ToolError as err:
+        config.stash[_TOOLS_ERROR] = err
+
+
+@pytest.fixture(autouse=True)
+def _tools_built(pytestconfig: pytest.Config) -> None:
+    err = pytestconfig.stash.get(_TOOLS_ERROR, None)
+    if err is not None:
+        raise err
 
 
 @pytest.fixture(scope="session")

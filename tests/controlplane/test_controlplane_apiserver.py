@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -159,5 +160,42 @@ def test_local_stack_components_run_controllers() -> None:
 
 def test_missing_binary_is_a_loud_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KNN_CACHE_DIR", str(tmp_path / "empty-cache"))
-    with pytest.raises(ToolError, match=r"kube-apiserver is not built: .*hack/build-tools.sh kube"):
+    expected = r"not built: kube-apiserver \(.*\)\. Run `hack/build-tools.sh kube`"
+    with pytest.raises(ToolError, match=expected):
         tool_path("kube-apiserver", build=False)
+
+
+def test_failed_build_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A PATH with what build-tools.sh needs before its Go check, and no Go.
+    path = tmp_path / "path"
+    path.mkdir()
+    for tool in ("bash", "dirname", "mkdir"):
+        found = shutil.which(tool)
+        assert found is not None, tool
+        (path / tool).symlink_to(found)
+    monkeypatch.setenv("PATH", str(path))
+    monkeypatch.setenv("KNN_CACHE_DIR", str(tmp_path / "empty-cache"))
+    with pytest.raises(ToolError, match=r"build-tools.sh etcd` failed with exit status 2"):
+        tool_path("etcd", build=True)
+    assert "Go is not installed" in capfd.readouterr().err
+
+
+def test_control_plane_tests_error_not_skip_without_binaries(tmp_path: Path) -> None:
+    env = _env()
+    env["KNN_CACHE_DIR"] = str(tmp_path / "empty-cache")
+    env["KNN_NO_BUILD"] = "1"
+    target = Path(__file__).parent / "test_controlplane_crds.py"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(target)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout
+    assert "ToolError: not built: etcd" in result.stdout, result.stdout
+    assert "skipped" not in result.stdout and "passed" not in result.stdout, result.stdout
