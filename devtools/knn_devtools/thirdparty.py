@@ -76,9 +76,8 @@ def go_module_dir(module: str, version: str) -> Path:
     """The read-only source directory of ``module@vVERSION`` in the Go module cache."""
     ref = f"{module}@v{version.removeprefix('v')}"
     env = dict(os.environ)
-    # Run outside any workspace or module so nothing local changes what is fetched.
+    # Outside any workspace, so a go.work nearby cannot change what is fetched.
     env["GOWORK"] = "off"
-    env["GOFLAGS"] = "-mod=mod"
     try:
         result = subprocess.run(
             ["go", "mod", "download", "-json", ref],

@@ -54,7 +54,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _tools_built(pytestconfig: pytest.Config) -> None:
     err = pytestconfig.stash.get(_TOOLS_ERROR, None)
     if err is not None:
-        raise err
+        # A fresh exception per test: re-raising one object would pile up tracebacks.
+        raise ToolError(str(err))
 
 
 @pytest.fixture(scope="session")
