@@ -379,29 +379,19 @@ class KnnServe:
         # trust_env=False: loopback requests never go through a proxy from the environment.
         return httpx.Client(base_url=self.url, timeout=timeout, trust_env=False)
 
+    def argv(self) -> list[str]:
+        return [
+            str(KNN_SERVE), "--artifact", str(self.artifact),
+            "--host", LOOPBACK, "--port", str(self.port),
+            "--index-name", self.index_name, "--namespace", self.namespace,
+            *self.args,
+        ]  # fmt: skip
+
     def start(self, *, ready: bool = True, timeout: float = 60.0) -> None:
         """Start and wait for /readyz 200 (`ready`) or for /healthz 200 (listening only)."""
         for attempt in range(_START_ATTEMPTS):
             self.port = free_loopback_port()
-            self._child = ChildProcess(
-                "knn-serve",
-                [
-                    str(KNN_SERVE),
-                    "--artifact",
-                    str(self.artifact),
-                    "--host",
-                    LOOPBACK,
-                    "--port",
-                    str(self.port),
-                    "--index-name",
-                    self.index_name,
-                    "--namespace",
-                    self.namespace,
-                    *self.args,
-                ],
-                self.log_dir,
-                env=self.env,
-            )
+            self._child = ChildProcess("knn-serve", self.argv(), self.log_dir, env=self.env)
             self._child.start()
             try:
                 self.wait_listening(timeout)
