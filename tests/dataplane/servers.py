@@ -343,7 +343,7 @@ class KnnServe:
 
     def __init__(
         self,
-        artifact: Path,
+        artifact: Path | str,
         log_dir: Path,
         *,
         index_name: str = INDEX_NAME,
@@ -430,7 +430,7 @@ class KnnServe:
 
 @contextlib.contextmanager
 def serve(
-    artifact: Path,
+    artifact: Path | str,
     log_dir: Path,
     *,
     ready: bool = True,

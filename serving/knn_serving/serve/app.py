@@ -24,6 +24,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..artifact import localize
 from ..errors import ArtifactError
 from .index import LoadedIndex, Searcher
 from .metrics import Identity, ServingMetrics
@@ -36,7 +37,7 @@ JSON = "application/json"
 
 @dataclass
 class Settings:
-    artifact: Path
+    artifact: str  # path, file://, pvc:// or s3:// of one version
     identity: Identity
     probe_interval: float = 60.0
     batch_threads: int = 1
@@ -44,6 +45,9 @@ class Settings:
     max_body_bytes: int = 16 << 20
     max_k: int = 1000
     max_ef: int = 4096
+    # Serving-time search breadth; None keeps the one the artifact was validated with.
+    ef_search: int | None = None
+    cache_dir: Path = Path("/tmp/knn-artifacts")
 
 
 @dataclass
@@ -129,7 +133,8 @@ QUERY_SCHEMA: dict[str, Any] = {
 async def _load(state: State) -> None:
     s = state.settings
     try:
-        loaded = await asyncio.to_thread(LoadedIndex.load, s.artifact)
+        directory = await asyncio.to_thread(localize, s.artifact, s.cache_dir)
+        loaded = await asyncio.to_thread(LoadedIndex.load, directory, s.ef_search)
     except ArtifactError as e:
         state.error = f"artifact refused: {e}"
         log.error("%s", state.error)
@@ -147,6 +152,7 @@ async def _load(state: State) -> None:
         max_ef=s.max_ef,
         max_batch=s.max_batch,
         max_body_bytes=s.max_body_bytes,
+        reject_zero=m.metric == "cosine",
     )
     state.searcher = Searcher(loaded, s.batch_threads)
     log.info(
@@ -311,7 +317,10 @@ class QueryFastPath:
             status, payload = 413, _too_large(declared, limit)
             self.state.metrics.count(413)
         else:
-            body, size = await _read_body(receive, limit)
+            try:
+                body, size = await _read_body(receive, limit)
+            except _ClientGoneError:
+                return  # nobody to answer, and a partial body is no request
             if body is None:
                 status, payload = 413, _too_large(size, limit)
                 self.state.metrics.count(413)
@@ -336,6 +345,10 @@ def _too_large(size: int, limit: int) -> bytes:
     return orjson.dumps({"detail": f"body of {size} bytes exceeds the limit of {limit}"})
 
 
+class _ClientGoneError(Exception):
+    """The client disconnected before sending its whole body."""
+
+
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, int]:
     """The whole body, or (None, bytes seen) once it passes `limit`."""
     chunks: list[bytes] = []
@@ -343,7 +356,7 @@ async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, int]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b"".join(chunks), size
+            raise _ClientGoneError
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -20,8 +20,9 @@ import prometheus_client
 import uvicorn
 from fastapi import FastAPI
 
+from ..artifact_cli import verify
 from ..cpus import available_cpus
-from ..errors import ArtifactError
+from ..errors import ArtifactError, InputError
 from .app import Settings, create_app
 from .metrics import MULTIPROC_ENV, Identity
 
@@ -33,7 +34,23 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="knn-serve", description="Serve a knn-build artifact over HTTP."
     )
-    p.add_argument("--artifact", required=True, type=Path, help="artifact directory (one version)")
+    p.add_argument(
+        "--artifact",
+        required=True,
+        help="one version's artifact: a directory, file://, pvc://CLAIM/path or s3://",
+    )
+    p.add_argument(
+        "--ef-search",
+        type=int,
+        default=None,
+        help="search breadth (default: the artifact's); the recall gauge measures this value",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "knn-artifacts",
+        help="where remote (s3://, http) artifacts are downloaded",
+    )
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=1, help="server processes (each loads the index)")
@@ -82,6 +99,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     for name in ("workers", "max_batch", "max_body_bytes", "max_k", "max_ef"):
         if getattr(args, name) < 1:
             raise SystemExit(f"knn-serve: error: --{name.replace('_', '-')} must be at least 1")
+    if args.ef_search is not None and not 1 <= args.ef_search <= args.max_ef:
+        raise SystemExit(f"knn-serve: error: --ef-search must be between 1 and {args.max_ef}")
     if args.probe_interval <= 0:
         raise SystemExit("knn-serve: error: --probe-interval must be positive")
     threads = args.batch_threads or max(1, available_cpus() // args.workers)
@@ -94,6 +113,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         max_body_bytes=args.max_body_bytes,
         max_k=args.max_k,
         max_ef=args.max_ef,
+        ef_search=args.ef_search,
+        cache_dir=args.cache_dir,
     )
 
 
@@ -115,7 +136,7 @@ def app_from_env() -> FastAPI:
     # load, refusal and warm-up lines would be lost.
     _configure_logging(os.environ.get(LOG_LEVEL_ENV, "info"))
     raw = json.loads(os.environ[SETTINGS_ENV])
-    raw["artifact"] = Path(raw["artifact"])
+    raw["cache_dir"] = Path(raw["cache_dir"])
     raw["identity"] = Identity(**raw["identity"])
     return create_app(Settings(**raw))
 
@@ -124,14 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _configure_logging(args.log_level)
     if args.check:
-        from .. import artifact
-
         try:
-            m = artifact.verify(args.artifact)
-        except ArtifactError as e:
+            print(f"knn-serve: {verify(args.artifact)}")
+        except (ArtifactError, InputError) as e:
             print(f"knn-serve: artifact refused: {e}", file=sys.stderr)
             return 3
-        print(f"knn-serve: {args.artifact}: version {m.version} verified ({len(m.files)} files)")
         return 0
     settings = _settings(args)
     # *_created series double the series count and no query here uses them.
@@ -156,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[LOG_LEVEL_ENV] = args.log_level
     os.environ[SETTINGS_ENV] = json.dumps(
         {
-            **{k: v for k, v in vars(settings).items() if k not in ("artifact", "identity")},
-            "artifact": str(settings.artifact),
+            **{k: v for k, v in vars(settings).items() if k not in ("cache_dir", "identity")},
+            "cache_dir": str(settings.cache_dir),
             "identity": vars(settings.identity),
         }
     )

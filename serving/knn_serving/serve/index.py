@@ -34,9 +34,10 @@ class LoadedIndex:
     index: hnswlib.Index
     ids: npt.NDArray[np.int64] | npt.NDArray[np.str_]
     probes: artifact.Probes
+    ef_search: int
 
     @classmethod
-    def load(cls, directory: Path) -> LoadedIndex:
+    def load(cls, directory: Path, ef_search: int | None = None) -> LoadedIndex:
         """Verify every checksum first: a corrupt artifact never serves."""
         manifest = artifact.verify(directory)
         index = hnswlib.Index(space=HNSW_SPACE[manifest.metric], dim=manifest.dimension)
@@ -46,20 +47,21 @@ class LoadedIndex:
                 f"{directory}: index holds {index.get_current_count()} vectors, "
                 f"manifest says {manifest.count}"
             )
-        index.set_ef(manifest.parameters.ef_search)
+        ef = ef_search or manifest.parameters.ef_search
+        index.set_ef(ef)
         ids = np.load(directory / IDS_FILE, allow_pickle=False)
         if ids.shape != (manifest.count,):
             raise ArtifactError(
                 f"{directory}: {IDS_FILE} holds {ids.shape[0]} ids for {manifest.count} vectors"
             )
         probes = artifact.Probes.load(directory / PROBES_FILE)
-        return cls(manifest, index, ids, probes)
+        return cls(manifest, index, ids, probes, ef)
 
 
 class Searcher:
     def __init__(self, loaded: LoadedIndex, batch_threads: int) -> None:
         self.loaded = loaded
-        self.default_ef = loaded.manifest.parameters.ef_search
+        self.default_ef = loaded.ef_search
         self.batch_threads = batch_threads
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hnsw")
 

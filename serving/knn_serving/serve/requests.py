@@ -32,6 +32,8 @@ class Limits:
     max_ef: int = 4096
     max_batch: int = 1024
     max_body_bytes: int = 16 << 20
+    # Cosine has no direction for a zero vector; the answer would be arbitrary.
+    reject_zero: bool = False
 
     @property
     def k_max(self) -> int:
@@ -66,12 +68,22 @@ def _k_and_ef(k_raw: Any, ef_raw: Any, limits: Limits) -> tuple[int, int | None]
 
 
 def _matrix(raw: Any, limits: Limits, name: str) -> npt.NDArray[np.float32]:
+    # Let numpy infer the type first: one pass that also reveals strings and
+    # booleans, which a float32 cast would silently accept.
     try:
-        arr = np.array(raw, dtype=np.float32)
+        inferred = np.array(raw)
     except (ValueError, TypeError):
         raise RequestError(
             422, f"'{name}' must be a list of {limits.dimension} numbers per vector"
         ) from None
+    if inferred.dtype.kind in "USb":
+        raise RequestError(
+            422, f"'{name}' must hold numbers only (found {_kind_name(inferred.dtype.kind)})"
+        )
+    if inferred.dtype.kind not in "fiu":  # ragged rows, nulls, nested objects
+        raise RequestError(422, f"'{name}' must be a list of {limits.dimension} numbers per vector")
+    with np.errstate(over="ignore"):
+        arr = inferred.astype(np.float32)
     if arr.ndim != 2 or arr.shape[1] != limits.dimension:
         got = arr.shape[-1] if arr.ndim >= 1 and arr.size else 0
         if arr.ndim == 2 or (arr.ndim == 1 and name == "vector"):
@@ -81,13 +93,23 @@ def _matrix(raw: Any, limits: Limits, name: str) -> npt.NDArray[np.float32]:
         raise RequestError(422, f"'{name}' must be a list of {limits.dimension} numbers per vector")
     if not np.isfinite(arr).all():
         raise RequestError(422, f"'{name}' contains NaN or Inf (or a number out of float32 range)")
+    if limits.reject_zero and not np.any(arr, axis=1).all():
+        raise RequestError(422, f"'{name}' holds a zero vector, which has no cosine direction")
     return arr
+
+
+def _kind_name(kind: str) -> str:
+    return "booleans" if kind == "b" else "strings"
 
 
 def parse_json(body: bytes, limits: Limits) -> Query:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
+        if b"NaN" in body or b"Infinity" in body:
+            raise RequestError(
+                400, "malformed JSON: NaN and Infinity are not JSON numbers; send finite values"
+            ) from None
         raise RequestError(400, f"malformed JSON: {e}") from None
     if not isinstance(doc, dict):
         raise RequestError(422, "body must be a JSON object with 'vector' or 'vectors'")
@@ -142,6 +164,8 @@ def parse_binary(body: bytes, params: dict[str, str], limits: Limits) -> Query:
     arr = np.frombuffer(body, dtype="<f4").reshape(n, limits.dimension)
     if not np.isfinite(arr).all():
         raise RequestError(422, "binary body contains NaN or Inf")
+    if limits.reject_zero and not np.any(arr, axis=1).all():
+        raise RequestError(422, "binary body holds a zero vector, which has no cosine direction")
     return Query(np.ascontiguousarray(arr, dtype=np.float32), k, ef, single=False)
 
 
