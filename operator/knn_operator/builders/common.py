@@ -137,5 +137,44 @@ def storage_mounts(spec: KnnIndexSpec, settings: Settings, *, read_only: bool) -
     return Mounts(volumes, mounts, [{"secretRef": {"name": s}} for s in secrets])
 
 
+def container(
+    name: str,
+    image: str,
+    command: list[str],
+    settings: Settings,
+    mounts: Mounts,
+    resource_manifest: Manifest,
+    *,
+    env: list[Manifest] | None = None,
+    **extra: Any,
+) -> Manifest:
+    """A container of the restricted profile that reaches the index's storage."""
+    out: Manifest = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": command,
+        "env": [*(env or []), {"name": "KNN_PVC_ROOT", "value": settings.pvc_root}],
+        **extra,
+        "resources": resource_manifest,
+        "securityContext": restricted_container_security(),
+        "volumeMounts": mounts.volume_mounts,
+    }
+    if mounts.env_from:
+        out["envFrom"] = mounts.env_from
+    return out
+
+
+def pod_spec(main: Manifest, mounts: Mounts, **extra: Any) -> Manifest:
+    """Pods of the restricted profile; they need no API token."""
+    return {
+        **extra,
+        "automountServiceAccountToken": False,
+        "securityContext": restricted_pod_security(),
+        "containers": [main],
+        "volumes": mounts.volumes,
+    }
+
+
 def artifact_uri(spec: KnnIndexSpec, version: str) -> str:
     return spec.storage.uri.rstrip("/") + "/" + version

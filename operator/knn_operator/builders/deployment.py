@@ -8,12 +8,12 @@ from .common import (
     Manifest,
     Owner,
     artifact_uri,
+    container,
     deployment_name,
     labels,
     metadata,
+    pod_spec,
     resources,
-    restricted_container_security,
-    restricted_pod_security,
     storage_mounts,
 )
 
@@ -26,11 +26,10 @@ def serving_deployment(
     mounts = storage_mounts(spec, settings, read_only=True)
     selector = labels(owner, version, "serving")
     port = settings.serving_port
-    container: Manifest = {
-        "name": SERVING_CONTAINER,
-        "image": spec.serving.image or settings.serving_image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": [
+    main = container(
+        SERVING_CONTAINER,
+        spec.serving.image or settings.serving_image,
+        [
             "knn-serve",
             "--artifact",
             artifact_uri(spec, version),
@@ -43,31 +42,28 @@ def serving_deployment(
             "--ef-search",
             str(spec.hnsw.ef_search),
         ],
-        "env": [
+        settings,
+        mounts,
+        resources(spec.serving.resources, {"cpu": "500m", "memory": "512Mi"}),
+        env=[
             {"name": "KNN_INDEX_NAME", "value": owner.name},
             {
                 "name": "KNN_NAMESPACE",
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
-            {"name": "KNN_PVC_ROOT", "value": settings.pvc_root},
         ],
-        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-        "readinessProbe": {
+        ports=[{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        readinessProbe={
             "httpGet": {"path": "/readyz", "port": "http"},
             "periodSeconds": 5,
             "failureThreshold": 2,
         },
-        "livenessProbe": {
+        livenessProbe={
             "httpGet": {"path": "/healthz", "port": "http"},
             "periodSeconds": 10,
             "failureThreshold": 6,
         },
-        "resources": resources(spec.serving.resources, {"cpu": "500m", "memory": "512Mi"}),
-        "securityContext": restricted_container_security(),
-        "volumeMounts": mounts.volume_mounts,
-    }
-    if mounts.env_from:
-        container["envFrom"] = mounts.env_from
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -84,13 +80,7 @@ def serving_deployment(
                         "prometheus.io/path": "/metrics",
                     },
                 },
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "securityContext": restricted_pod_security(),
-                    "terminationGracePeriodSeconds": 30,
-                    "containers": [container],
-                    "volumes": mounts.volumes,
-                },
+                "spec": pod_spec(main, mounts, terminationGracePeriodSeconds=30),
             },
         },
     }

@@ -9,13 +9,13 @@ from .common import (
     Manifest,
     Owner,
     artifact_uri,
+    container,
     gc_job_name,
     job_name,
     labels,
     metadata,
+    pod_spec,
     resources,
-    restricted_container_security,
-    restricted_pod_security,
     storage_mounts,
 )
 
@@ -83,19 +83,15 @@ def _job(
     """A Job whose pod reaches the index's storage like the builder does."""
     mounts = storage_mounts(spec, settings, read_only=False)
     lbls = labels(owner, version, component)
-    container: Manifest = {
-        "name": BUILDER_CONTAINER,
-        "image": spec.build.image or settings.builder_image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": command,
-        "env": [{"name": "KNN_PVC_ROOT", "value": settings.pvc_root}],
-        "resources": resources(spec.build.resources, {"cpu": "1", "memory": "1Gi"}),
-        "securityContext": restricted_container_security(),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": mounts.volume_mounts,
-    }
-    if mounts.env_from:
-        container["envFrom"] = mounts.env_from
+    main = container(
+        BUILDER_CONTAINER,
+        spec.build.image or settings.builder_image,
+        command,
+        settings,
+        mounts,
+        resources(spec.build.resources, {"cpu": "1", "memory": "1Gi"}),
+        terminationMessagePolicy="FallbackToLogsOnError",
+    )
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -106,13 +102,7 @@ def _job(
             **(extra_spec or {}),
             "template": {
                 "metadata": {"labels": lbls},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "securityContext": restricted_pod_security(),
-                    "containers": [container],
-                    "volumes": mounts.volumes,
-                },
+                "spec": pod_spec(main, mounts, restartPolicy="Never"),
             },
         },
     }

@@ -50,27 +50,19 @@ class Model(BaseModel):
 Quantity = int | str  # Kubernetes resource.Quantity, int-or-string on the wire
 
 
+# Kubernetes' own schema for a map of resource.Quantity values.
+_QUANTITY_MAP = k8s_extra(
+    additionalProperties={
+        "x-kubernetes-int-or-string": True,
+        "pattern": QUANTITY_PATTERN,
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+    },
+)
+
+
 class Resources(Model):
-    requests: dict[str, Quantity] | None = Field(
-        default=None,
-        json_schema_extra=k8s_extra(
-            additionalProperties={
-                "x-kubernetes-int-or-string": True,
-                "pattern": QUANTITY_PATTERN,
-                "anyOf": [{"type": "integer"}, {"type": "string"}],
-            },
-        ),
-    )
-    limits: dict[str, Quantity] | None = Field(
-        default=None,
-        json_schema_extra=k8s_extra(
-            additionalProperties={
-                "x-kubernetes-int-or-string": True,
-                "pattern": QUANTITY_PATTERN,
-                "anyOf": [{"type": "integer"}, {"type": "string"}],
-            },
-        ),
-    )
+    requests: dict[str, Quantity] | None = Field(default=None, json_schema_extra=_QUANTITY_MAP)
+    limits: dict[str, Quantity] | None = Field(default=None, json_schema_extra=_QUANTITY_MAP)
 
 
 class Condition(Model):
