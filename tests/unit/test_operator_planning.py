@@ -152,6 +152,18 @@ def _serving(s: KnnIndexSpec) -> KnnIndexStatus:
     return plan(observed(s, st, {v: done_job(v)}, {v: dep(v, 2)}), SETTINGS, NOW).status
 
 
+def _second_version_built(limit: int) -> tuple[KnnIndexSpec, str, str, KnnIndexStatus]:
+    """v1 serving, v2 (another metric) built but not yet available."""
+    s1 = spec(history={"limit": limit})
+    v1 = version_of(s1)
+    st = _serving(s1)
+    s2 = spec(history={"limit": limit}, metric="l2")
+    v2 = version_of(s2)
+    jobs = {v1: done_job(v1), v2: done_job(v2)}
+    st = plan(observed(s2, st, jobs, {v1: dep(v1, 2)}), SETTINGS, NOW).status
+    return s2, v1, v2, st
+
+
 @pytest.mark.parametrize(
     ("change", "rebuilds"),
     [
@@ -247,13 +259,8 @@ def test_completed_job_without_summary_fails_clearly() -> None:
 
 
 def test_versions_beyond_history_have_their_artifacts_deleted_then_forgotten() -> None:
-    s1 = spec(history={"limit": 1})
-    v1 = version_of(s1)
-    st = _serving(s1)
-    s2 = spec(history={"limit": 1}, metric="l2")
-    v2 = version_of(s2)
+    s2, v1, v2, st = _second_version_built(1)
     jobs = {v1: done_job(v1), v2: done_job(v2)}
-    st = plan(observed(s2, st, jobs, {v1: dep(v1, 2)}), SETTINGS, NOW).status
     p = plan(observed(s2, st, jobs, {v1: dep(v1, 2), v2: dep(v2, 2)}), SETTINGS, NOW)
     gc = [o for o in p.apply if o["metadata"]["name"] == f"products-gc-{v1}"]
     assert gc, "a clean-up Job deletes the old artifact"
@@ -271,13 +278,8 @@ def test_versions_beyond_history_have_their_artifacts_deleted_then_forgotten() -
 
 
 def test_failed_artifact_deletion_is_reported_once() -> None:
-    s1 = spec(history={"limit": 1})
-    v1 = version_of(s1)
-    st = _serving(s1)
-    s2 = spec(history={"limit": 1}, metric="l2")
-    v2 = version_of(s2)
+    s2, v1, v2, st = _second_version_built(1)
     jobs = {v1: done_job(v1), v2: done_job(v2)}
-    st = plan(observed(s2, st, jobs, {v1: dep(v1, 2)}), SETTINGS, NOW).status
     st = plan(observed(s2, st, jobs, {v1: dep(v1, 2), v2: dep(v2, 2)}), SETTINGS, NOW).status
     failed = JobState(
         f"products-gc-{v1}", v1, True, False, "BackoffLimitExceeded", None, "permission denied"
