@@ -61,6 +61,11 @@ def knn_indexes(namespace: str | None, name: str, **_: Any) -> dict[str, Key]:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.INFO
+    settings.posting.reporting_component = "knn-operator"
+    # The chart installs the CRDs before the operator, and the RBAC grants no
+    # access to CRDs or namespaces: without this kopf retries forbidden lists of
+    # customresourcedefinitions (and, with --namespace, of namespaces) at start-up.
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     _state["kube"] = await Kube.connect()
     _state["settings"] = Settings.from_env()
