@@ -172,3 +172,72 @@ def service_account(kubectl: Kubectl, namespace: str, tmp_path: Path) -> Service
         )
 
     return make
+
+
+# -- knn-operator tests (test_operator_*.py): the real operator with the chart's RBAC --
+
+from typing import TYPE_CHECKING  # noqa: E402  (appended section)
+
+if TYPE_CHECKING:
+    from tests.controlplane import operator_support as ops
+else:
+    import operator_support as ops
+
+@pytest.fixture(scope="session")
+def knn_crds(crd_installer: CRDInstaller) -> list[str]:
+    """crds/knnindexes.yaml, installed once and Established."""
+    return crd_installer(ops.CRD_FILE)
+
+
+@pytest.fixture
+def start_operator(
+    kubectl: Kubectl,
+    namespace: str,
+    knn_crds: list[str],
+    service_account: ServiceAccountFactory,
+    tmp_path: Path,
+) -> Iterator[ops.OperatorStarter]:
+    """``start(watch=(), role_kind="ClusterRole", resync_seconds=...)`` runs
+    `python -m knn_operator` as ServiceAccount ``knn-operator`` of the test's
+    namespace, bound to exactly rbac/clusterrole.yaml (cluster-wide) or, with
+    ``role_kind="Role"``, to rbac/role.yaml in the test's namespace (then pass
+    ``watch=(namespace,)``). Stopped, and the namespace emptied, after the test."""
+    started: list[ops.OperatorProcess] = []
+
+    def start(
+        *,
+        watch: tuple[str, ...] = (),
+        role_kind: RoleKind = "ClusterRole",
+        resync_seconds: float = ops.DEFAULT_RESYNC_SECONDS,
+    ) -> ops.OperatorProcess:
+        if role_kind == "Role":
+            role = ops.ROLE_FILE.read_text().replace("NAMESPACE", namespace)
+            kubectl.apply_manifest(role)
+            account = service_account("knn-operator", ops.ROLE_NAME, role_kind="Role")
+        else:
+            kubectl.run("apply", "--server-side", "-f", str(ops.CLUSTER_ROLE_FILE))
+            account = service_account("knn-operator", ops.ROLE_NAME, cluster_wide=True)
+        operator = ops.OperatorProcess(
+            account.kubeconfig,
+            tmp_path / f"operator-{len(started)}.log",
+            namespaces=watch,
+            resync_seconds=resync_seconds,
+        )
+        started.append(operator)
+        operator.start()
+        return operator
+
+    yield start
+    for operator in started:
+        operator.stop()
+    ops.clean_namespace(kubectl, namespace)
+
+
+@pytest.fixture
+def extra_namespaces(kubectl: Kubectl) -> Iterator[list[str]]:
+    """``extra_namespaces.append(ops.make_namespace(kubectl, "b"))``: emptied after the test."""
+    made: list[str] = []
+    yield made
+    for ns in made:
+        ops.clean_namespace(kubectl, ns)
+        kubectl.run("delete", "namespace", ns, "--wait=false", check=False)

@@ -1,0 +1,621 @@
+"""Running the real operator against the test control plane, and playing the kubelet.
+
+The operator runs as a subprocess (`python -m knn_operator`) with a kubeconfig
+whose only credential is a ServiceAccount token bound to the chart's RBAC
+(rbac/clusterrole.yaml or rbac/role.yaml), exactly as it would in a cluster.
+
+No kubelet, scheduler or Job/Deployment controller runs, so the tests stand in
+for them through the status subresources, with the admin kubectl:
+
+* :func:`complete_build` / :func:`fail_build` create the builder Pod a Job
+  controller would create (from the Job's template, so it passes the namespace's
+  restricted Pod Security profile), give it the termination message the real
+  `knn-build` writes (one JSON line of `BuildSummary`), and mark the Job
+  Complete or Failed the way the Job controller does (Kubernetes 1.36 validates
+  the sequence: SuccessCriteriaMet before Complete, FailureTarget before Failed).
+* :func:`make_available` reports a Deployment's replicas as available.
+
+Import it as the other tests do (pytest puts this directory on sys.path, mypy
+resolves from the repository root)::
+
+    if TYPE_CHECKING:
+        from tests.controlplane import operator_support as ops
+    else:
+        import operator_support as ops
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as dt
+import http.client
+import json
+import os
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import psutil  # type: ignore[import-untyped]  # psutil ships no type information
+from knn_contracts.artifact import BuildSummary
+from knn_devtools.kubectl import Kubectl
+from knn_devtools.procs import ManagedProcess, free_loopback_ports
+from knn_devtools.tools import REPO_ROOT
+
+CRD_FILE: Final = REPO_ROOT / "crds" / "knnindexes.yaml"
+CLUSTER_ROLE_FILE: Final = REPO_ROOT / "rbac" / "clusterrole.yaml"
+ROLE_FILE: Final = REPO_ROOT / "rbac" / "role.yaml"
+ROLE_NAME: Final = "knn-operator"
+
+# Small, so that the level-based resync is exercised within a test's time.
+DEFAULT_RESYNC_SECONDS: Final = 3.0
+STARTUP_TIMEOUT: Final = 60.0
+
+T = TypeVar("T")
+Obj = dict[str, Any]
+
+
+# -- waiting -------------------------------------------------------------------------
+
+
+def wait_for(
+    what: str,
+    probe: Callable[[], T | None],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    diagnostics: Callable[[], str] | None = None,
+) -> T:
+    """Polls ``probe`` until it returns something truthy, and returns that.
+
+    On timeout fails with ``what``, the last value seen and ``diagnostics()``
+    (e.g. the operator's log tail), so a red test says what it waited for.
+    """
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            extra = f"\n{diagnostics()}" if diagnostics is not None else ""
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}{extra}"
+            )
+        time.sleep(interval)
+
+
+# -- the operator process ------------------------------------------------------------
+
+
+class OperatorProcess:
+    """`python -m knn_operator` as a child process, with its own ports and log file."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        *,
+        namespaces: Sequence[str] = (),
+        resync_seconds: float = DEFAULT_RESYNC_SECONDS,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.namespaces = list(namespaces)
+        self.resync_seconds = resync_seconds
+        self.extra_env = dict(extra_env or {})
+        self.metrics_port = 0
+        self.liveness_port = 0
+        self._proc: ManagedProcess | None = None
+        self.starts = 0
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("operator is not running")
+        return self._proc.pid
+
+    def start(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            raise RuntimeError("operator is already running")
+        self.metrics_port, self.liveness_port = free_loopback_ports(2)
+        argv = [
+            sys.executable,
+            "-m",
+            "knn_operator",
+            "--metrics-port",
+            str(self.metrics_port),
+            "--liveness-port",
+            str(self.liveness_port),
+            "--bind",
+            "127.0.0.1",
+        ]
+        for ns in self.namespaces:
+            argv += ["--namespace", ns]
+        env = dict(os.environ)
+        env.update(
+            {
+                "KUBECONFIG": str(self.kubeconfig),
+                "KNN_RESYNC_SECONDS": str(self.resync_seconds),
+                "PYTHONUNBUFFERED": "1",
+                **self.extra_env,
+            }
+        )
+        # Only the token in KUBECONFIG may authenticate the operator.
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        self.starts += 1
+        with self.log_path.open("a") as log:
+            log.write(f"\n===== start #{self.starts}: {' '.join(argv)}\n")
+        self._proc = ManagedProcess(
+            "knn-operator", argv, self.log_path, env=env, cwd=self.log_path.parent
+        )
+        self._proc.start()
+        wait_for(
+            "the operator's liveness endpoint to answer 200",
+            lambda: self._check_running() and self.liveness_status() == 200,
+            timeout=STARTUP_TIMEOUT,
+            diagnostics=self.log_tail,
+        )
+
+    def _check_running(self) -> bool:
+        assert self._proc is not None
+        self._proc.check_running()
+        return True
+
+    def check_running(self) -> None:
+        """Raises with the log tail if the operator has exited."""
+        if self._proc is None:
+            raise RuntimeError("operator was never started")
+        self._proc.check_running()
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit status."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        proc.stop(timeout)
+        return proc.poll()
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, no final writes; what an OOM kill or node loss does."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        wait_for("the killed operator to exit", lambda: proc.poll() is not None, timeout=10)
+        proc.stop()  # closes the log; the process group is already gone
+
+    def __enter__(self) -> OperatorProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- observation ---
+
+    def _get(self, port: int, path: str) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+
+    def liveness_status(self) -> int | None:
+        try:
+            return self._get(self.liveness_port, "/healthz")[0]
+        except (OSError, http.client.HTTPException):
+            return None
+
+    def metrics(self) -> str:
+        status, text = self._get(self.metrics_port, "/metrics")
+        assert status == 200, f"/metrics answered {status}: {text[:500]}"
+        return text
+
+    def rss_bytes(self) -> int:
+        return int(psutil.Process(self.pid).memory_info().rss)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        tail = "\n".join(self.log_text().splitlines()[-lines:])
+        return f"--- last {lines} lines of {self.log_path} ---\n{tail}"
+
+
+# What the `start_operator` fixture (conftest.py) gives a test.
+OperatorStarter = Callable[..., OperatorProcess]
+
+
+class PeakRss:
+    """Samples a process's resident set size in a thread; ``peak`` is the maximum seen."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        self._process = psutil.Process(pid)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.peak = 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, int(self._process.memory_info().rss))
+            except psutil.Error:
+                return
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- objects -------------------------------------------------------------------------
+
+
+def merge(base: Mapping[str, Any], patch: Mapping[str, Any]) -> Obj:
+    """Recursive dict merge (a JSON merge patch without deletion): patch wins."""
+    out: Obj = copy.deepcopy(dict(base))
+    for key, value in patch.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+MINIMAL_SPEC: Final[Obj] = {
+    "source": {"uri": "s3://vectors/products/emb.npy", "dimension": 384},
+    "storage": {"uri": "s3://artifacts/products"},
+}
+
+
+def knn_index(name: str, spec: Mapping[str, Any] | None = None, **meta: Any) -> Obj:
+    """A KnnIndex manifest: the minimal spec merged with ``spec``."""
+    return {
+        "apiVersion": "knn.dev/v1alpha1",
+        "kind": "KnnIndex",
+        "metadata": {"name": name, **meta},
+        "spec": merge(MINIMAL_SPEC, spec or {}),
+    }
+
+
+def apply(kubectl: Kubectl, namespace: str, *objects: Mapping[str, Any]) -> str:
+    """`kubectl apply -f -` of one or more objects (a multi-document stream), as a user does."""
+    stream = "\n---\n".join(json.dumps(o) for o in objects)
+    return kubectl.run("apply", "-n", namespace, "-f", "-", stdin=stream, timeout=600).stdout
+
+
+def get(kubectl: Kubectl, kind: str, name: str, namespace: str) -> Obj | None:
+    result = kubectl.run("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    if result.returncode != 0:
+        if "NotFound" in result.stderr:
+            return None
+        raise AssertionError(f"kubectl get {kind} {name}: {result.stderr}")
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def items(kubectl: Kubectl, kind: str, namespace: str, selector: str | None = None) -> list[Obj]:
+    args = ["get", kind, "-n", namespace]
+    if selector:
+        args += ["-l", selector]
+    return list(kubectl.json(*args)["items"])
+
+
+def condition(obj: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return c  # type: ignore[no-any-return]
+    return None
+
+
+def events(kubectl: Kubectl, namespace: str, name: str) -> list[Obj]:
+    """Events whose involved object is the KnnIndex ``name``."""
+    return [
+        e
+        for e in items(kubectl, "events", namespace)
+        if e["involvedObject"].get("kind") == "KnnIndex" and e["involvedObject"]["name"] == name
+    ]
+
+
+def event_reasons(kubectl: Kubectl, namespace: str, name: str) -> set[tuple[str, str]]:
+    return {(e["type"], e["reason"]) for e in events(kubectl, namespace, name)}
+
+
+def make_namespace(kubectl: Kubectl, prefix: str) -> str:
+    """A namespace enforcing the restricted Pod Security profile, with its `default`
+    ServiceAccount (no controller manager creates it)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", prefix.lower()).strip("-")[:40].strip("-")
+    name = f"{slug}-{secrets.token_hex(3)}"
+    kubectl.apply_manifest(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": name,
+                    "labels": {
+                        "pod-security.kubernetes.io/enforce": "restricted",
+                        "pod-security.kubernetes.io/enforce-version": "latest",
+                    },
+                },
+            }
+        )
+    )
+    kubectl.apply_manifest(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "default", "namespace": name},
+            }
+        )
+    )
+    return name
+
+
+def clean_namespace(kubectl: Kubectl, namespace: str) -> None:
+    """Deletes what the operator tests leave in a namespace.
+
+    Without a namespace controller a deleted namespace keeps its objects, which
+    a cluster-wide operator of a later test would then watch and reconcile.
+    """
+    kubectl.run(
+        "delete", "knnindexes,jobs,deployments,services,pods", "--all",
+        "-n", namespace, "--wait=false", "--ignore-not-found", timeout=300, check=False,
+    )  # fmt: skip
+
+
+# -- playing the kubelet (and the Job and Deployment controllers) --------------------
+
+
+def now_iso(offset_seconds: float = 0.0) -> str:
+    t = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=offset_seconds)
+    return t.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def summary(
+    version: str,
+    *,
+    outcome: str = "Succeeded",
+    vectors: int = 100_000,
+    recall: float = 0.987,
+    build_seconds: float = 42.5,
+    artifact: str | None = None,
+    message: str = "",
+) -> BuildSummary:
+    """The line `knn-build` writes to /dev/termination-log."""
+    if outcome == "Failed":
+        return BuildSummary(outcome="Failed", version=version, message=message)
+    return BuildSummary(
+        outcome="Succeeded",
+        version=version,
+        vectors=vectors,
+        dimension=384,
+        recall=recall,
+        build_seconds=build_seconds,
+        artifact=artifact or f"s3://artifacts/products/{version}",
+        sha256=("0123456789abcdef" * 4),
+        message=message,
+    )
+
+
+def _patch_status(kubectl: Kubectl, kind: str, name: str, namespace: str, status: Obj) -> None:
+    kubectl.run(
+        "patch", kind, name, "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+
+
+def builder_pod(job: Mapping[str, Any]) -> Obj:
+    """The Pod a Job controller creates from ``job``: template labels and spec,
+    controller reference to the Job."""
+    meta = job["metadata"]
+    template = job["spec"]["template"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{meta['name']}-{secrets.token_hex(3)}",
+            "namespace": meta["namespace"],
+            "labels": dict(template["metadata"]["labels"]),
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": copy.deepcopy(template["spec"]),
+    }
+
+
+def run_builder_pod(kubectl: Kubectl, job: Mapping[str, Any], exit_code: int, message: str) -> Obj:
+    """Creates the Job's Pod and reports its container terminated with ``message``."""
+    pod = builder_pod(job)
+    kubectl.run("create", "-f", "-", stdin=json.dumps(pod))
+    container = pod["spec"]["containers"][0]
+    started, finished = now_iso(-5), now_iso()
+    _patch_status(
+        kubectl,
+        "pod",
+        pod["metadata"]["name"],
+        pod["metadata"]["namespace"],
+        {
+            "phase": "Succeeded" if exit_code == 0 else "Failed",
+            "startTime": started,
+            "containerStatuses": [
+                {
+                    "name": container["name"],
+                    "image": container["image"],
+                    "imageID": "",
+                    "ready": False,
+                    "started": False,
+                    "restartCount": 0,
+                    "state": {
+                        "terminated": {
+                            "exitCode": exit_code,
+                            "reason": "Completed" if exit_code == 0 else "Error",
+                            "message": message,
+                            "startedAt": started,
+                            "finishedAt": finished,
+                        }
+                    },
+                }
+            ],
+        },
+    )
+    return pod
+
+
+def _job(kubectl: Kubectl, namespace: str, name: str) -> Obj:
+    job = get(kubectl, "job", name, namespace)
+    assert job is not None, f"Job {namespace}/{name} does not exist"
+    return job
+
+
+def complete_build(kubectl: Kubectl, namespace: str, job_name: str, result: BuildSummary) -> Obj:
+    """A builder Pod that succeeded with ``result`` as its termination message, and
+    its Job Complete. Returns the Pod."""
+    job = _job(kubectl, namespace, job_name)
+    pod = run_builder_pod(kubectl, job, 0, result.model_dump_json(exclude_none=True))
+    t0, t1 = now_iso(-6), now_iso()
+    _patch_status(
+        kubectl,
+        "job",
+        job_name,
+        namespace,
+        {
+            "startTime": t0,
+            "completionTime": t1,
+            "active": 0,
+            "succeeded": 1,
+            "ready": 0,
+            "terminating": 0,
+            "uncountedTerminatedPods": {},
+            "conditions": [
+                _job_condition("SuccessCriteriaMet", "CompletionsReached", t1),
+                _job_condition("Complete", "CompletionsReached", t1),
+            ],
+        },
+    )
+    return pod
+
+
+def fail_build(kubectl: Kubectl, namespace: str, job_name: str, message: str) -> Obj:
+    """A builder Pod that exited 1 with a Failed summary, and its Job Failed
+    (BackoffLimitExceeded). Returns the Pod."""
+    job = _job(kubectl, namespace, job_name)
+    version = job["metadata"]["labels"]["knn.dev/version"]
+    line = summary(version, outcome="Failed", message=message).model_dump_json(exclude_none=True)
+    pod = run_builder_pod(kubectl, job, 1, line)
+    t0, t1 = now_iso(-6), now_iso()
+    _patch_status(
+        kubectl,
+        "job",
+        job_name,
+        namespace,
+        {
+            "startTime": t0,
+            "active": 0,
+            "failed": 1,
+            "ready": 0,
+            "terminating": 0,
+            "uncountedTerminatedPods": {},
+            "conditions": [
+                _job_condition(
+                    "FailureTarget", "BackoffLimitExceeded", t1, "Job has reached the backoff limit"
+                ),
+                _job_condition(
+                    "Failed", "BackoffLimitExceeded", t1, "Job has reached the backoff limit"
+                ),
+            ],
+        },
+    )
+    return pod
+
+
+def _job_condition(type_: str, reason: str, at: str, message: str = "") -> Obj:
+    return {
+        "type": type_,
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastProbeTime": at,
+        "lastTransitionTime": at,
+    }
+
+
+def make_available(kubectl: Kubectl, namespace: str, name: str) -> Obj:
+    """Reports every desired replica of Deployment ``name`` ready and available for
+    its current generation (what the Deployment controller and kubelets report)."""
+    dep = get(kubectl, "deployment", name, namespace)
+    assert dep is not None, f"Deployment {namespace}/{name} does not exist"
+    replicas = int(dep["spec"].get("replicas", 1))
+    at = now_iso()
+    _patch_status(
+        kubectl,
+        "deployment",
+        name,
+        namespace,
+        {
+            "observedGeneration": dep["metadata"]["generation"],
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+            "conditions": [
+                {
+                    "type": "Available",
+                    "status": "True",
+                    "reason": "MinimumReplicasAvailable",
+                    "message": "Deployment has minimum availability.",
+                    "lastUpdateTime": at,
+                    "lastTransitionTime": at,
+                },
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "NewReplicaSetAvailable",
+                    "message": f'ReplicaSet "{name}" has successfully progressed.',
+                    "lastUpdateTime": at,
+                    "lastTransitionTime": at,
+                },
+            ],
+        },
+    )
+    return dep
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[Callable[[], float]]:
+    """``with timed() as elapsed: ...; elapsed()`` → seconds since entering."""
+    began = time.monotonic()
+    yield lambda: time.monotonic() - began
