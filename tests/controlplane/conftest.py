@@ -183,6 +183,7 @@ if TYPE_CHECKING:
 else:
     import operator_support as ops
 
+
 @pytest.fixture(scope="session")
 def knn_crds(crd_installer: CRDInstaller) -> list[str]:
     """crds/knnindexes.yaml, installed once and Established."""

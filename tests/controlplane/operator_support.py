@@ -619,3 +619,107 @@ def timed() -> Iterator[Callable[[], float]]:
     """``with timed() as elapsed: ...; elapsed()`` → seconds since entering."""
     began = time.monotonic()
     yield lambda: time.monotonic() - began
+
+
+# -- whole steps of the story --------------------------------------------------------
+
+
+def expected_version(spec: Mapping[str, Any]) -> str:
+    """The version the operator derives from ``spec`` (merged onto the minimal spec)."""
+    from knn_operator.models.knnindex import KnnIndexSpec
+    from knn_operator.versioning import version_of
+
+    return version_of(KnnIndexSpec.model_validate(merge(MINIMAL_SPEC, spec)))
+
+
+def status_of(kubectl: Kubectl, namespace: str, name: str) -> Obj:
+    return dict((get(kubectl, "knn", name, namespace) or {}).get("status") or {})
+
+
+def wait_phase(
+    kubectl: Kubectl,
+    namespace: str,
+    name: str,
+    phase: str,
+    operator: OperatorProcess | None = None,
+    *,
+    timeout: float = 30.0,
+) -> Obj:
+    """Waits for status.phase; returns the status."""
+
+    def reached() -> Obj | None:
+        status = status_of(kubectl, namespace, name)
+        return status if status.get("phase") == phase else None
+
+    return wait_for(
+        f"KnnIndex {namespace}/{name} to reach phase {phase}",
+        reached,
+        timeout=timeout,
+        diagnostics=operator.log_tail if operator is not None else None,
+    )
+
+
+def wait_job(
+    kubectl: Kubectl,
+    namespace: str,
+    name: str,
+    version: str,
+    operator: OperatorProcess | None = None,
+    *,
+    timeout: float = 30.0,
+) -> Obj:
+    job_name = f"{name}-build-{version}"
+    return wait_for(
+        f"Job {namespace}/{job_name}",
+        lambda: get(kubectl, "job", job_name, namespace),
+        timeout=timeout,
+        diagnostics=operator.log_tail if operator is not None else None,
+    )
+
+
+def build_and_serve(
+    kubectl: Kubectl,
+    namespace: str,
+    name: str,
+    version: str,
+    operator: OperatorProcess | None = None,
+) -> None:
+    """Waits for the version's Job, completes it, makes its Deployment available and
+    waits for phase Serving with that version stable."""
+    diagnostics = operator.log_tail if operator is not None else None
+    wait_job(kubectl, namespace, name, version, operator)
+    complete_build(kubectl, namespace, f"{name}-build-{version}", summary(version))
+    dep = f"{name}-{version}"
+    wait_for(
+        f"Deployment {namespace}/{dep}",
+        lambda: get(kubectl, "deployment", dep, namespace),
+        diagnostics=diagnostics,
+    )
+    make_available(kubectl, namespace, dep)
+    wait_for(
+        f"KnnIndex {namespace}/{name} Serving version {version}",
+        lambda: (
+            (s := status_of(kubectl, namespace, name)).get("phase") == "Serving"
+            and s.get("stableVersion") == version
+        ),
+        diagnostics=diagnostics,
+    )
+
+
+def reconcile_count(operator: OperatorProcess) -> int:
+    """How many reconciles the operator has finished (its own histogram's count)."""
+    for line in operator.metrics().splitlines():
+        if line.startswith("knn_operator_reconcile_duration_seconds_count{"):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
+def wait_reconciles(operator: OperatorProcess, more: int, *, timeout: float = 30.0) -> None:
+    """Waits until the operator has finished ``more`` reconciles beyond those done now."""
+    target = reconcile_count(operator) + more
+    wait_for(
+        f"{more} more reconciles",
+        lambda: reconcile_count(operator) >= target,
+        timeout=timeout,
+        diagnostics=operator.log_tail,
+    )

@@ -163,15 +163,7 @@ def test_build_serve_story(
     assert svc["spec"]["selector"]["knn.dev/version"] == version
     assert svc["spec"]["selector"] == template["metadata"]["labels"]
 
-    status = ops.wait_for(
-        "phase Progressing",
-        lambda: (
-            s
-            if (s := (ops.get(kubectl, "knn", name, ns) or {}).get("status", {})).get("phase")
-            == "Progressing"
-            else None
-        ),
-    )
+    status = ops.wait_phase(kubectl, ns, name, "Progressing", operator)
     assert ops.condition({"status": status}, "Ready")["status"] == "False"  # type: ignore[index]
     assert ops.get(kubectl, "service", name, ns) is None, "stable Service before availability"
 
@@ -217,3 +209,171 @@ def test_build_serve_story(
     print(f"\n$ kubectl get knn -n {ns}\n{table}")
     print(f"$ kubectl describe knn {name} -n {ns}\n{described}")
     print(json.dumps(final["status"]["builds"], indent=2))
+
+
+def test_failed_build_is_reported_and_never_served(
+    kubectl: Kubectl, namespace: str, start_operator: ops.OperatorStarter
+) -> None:
+    operator = start_operator()
+    ns, name = namespace, "broken"
+    ops.apply(kubectl, ns, ops.knn_index(name))
+    version = ops.expected_version({})
+    ops.wait_job(kubectl, ns, name, version, operator)
+    reason = "recall 0.41 is below build.validation.minRecall 0.95"
+    ops.fail_build(kubectl, ns, f"{name}-build-{version}", reason)
+
+    status = ops.wait_phase(kubectl, ns, name, "Failed", operator)
+    assert reason in status["message"]
+    built = ops.condition({"status": status}, "Built")
+    assert built is not None and built["status"] == "False", status
+    assert built["reason"] == "BuildFailed"
+    assert reason in built["message"]
+    [record] = [b for b in status["builds"] if b["version"] == version]
+    assert record["outcome"] == "Failed" and reason in record["message"]
+    ready = ops.condition({"status": status}, "Ready")
+    assert ready is not None and ready["status"] == "False"
+    ops.wait_for(
+        "Warning Event BuildFailed naming the reason",
+        lambda: any(
+            e["type"] == "Warning" and e["reason"] == "BuildFailed" and reason in e["message"]
+            for e in ops.events(kubectl, ns, name)
+        ),
+    )
+    # Reconciles later (the resync looks at every object again) nothing was served
+    # from the failed version and nothing was rebuilt.
+    ops.wait_reconciles(operator, 2 * 2)
+    assert ops.items(kubectl, "deployments", ns) == []
+    assert ops.items(kubectl, "services", ns) == []
+    assert len(ops.items(kubectl, "jobs", ns)) == 1, "a failed version is not rebuilt by itself"
+    assert ops.status_of(kubectl, ns, name)["phase"] == "Failed"
+
+
+def test_failed_new_version_leaves_the_stable_version_serving(
+    kubectl: Kubectl, namespace: str, start_operator: ops.OperatorStarter
+) -> None:
+    operator = start_operator()
+    ns, name = namespace, "products"
+    v1 = ops.expected_version({})
+    ops.apply(kubectl, ns, ops.knn_index(name))
+    ops.build_and_serve(kubectl, ns, name, v1, operator)
+    before_dep = ops.get(kubectl, "deployment", f"{name}-{v1}", ns)
+    before_svc = ops.get(kubectl, "service", name, ns)
+    assert before_dep is not None and before_svc is not None
+
+    change = {"hnsw": {"m": 32}}
+    v2 = ops.expected_version(change)
+    assert v2 != v1
+    ops.apply(kubectl, ns, ops.knn_index(name, change))
+    ops.wait_job(kubectl, ns, name, v2, operator)
+    ops.fail_build(kubectl, ns, f"{name}-build-{v2}", "source has 12 vectors, fewer than k")
+
+    status = ops.wait_phase(kubectl, ns, name, "Failed", operator)
+    assert "fewer than k" in status["message"]
+    assert status["stableVersion"] == v1
+    assert ops.condition({"status": status}, "Built")["status"] == "False"  # type: ignore[index]
+    ready = ops.condition({"status": status}, "Ready")
+    assert ready is not None and ready["status"] == "True", "the stable version still serves"
+    kubectl.run("wait", "--for=condition=Ready", f"knn/{name}", "-n", ns, "--timeout=10s")
+
+    after_dep = ops.get(kubectl, "deployment", f"{name}-{v1}", ns)
+    after_svc = ops.get(kubectl, "service", name, ns)
+    assert after_dep is not None and after_svc is not None
+    assert after_dep["metadata"]["generation"] == before_dep["metadata"]["generation"]
+    assert after_dep["spec"] == before_dep["spec"]
+    assert after_svc["spec"]["selector"] == before_svc["spec"]["selector"]
+    assert after_svc["spec"]["selector"]["knn.dev/version"] == v1
+    assert ops.get(kubectl, "deployment", f"{name}-{v2}", ns) is None
+
+
+def _jobs(kubectl: Kubectl, ns: str, name: str) -> set[str]:
+    return {j["metadata"]["name"] for j in ops.items(kubectl, "jobs", ns, f"knn.dev/index={name}")}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"metric": "ip"}, {"hnsw": {"m": 32}}],
+    ids=["metric", "hnsw.m"],
+)
+def test_artifact_changes_build_a_new_version(
+    kubectl: Kubectl,
+    namespace: str,
+    start_operator: ops.OperatorStarter,
+    change: dict[str, Any],
+) -> None:
+    operator = start_operator()
+    ns, name = namespace, "products"
+    v1, v2 = ops.expected_version({}), ops.expected_version(change)
+    assert v1 != v2
+    ops.apply(kubectl, ns, ops.knn_index(name))
+    ops.build_and_serve(kubectl, ns, name, v1, operator)
+
+    ops.apply(kubectl, ns, ops.knn_index(name, change))
+    job = ops.wait_job(kubectl, ns, name, v2, operator)
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    if "metric" in change:
+        assert _arg(command, "--metric") == "ip"
+    else:
+        assert _arg(command, "--m") == "32"
+    status = ops.wait_phase(kubectl, ns, name, "Progressing", operator)
+    assert status["stableVersion"] == v1, "the old version serves while the new one builds"
+    assert status["targetVersion"] == v2
+    assert status["observedGeneration"] == 2
+    assert _jobs(kubectl, ns, name) == {f"{name}-build-{v1}", f"{name}-build-{v2}"}
+
+    # The new version takes over once built and available.
+    ops.build_and_serve(kubectl, ns, name, v2, operator)
+    stable = ops.get(kubectl, "service", name, ns)
+    assert stable is not None and stable["spec"]["selector"]["knn.dev/version"] == v2
+    # The previous version stays, scaled to zero, within history.limit.
+    old = ops.get(kubectl, "deployment", f"{name}-{v1}", ns)
+    assert old is not None and old["spec"]["replicas"] == 0
+
+
+def test_serving_changes_update_the_deployment_in_place(
+    kubectl: Kubectl, namespace: str, start_operator: ops.OperatorStarter
+) -> None:
+    operator = start_operator()
+    ns, name = namespace, "products"
+    base = {"serving": {"replicas": 2}, "hnsw": {"efSearch": 64}}
+    version = ops.expected_version(base)
+    ops.apply(kubectl, ns, ops.knn_index(name, base))
+    ops.build_and_serve(kubectl, ns, name, version, operator)
+    dep_name = f"{name}-{version}"
+    before = ops.get(kubectl, "deployment", dep_name, ns)
+    assert before is not None
+
+    change = {"serving": {"replicas": 5}, "hnsw": {"efSearch": 128}}
+    assert ops.expected_version(change) == version, "serving parameters are not artifact inputs"
+    ops.apply(kubectl, ns, ops.knn_index(name, change))
+    index = ops.get(kubectl, "knn", name, ns)
+    assert index is not None and index["metadata"]["generation"] == 2
+
+    def updated() -> dict[str, Any] | None:
+        dep = ops.get(kubectl, "deployment", dep_name, ns)
+        if dep is None or dep["spec"]["replicas"] != 5:
+            return None
+        command = dep["spec"]["template"]["spec"]["containers"][0]["command"]
+        return dep if _arg(command, "--ef-search") == "128" else None
+
+    after = ops.wait_for(
+        "the Deployment with 5 replicas and --ef-search 128", updated, diagnostics=operator.log_tail
+    )
+    assert after["metadata"]["uid"] == before["metadata"]["uid"], "updated, not replaced"
+    assert after["metadata"]["generation"] > before["metadata"]["generation"]
+    ops.wait_for(
+        "status.observedGeneration 2",
+        lambda: ops.status_of(kubectl, ns, name).get("observedGeneration") == 2,
+        diagnostics=operator.log_tail,
+    )
+    # The Deployment controller rolls the pods; once available the index serves again.
+    ops.make_available(kubectl, ns, dep_name)
+    status = ops.wait_phase(kubectl, ns, name, "Serving", operator)
+    assert status["stableVersion"] == version
+    assert status["targetVersion"] == version
+    assert _jobs(kubectl, ns, name) == {f"{name}-build-{version}"}, "no rebuild"
+    assert {c["type"]: c["observedGeneration"] for c in status["conditions"]} == {
+        "Built": 2,
+        "Ready": 2,
+        "Progressing": 2,
+        "Degraded": 2,
+    }
