@@ -7,67 +7,22 @@ ef, so the ratios hold whatever the machine's speed.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import hnswlib
 import httpx
 import numpy as np
 import orjson
+from knn_devtools.knnserve import KNN_BUILD, serve
 from knn_devtools.synthetic import clustered, sample
 from knn_serving.cpus import available_cpus
 from knn_serving.exact import exact_topk, recall_at_k
 
 from . import wrk
-
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serving(artifact: Path, *extra: str) -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            str(BIN / "knn-serve"),
-            "--artifact",
-            str(artifact),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            *extra,
-        ],
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None:
-                raise RuntimeError(f"knn-serve exited with {proc.returncode}")
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("knn-serve not ready in 120s")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def qps_single(index: hnswlib.Index, queries: np.ndarray, k: int, seconds: float) -> float:
@@ -124,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         subprocess.run(
             [
-                str(BIN / "knn-build"),
+                str(KNN_BUILD),
                 "--source",
                 str(d / "data.npy"),
                 "--metric",
@@ -184,7 +139,13 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(0, 640, 64)
         ]
         binary_bodies = [queries[i : i + 64].astype("<f4").tobytes() for i in range(0, 640, 64)]
-        with serving(artifact, "--workers", "1", "--batch-threads", "1") as url:
+        with serve(
+            artifact,
+            d / "logs",
+            args=["--log-level", "warning", "--workers", "1", "--batch-threads", "1"],
+            timeout=120,
+        ) as server:
+            url = server.url
             # The server's answers give the same recall as the raw index.
             got = httpx.post(
                 url + "/v1/query", json={"vectors": queries[:500].tolist(), "k": k}, timeout=60

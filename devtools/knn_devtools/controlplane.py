@@ -43,6 +43,7 @@ from knn_devtools.kubectl import Kubectl
 from knn_devtools.procs import (
     ManagedProcess,
     ProcessError,
+    ProcessTimeoutError,
     free_loopback_port,
     free_loopback_ports,
 )
@@ -399,17 +400,10 @@ class ControlPlane:
         return proc
 
     def _wait_until(self, proc: ManagedProcess, ready: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + self.options.startup_timeout
-        while True:
-            proc.check_running()
-            if ready():
-                return
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(
-                    f"{proc.name}: {what} not ready after {self.options.startup_timeout:.0f}s; "
-                    f"last lines of {proc.log_path}:\n{proc.log_tail()}"
-                )
-            time.sleep(_POLL_INTERVAL)
+        try:
+            proc.wait_until(what, ready, self.options.startup_timeout, _POLL_INTERVAL)
+        except ProcessTimeoutError as err:
+            raise ControlPlaneError(str(err)) from None
 
     def _client_tls(self) -> ssl.SSLContext:
         files = self._files

@@ -11,43 +11,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+from .knnserve import KNN_BUILD, serve
+from .procs import ProcessError
 from .synthetic import clustered, sample
 
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_READY_TIMEOUT = 120.0
 
 
 def _say(text: str) -> None:
     print(f"==> {text}", flush=True)
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"demo: knn-serve exited with code {proc.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            r = httpx.get(url + "/readyz", timeout=2)
-            if r.status_code == 200:
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"demo: knn-serve not ready after {timeout:.0f}s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     _say("knn-build: load, build HNSW, validate recall on held-out probes, write the artifact")
     build = subprocess.run(
         [
-            str(BIN / "knn-build"),
+            str(KNN_BUILD),
             "--source",
             str(source),
             "--ids",
@@ -103,32 +82,30 @@ def main(argv: list[str] | None = None) -> int:
     version = json.loads(summary)["version"]
     artifact = work / "artifacts" / version
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    _say(f"knn-serve: serving version {version} on {url}")
-    proc = subprocess.Popen(
-        [
-            str(BIN / "knn-serve"),
-            "--artifact",
-            str(artifact),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--index-name",
-            "products",
-            "--namespace",
-            "demo",
-            "--probe-interval",
-            "10",
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ},
-    )
     try:
-        _wait_ready(url, proc)
-        query = sample(1, args.dimension, seed=11, sample_seed=2024)[0]
+        _serve_and_query(artifact, version, work / "logs", args.dimension, keep_serving=args.serve)
+    except ProcessError as err:
+        raise SystemExit(f"demo: {err}") from None
+    _say("done")
+    return 0
+
+
+def _serve_and_query(
+    artifact: Path, version: str, log_dir: Path, dimension: int, *, keep_serving: bool
+) -> None:
+    with serve(
+        artifact,
+        log_dir,
+        ready=False,
+        index_name="products",
+        namespace="demo",
+        args=["--probe-interval", "10", "--log-level", "warning"],
+        timeout=_READY_TIMEOUT,
+    ) as server:
+        url = server.url
+        _say(f"knn-serve: serving version {version} on {url}")
+        server.wait_ready(_READY_TIMEOUT)
+        query = sample(1, dimension, seed=11, sample_seed=2024)[0]
         _say("POST /v1/query {vector, k: 5}")
         r = httpx.post(url + "/v1/query", json={"vector": query.tolist(), "k": 5}, timeout=10)
         r.raise_for_status()
@@ -140,16 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
             if line.startswith(("knn_recall_ratio", "knn_index_vectors", "knn_requests_total")):
                 print(f"    {line}")
-        if args.serve:
+        if keep_serving:
             _say(f"serving on {url} until Ctrl-C (try: curl {url}/v1/info)")
             with contextlib.suppress(KeyboardInterrupt):
-                proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-    _say("done")
-    return 0
+                server.child.wait()
 
 
 if __name__ == "__main__":

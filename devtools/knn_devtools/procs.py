@@ -3,8 +3,12 @@
 Each child gets its own session, so a Ctrl-C at the terminal reaches only the
 Python owner, which then stops the children in order (kube-apiserver before
 etcd). Stopping signals the whole process group, so helpers a child forked do
-not stay behind. On Linux the child also asks the kernel for SIGKILL when its
+not stay behind. On Linux the child also asks the kernel for a signal when its
 owner dies, which covers an owner killed with SIGKILL.
+
+One class, :class:`ManagedProcess`, serves the control plane (etcd,
+kube-apiserver, ...: one log file each) and the data-plane helpers (knn-serve,
+Prometheus: stdout and stderr in separate files, see :func:`log_files`).
 """
 
 from __future__ import annotations
@@ -16,15 +20,21 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 _PR_SET_PDEATHSIG = 1
+_TAIL_BYTES = 64 * 1024
 
 
 class ProcessError(RuntimeError):
-    """A child failed to start or exited when it should be running."""
+    """A child failed to start, exited when it should be running, or did not get ready."""
+
+
+class ProcessTimeoutError(ProcessError):
+    """A child kept running but did not reach the awaited state in time."""
 
 
 def free_loopback_ports(count: int) -> list[int]:
@@ -32,7 +42,7 @@ def free_loopback_ports(count: int) -> list[int]:
 
     All are held open together so the kernel cannot hand out one port twice. It
     may give one to someone else before the child binds it; the caller sees that
-    as an early exit of the child and may retry.
+    as an early exit of the child and may retry (see :func:`start_on_free_port`).
     """
     with contextlib.ExitStack() as stack:
         ports: list[int] = []
@@ -47,7 +57,14 @@ def free_loopback_port() -> int:
     return free_loopback_ports(1)[0]
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
+def log_files(log_dir: Path, name: str) -> tuple[Path, Path]:
+    """Fresh ``(stdout, stderr)`` paths in ``log_dir`` for one run of ``name``, so
+    children started again and again in one directory never share a file."""
+    stem = f"{name}-{time.monotonic_ns()}"
+    return log_dir / f"{stem}.out", log_dir / f"{stem}.err"
+
+
+def _parent_death_signal(sig: signal.Signals) -> Callable[[], None] | None:
     if not sys.platform.startswith("linux"):
         return None
     # The running interpreter's own symbols include libc's prctl; no library search.
@@ -57,9 +74,7 @@ def _parent_death_signal() -> Callable[[], None] | None:
     def arm() -> None:
         # Runs in the child between fork and exec. The signal fires when the
         # thread that forked exits, so own children from a long-lived thread.
-        # SIGKILL, not SIGTERM: kube-apiserver's graceful shutdown was seen to hang
-        # for minutes when etcd got the same signal at the same moment.
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(_PR_SET_PDEATHSIG, sig)
         if os.getppid() != owner:
             os._exit(1)  # the owner died before prctl: nobody would stop us
 
@@ -67,7 +82,15 @@ def _parent_death_signal() -> Callable[[], None] | None:
 
 
 class ManagedProcess:
-    """A named child process whose output goes to a log file."""
+    """A named child process whose output goes to log files.
+
+    stdout goes to ``log_path``; stderr goes there too unless ``stderr_path``
+    names a file of its own. ``env``, if given, is the child's whole environment.
+    ``death_signal`` is what the child gets when its owner dies (None: outlive
+    it). SIGKILL by default: kube-apiserver's graceful shutdown was seen to hang
+    for minutes when etcd got the same signal at the same moment. A supervisor
+    that must stop its own workers (knn-serve) wants SIGTERM.
+    """
 
     def __init__(
         self,
@@ -75,45 +98,56 @@ class ManagedProcess:
         argv: Sequence[str],
         log_path: Path,
         *,
+        stderr_path: Path | None = None,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
-        die_with_owner: bool = True,
+        death_signal: signal.Signals | None = signal.SIGKILL,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
+        self.stderr_path = stderr_path if stderr_path is not None else log_path
         self._env = dict(env) if env is not None else None
         self._cwd = cwd
-        self._die_with_owner = die_with_owner
+        self._death_signal = death_signal
         self._popen: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self._files: list[IO[bytes]] = []
 
     @property
     def pid(self) -> int:
+        return self._started().pid
+
+    def _started(self) -> subprocess.Popen[bytes]:
         if self._popen is None:
             raise ProcessError(f"{self.name} was never started")
-        return self._popen.pid
+        return self._popen
 
     def start(self) -> None:
         if self._popen is not None:
             raise ProcessError(f"{self.name} is already started")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        shared = self.stderr_path == self.log_path
+        for path in [self.log_path] if shared else [self.log_path, self.stderr_path]:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._files.append(open(path, "ab"))  # noqa: SIM115 - closed in stop()
+        out, err = self._files[0], self._files[-1]
         try:
             self._popen = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
+                stdout=out,
+                stderr=subprocess.STDOUT if err is out else err,
                 env=self._env,
                 cwd=self._cwd,
                 start_new_session=True,
-                preexec_fn=_parent_death_signal() if self._die_with_owner else None,
+                preexec_fn=(
+                    _parent_death_signal(self._death_signal)
+                    if self._death_signal is not None
+                    else None
+                ),
             )
-        except OSError as err:
-            self._log.close()
-            self._log = None
-            raise ProcessError(f"cannot start {self.name} ({self.argv[0]}): {err}") from err
+        except OSError as e:
+            self._close_files()
+            raise ProcessError(f"cannot start {self.name} ({self.argv[0]}): {e}") from e
 
     def poll(self) -> int | None:
         """The exit status, or None while running (or never started)."""
@@ -124,13 +158,46 @@ class ManagedProcess:
         code = self.poll()
         if code is not None:
             raise ProcessError(
-                f"{self.name} exited with status {code}; last lines of {self.log_path}:\n"
-                f"{self.log_tail()}"
+                f"{self.name} exited with status {code}; last lines of {self.stderr_path}:\n"
+                f"{self.stderr_tail()}"
             )
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM to the process group, SIGKILL after ``timeout``; idempotent."""
+    def wait_until(
+        self, what: str, check: Callable[[], bool], timeout: float, interval: float = 0.05
+    ) -> None:
+        """Calls ``check`` until it returns True. Raises :class:`ProcessError` if the
+        child exits first, :class:`ProcessTimeoutError` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_running()
+            if check():
+                return
+            if time.monotonic() > deadline:
+                raise ProcessTimeoutError(
+                    f"{self.name}: {what} not ready after {timeout:.0f}s; "
+                    f"last lines of {self.stderr_path}:\n{self.stderr_tail()}"
+                )
+            time.sleep(interval)
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        """Signal the process itself (not its group), as a kubelet signals PID 1."""
+        self._started().send_signal(sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """The exit status; raises if still running after ``timeout`` seconds."""
+        try:
+            return self._started().wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise ProcessTimeoutError(
+                f"{self.name} still running {timeout:.0f}s later; "
+                f"last lines of {self.stderr_path}:\n{self.stderr_tail()}"
+            ) from None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM to the process group, SIGKILL after ``timeout``; idempotent.
+        The exit status (None if never started)."""
         popen = self._popen
+        code = None
         if popen is not None:
             if popen.poll() is None:
                 _signal_group(popen.pid, signal.SIGTERM)
@@ -139,23 +206,64 @@ class ManagedProcess:
                 except subprocess.TimeoutExpired:
                     _signal_group(popen.pid, signal.SIGKILL)
                     popen.wait()
-            # The leader may be gone while a forked helper still holds the group.
+            code = popen.returncode
+            # The leader may be gone while a forked helper (a worker) still holds the group.
             _signal_group(popen.pid, signal.SIGKILL)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._close_files()
+        return code
 
-    def log_tail(self, lines: int = 30) -> str:
+    def stderr(self) -> str:
+        """Everything the child has written to stderr so far."""
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def stderr_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of stderr (of the shared log, if there is one)."""
         try:
-            with open(self.log_path, "rb") as f:
+            with open(self.stderr_path, "rb") as f:
                 f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 64 * 1024))
+                f.seek(max(0, f.tell() - _TAIL_BYTES))
                 text = f.read().decode("utf-8", "replace")
         except OSError as err:
             return f"(cannot read log: {err})"
         return "\n".join(text.splitlines()[-lines:])
 
+    def _close_files(self) -> None:
+        for f in self._files:
+            f.close()
+        self._files = []
+
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def start_on_free_port(
+    spawn: Callable[[int], ManagedProcess],
+    ready: Callable[[ManagedProcess], None],
+    *,
+    attempts: int = 3,
+    stop_timeout: float = 10.0,
+) -> ManagedProcess:
+    """Starts ``spawn(port)`` on a free loopback port and waits with ``ready(child)``.
+
+    A free port can be taken between choosing it and the child binding it: a
+    child that exits saying "address already in use" is retried on a new port,
+    up to ``attempts`` starts. On any other :class:`ProcessError` from ``ready``
+    the child is stopped and the error raised.
+    """
+    for attempt in range(1, attempts + 1):
+        child = spawn(free_loopback_port())
+        child.start()
+        try:
+            ready(child)
+        except ProcessError:
+            collided = (
+                child.poll() is not None and "address already in use" in child.stderr().lower()
+            )
+            child.stop(stop_timeout)
+            if collided and attempt < attempts:
+                continue
+            raise
+        return child
+    raise AssertionError("unreachable: the last attempt returns or raises")

@@ -1,7 +1,10 @@
 """Real data-plane processes for tests: `knn-build`, `knn-serve` and Prometheus.
 
 Nothing here is a test double. Each helper runs the real command on
-127.0.0.1 (a free port), waits until it answers, and stops it on exit:
+127.0.0.1 (a free port), waits until it answers, and stops it on exit. The
+process mechanics (process groups, dying with the owner, logs, free ports) and
+`knn-serve` itself come from knn_devtools (procs.py, knnserve.py); this module
+adds the tests' identity labels, `knn-build` with test inputs, and Prometheus:
 
     art = build_artifact(tmp_path, vectors, "l2")              # the real knn-build
     with serve(art.directory, tmp_path / "logs") as server:     # real knn-serve, /readyz 200
@@ -16,25 +19,23 @@ fail loudly instead of skipping (`make install` installs Prometheus).
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import numpy as np
 import numpy.typing as npt
 from knn_contracts.artifact import MANIFEST_FILE, Manifest, Metric
-from knn_devtools.procs import free_loopback_port
+from knn_devtools import knnserve
+from knn_devtools.knnserve import KNN_BUILD, KNN_SERVE, LOOPBACK, http_status
+from knn_devtools.procs import ManagedProcess, ProcessError, log_files, start_on_free_port
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -43,9 +44,10 @@ __all__ = [
     "KNN_SERVE",
     "LOOPBACK",
     "Artifact",
-    "ChildProcess",
     "KnnServe",
+    "ManagedProcess",
     "MissingCommandError",
+    "ProcessError",
     "Prometheus",
     "ServerError",
     "build_artifact",
@@ -57,21 +59,14 @@ __all__ = [
     "serve",
 ]
 
-LOOPBACK = "127.0.0.1"
-BIN = Path(sys.executable).parent
-KNN_BUILD = BIN / "knn-build"
-KNN_SERVE = BIN / "knn-serve"
-
 # Default identity labels the tests pass to knn-serve.
 INDEX_NAME = "test-index"
 NAMESPACE = "test-ns"
 
-_PR_SET_PDEATHSIG = 1
-_START_ATTEMPTS = 3  # a free port can be taken between choosing it and binding it
-
 
 class ServerError(RuntimeError):
-    """A process failed to start, exited early, or did not answer in time."""
+    """A command is missing, `knn-build` failed, or Prometheus answered a query badly.
+    (A process that fails to start or to get ready raises `ProcessError`.)"""
 
 
 class MissingCommandError(ServerError):
@@ -169,132 +164,6 @@ def build_artifact(
 # --- child processes --------------------------------------------------------------------------
 
 
-def _die_with_owner() -> Callable[[], None] | None:
-    """A preexec hook asking Linux for SIGTERM when the owning thread dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    libc = ctypes.CDLL(name, use_errno=True)
-
-    def arm() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return arm
-
-
-class ChildProcess:
-    """A command in its own process group with stdout and stderr in separate files."""
-
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        log_dir: Path,
-        *,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        self.name = name
-        self.argv = list(argv)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"{name}-{time.monotonic_ns()}"
-        self.stdout_path = log_dir / f"{stem}.out"
-        self.stderr_path = log_dir / f"{stem}.err"
-        self._env = {**os.environ, **env} if env is not None else None
-        self._popen: subprocess.Popen[bytes] | None = None
-        self._files: list[IO[bytes]] = []
-
-    @property
-    def popen(self) -> subprocess.Popen[bytes]:
-        if self._popen is None:
-            raise ServerError(f"{self.name} was never started")
-        return self._popen
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def start(self) -> None:
-        if self._popen is not None:
-            raise ServerError(f"{self.name} is already started")
-        out, err = self.stdout_path.open("wb"), self.stderr_path.open("wb")
-        self._files = [out, err]
-        try:
-            self._popen = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=self._env,
-                start_new_session=True,
-                preexec_fn=_die_with_owner(),
-            )
-        except OSError as e:
-            self._close_files()
-            raise ServerError(f"cannot start {self.name} ({self.argv[0]}): {e}") from e
-
-    def poll(self) -> int | None:
-        return None if self._popen is None else self._popen.poll()
-
-    def check_running(self) -> None:
-        code = self.poll()
-        if code is not None:
-            raise ServerError(
-                f"{self.name} exited with status {code}; stderr:\n{self.stderr_tail()}"
-            )
-
-    def send_signal(self, sig: signal.Signals) -> None:
-        """Signal the process itself (not its group), as a kubelet signals PID 1."""
-        self.popen.send_signal(sig)
-
-    def wait(self, timeout: float) -> int:
-        """The exit status; raise ServerError if still running after `timeout` seconds."""
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise ServerError(
-                f"{self.name} still running {timeout:.0f}s later; stderr:\n{self.stderr_tail()}"
-            ) from None
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM to the process group, SIGKILL after `timeout`; idempotent. The exit status."""
-        popen = self._popen
-        code = None
-        if popen is not None:
-            if popen.poll() is None:
-                _signal_group(popen.pid, signal.SIGTERM)
-                try:
-                    popen.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    _signal_group(popen.pid, signal.SIGKILL)
-                    popen.wait(10)
-            code = popen.returncode
-            # Workers a supervisor forked may outlive it in the group.
-            _signal_group(popen.pid, signal.SIGKILL)
-        self._close_files()
-        return code
-
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(encoding="utf-8", errors="replace")
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
-
-    def stderr_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.stderr().splitlines()[-lines:])
-
-    def _close_files(self) -> None:
-        for f in self._files:
-            f.close()
-        self._files = []
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
 def child_processes(pid: int) -> dict[int, str]:
     """Direct children of `pid` (Linux /proc): pid → command line."""
     out: dict[int, str] = {}
@@ -310,145 +179,18 @@ def child_processes(pid: int) -> dict[int, str]:
     return out
 
 
-def _poll_until(
-    what: str,
-    check: Callable[[], bool],
-    child: ChildProcess,
-    timeout: float,
-    interval: float = 0.05,
-) -> None:
-    """Call `check` until it returns True; raise if `child` exits or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        child.check_running()
-        if check():
-            return
-        if time.monotonic() > deadline:
-            raise ServerError(
-                f"{child.name}: {what} not reached within {timeout:.0f}s; stderr:\n"
-                f"{child.stderr_tail()}"
-            )
-        time.sleep(interval)
-
-
-def _address_in_use(child: ChildProcess) -> bool:
-    return child.poll() is not None and "address already in use" in child.stderr().lower()
-
-
 # --- knn-serve --------------------------------------------------------------------------------
 
 
-class KnnServe:
-    """The real `knn-serve` on 127.0.0.1 and a free port."""
+class KnnServe(knnserve.KnnServe):
+    """The real `knn-serve` (knn_devtools.knnserve), labelled index=test-index and
+    namespace=test-ns unless a test names others."""
 
-    def __init__(
-        self,
-        artifact: Path | str,
-        log_dir: Path,
-        *,
-        index_name: str = INDEX_NAME,
-        namespace: str = NAMESPACE,
-        args: Sequence[str] = (),
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        self.artifact = artifact
-        self.log_dir = log_dir
-        self.index_name = index_name
-        self.namespace = namespace
-        self.args = list(args)
-        self.env = env
-        self.port = 0
-        self._child: ChildProcess | None = None
-
-    @property
-    def child(self) -> ChildProcess:
-        if self._child is None:
-            raise ServerError("knn-serve was never started")
-        return self._child
-
-    @property
-    def address(self) -> str:
-        """host:port, as a Prometheus target."""
-        return f"{LOOPBACK}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}"
-
-    def client(self, timeout: float = 30.0) -> httpx.Client:
-        # trust_env=False: loopback requests never go through a proxy from the environment.
-        return httpx.Client(base_url=self.url, timeout=timeout, trust_env=False)
-
-    def argv(self) -> list[str]:
-        return [
-            str(KNN_SERVE), "--artifact", str(self.artifact),
-            "--host", LOOPBACK, "--port", str(self.port),
-            "--index-name", self.index_name, "--namespace", self.namespace,
-            *self.args,
-        ]  # fmt: skip
-
-    def start(self, *, ready: bool = True, timeout: float = 60.0) -> None:
-        """Start and wait for /readyz 200 (`ready`) or for /healthz 200 (listening only)."""
-        for attempt in range(_START_ATTEMPTS):
-            self.port = free_loopback_port()
-            self._child = ChildProcess("knn-serve", self.argv(), self.log_dir, env=self.env)
-            self._child.start()
-            try:
-                self.wait_listening(timeout)
-            except ServerError:
-                if attempt + 1 < _START_ATTEMPTS and _address_in_use(self._child):
-                    self._child.stop()
-                    continue
-                self._child.stop()
-                raise
-            break
-        if ready:
-            self.wait_ready(timeout)
-
-    def _status(self, path: str) -> int | None:
-        try:
-            with self.client(timeout=2.0) as c:
-                return c.get(path).status_code
-        except httpx.TransportError:
-            return None
-
-    def wait_listening(self, timeout: float = 60.0) -> None:
-        _poll_until("/healthz 200", lambda: self._status("/healthz") == 200, self.child, timeout)
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        _poll_until("/readyz 200", lambda: self._status("/readyz") == 200, self.child, timeout)
-
-    def metrics_text(self) -> str:
-        with self.client() as c:
-            r = c.get("/metrics")
-            r.raise_for_status()
-            return r.text
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        return None if self._child is None else self._child.stop(timeout)
+    default_index_name = INDEX_NAME
+    default_namespace = NAMESPACE
 
 
-@contextlib.contextmanager
-def serve(
-    artifact: Path | str,
-    log_dir: Path,
-    *,
-    ready: bool = True,
-    index_name: str = INDEX_NAME,
-    namespace: str = NAMESPACE,
-    args: Sequence[str] = (),
-    env: Mapping[str, str] | None = None,
-    timeout: float = 60.0,
-) -> Iterator[KnnServe]:
-    """A started `knn-serve` (ready, unless `ready=False`), stopped on exit."""
-    server = KnnServe(
-        artifact, log_dir, index_name=index_name, namespace=namespace, args=args, env=env
-    )
-    try:
-        server.start(ready=ready, timeout=timeout)
-        yield server
-    finally:
-        server.stop()
+serve = KnnServe.serve
 
 
 # --- metrics text -----------------------------------------------------------------------------
@@ -497,7 +239,7 @@ class Prometheus:
         self.job = job
         self.port = 0
         self.config_path = workdir / "prometheus.yml"
-        self._child: ChildProcess | None = None
+        self._child: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
@@ -530,38 +272,32 @@ class Prometheus:
     def start(self, timeout: float = 60.0) -> None:
         binary = require_command("prometheus")
         self.write_config()
-        for attempt in range(_START_ATTEMPTS):
-            self.port = free_loopback_port()
-            data = self.workdir / f"tsdb-{attempt}"
-            self._child = ChildProcess(
+
+        def spawn(port: int) -> ManagedProcess:
+            self.port = port
+            out, err = log_files(self.workdir / "logs", "prometheus")
+            self._child = ManagedProcess(
                 "prometheus",
                 [
                     str(binary),
                     f"--config.file={self.config_path}",
-                    f"--storage.tsdb.path={data}",
-                    f"--web.listen-address={LOOPBACK}:{self.port}",
+                    f"--storage.tsdb.path={self.workdir / f'tsdb-{port}'}",
+                    f"--web.listen-address={LOOPBACK}:{port}",
                     "--web.enable-lifecycle",
                     "--log.level=warn",
                 ],
-                self.workdir / "logs",
+                out,
+                stderr_path=err,
+                death_signal=signal.SIGTERM,
             )
-            self._child.start()
-            try:
-                _poll_until("/-/ready 200", self._ready, self._child, timeout, interval=0.1)
-            except ServerError:
-                if attempt + 1 < _START_ATTEMPTS and _address_in_use(self._child):
-                    self._child.stop()
-                    continue
-                self._child.stop()
-                raise
-            return
+            return self._child
 
-    def _ready(self) -> bool:
-        try:
-            with self.client(timeout=2.0) as c:
-                return c.get("/-/ready").status_code == 200
-        except httpx.TransportError:
-            return False
+        def ready(child: ManagedProcess) -> None:
+            child.wait_until(
+                "/-/ready", lambda: http_status(self.url, "/-/ready") == 200, timeout, 0.1
+            )
+
+        start_on_free_port(spawn, ready, stop_timeout=15.0)
 
     def client(self, timeout: float = 30.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=timeout, trust_env=False)
@@ -608,9 +344,9 @@ class Prometheus:
         return None if self._child is None else self._child.stop(timeout)
 
     @property
-    def child(self) -> ChildProcess:
+    def child(self) -> ManagedProcess:
         if self._child is None:
-            raise ServerError("prometheus was never started")
+            raise ProcessError("prometheus was never started")
         return self._child
 
 
