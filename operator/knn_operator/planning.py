@@ -160,6 +160,17 @@ def plan(obs: Observed, settings: Settings, now: str) -> Plan:
     spec, old = obs.spec, obs.status
     target = version_of(spec, obs.rebuild_annotation)
     builds = _track_build(obs, target, list(old.builds), out, settings, now)
+    # A build the spec moved away from before it finished: its Job is deleted
+    # below, so its record goes too (else they pile up past the status's maxItems).
+    for rec in [b for b in builds if b.outcome == "Building" and b.version != target]:
+        builds = [b for b in builds if b.version != rec.version]
+        out.events.append(
+            Event(
+                "Normal",
+                "BuildSuperseded",
+                f"version {rec.version} was superseded by {target} before it finished",
+            )
+        )
     target_rec = _record(builds, target)
     assert target_rec is not None
 
