@@ -378,15 +378,26 @@ def make_namespace(kubectl: Kubectl, prefix: str) -> str:
 
 
 def clean_namespace(kubectl: Kubectl, namespace: str) -> None:
-    """Deletes what the operator tests leave in a namespace.
+    """Deletes what the operator tests leave in a namespace, one collection at a time.
 
     Without a namespace controller a deleted namespace keeps its objects, which
     a cluster-wide operator of a later test would then watch and reconcile.
     """
-    kubectl.run(
-        "delete", "knnindexes,jobs,deployments,services,pods", "--all",
-        "-n", namespace, "--wait=false", "--ignore-not-found", timeout=300, check=False,
-    )  # fmt: skip
+    for path in (
+        f"/apis/knn.dev/v1alpha1/namespaces/{namespace}/knnindexes",
+        f"/apis/batch/v1/namespaces/{namespace}/jobs",
+        f"/apis/apps/v1/namespaces/{namespace}/deployments",
+        f"/api/v1/namespaces/{namespace}/services",
+        f"/api/v1/namespaces/{namespace}/pods",
+    ):
+        kubectl.run("delete", "--raw", path, timeout=300, check=False)
+
+
+def count(kubectl: Kubectl, path: str) -> int:
+    """How many objects a collection holds, without transferring them: a list of
+    one item reports how many remain (``metadata.remainingItemCount``)."""
+    page = json.loads(kubectl.run("get", "--raw", f"{path}?limit=1").stdout)
+    return len(page["items"]) + int(page["metadata"].get("remainingItemCount") or 0)
 
 
 # -- playing the kubelet (and the Job and Deployment controllers) --------------------

@@ -377,3 +377,30 @@ def test_serving_changes_update_the_deployment_in_place(
         "Progressing": 2,
         "Degraded": 2,
     }
+
+
+def test_spec_change_during_a_build_supersedes_it(
+    kubectl: Kubectl, namespace: str, start_operator: ops.OperatorStarter
+) -> None:
+    """The newest spec wins: an unfinished build of an older spec is cancelled (its
+    Job deleted) and its record leaves status, however often that happens."""
+    operator = start_operator()
+    ns, name = namespace, "products"
+    versions = [ops.expected_version({"rebuild": {"token": str(i)}}) for i in range(4)]
+    for i, version in enumerate(versions):
+        ops.apply(kubectl, ns, ops.knn_index(name, {"rebuild": {"token": str(i)}}))
+        ops.wait_job(kubectl, ns, name, version, operator)
+    last = versions[-1]
+    ops.wait_for(
+        "only the newest build's Job and record",
+        lambda: (
+            _jobs(kubectl, ns, name) == {f"{name}-build-{last}"}
+            and [b["version"] for b in ops.status_of(kubectl, ns, name).get("builds", [])] == [last]
+        ),
+        diagnostics=lambda: f"{_jobs(kubectl, ns, name)} {ops.status_of(kubectl, ns, name)}",
+    )
+    superseded = [e for e in ops.events(kubectl, ns, name) if e["reason"] == "BuildSuperseded"]
+    assert {v for v in versions[:-1] if any(v in e["message"] for e in superseded)} == set(
+        versions[:-1]
+    )
+    ops.build_and_serve(kubectl, ns, name, last, operator)
