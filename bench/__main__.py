@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ef-construction", type=int, default=200)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs per measure")
+    ap.add_argument("--build-repeats", type=int, default=2)
     args = ap.parse_args(argv)
     threads = available_cpus()
     k = args.k
@@ -67,50 +69,62 @@ def main(argv: list[str] | None = None) -> int:
         np.save(d / "data.npy", data)
         print(f"dataset: {args.n} x {args.dim} clustered (seed 7), {threads} threads", flush=True)
 
-        # Builder: raw add_items (same threads, params, seed) vs knn-build end to end.
-        raw = hnswlib.Index(space="l2", dim=args.dim)
-        raw.init_index(
-            max_elements=args.n, ef_construction=args.ef_construction, M=args.m, random_seed=42
-        )
-        t = time.perf_counter()
-        raw.add_items(data, np.arange(args.n), num_threads=threads)
-        raw_add = time.perf_counter() - t
-        del raw
-        t = time.perf_counter()
-        subprocess.run(
-            [
-                str(KNN_BUILD),
-                "--source",
-                str(d / "data.npy"),
-                "--metric",
-                "l2",
-                "--m",
-                str(args.m),
-                "--ef-construction",
-                str(args.ef_construction),
-                "--ef-search",
-                str(args.ef),
-                "--probe-queries",
-                "500",
-                "--k",
-                str(k),
-                "--min-recall",
-                "0.8",
-                "--threads",
-                str(threads),
-                "--version",
-                "bench",
-                "--summary-file",
-                str(d / "summary.json"),
-                "--out",
-                str(d / "out"),
-                "--log-level",
-                "WARNING",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        e2e = time.perf_counter() - t
+        # Builder: raw add_items (same threads, params, seed) vs knn-build end to
+        # end, interleaved and best of --build-repeats, so a burst of other load
+        # hits both sides alike.
+        def raw_build() -> float:
+            raw = hnswlib.Index(space="l2", dim=args.dim)
+            raw.init_index(
+                max_elements=args.n,
+                ef_construction=args.ef_construction,
+                M=args.m,
+                random_seed=42,
+            )
+            t = time.perf_counter()
+            raw.add_items(data, np.arange(args.n), num_threads=threads)
+            return time.perf_counter() - t
+
+        def knn_build(version: str) -> float:
+            t = time.perf_counter()
+            subprocess.run(
+                [
+                    str(KNN_BUILD),
+                    "--source",
+                    str(d / "data.npy"),
+                    "--metric",
+                    "l2",
+                    "--m",
+                    str(args.m),
+                    "--ef-construction",
+                    str(args.ef_construction),
+                    "--ef-search",
+                    str(args.ef),
+                    "--probe-queries",
+                    "500",
+                    "--k",
+                    str(k),
+                    "--min-recall",
+                    "0.8",
+                    "--threads",
+                    str(threads),
+                    "--version",
+                    version,
+                    "--summary-file",
+                    str(d / "summary.json"),
+                    "--out",
+                    str(d / "out"),
+                    "--log-level",
+                    "WARNING",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            return time.perf_counter() - t
+
+        raw_add, e2e = float("inf"), float("inf")
+        for i in range(args.build_repeats):
+            raw_add = min(raw_add, raw_build())
+            e2e = min(e2e, knn_build("bench" if i == 0 else f"bench{i}"))
         rows.append(
             ("builder raw add_items", f"{args.n / raw_add:,.0f} vectors/s ({raw_add:.1f}s)")
         )
@@ -127,8 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         recall = recall_at_k(labels.astype(np.int64), truth)
         rows.append((f"recall@{k} at ef={args.ef} (2000 held-out queries)", f"{recall:.4f}"))
 
-        raw_single = qps_single(index, queries, k, args.seconds / 2)
-        raw_batch = qps_batch(index, queries, k, 64, args.seconds / 2)
+        # Best of several short runs on both sides: a burst of other load on a
+        # shared machine then lowers neither the baseline nor the server alone.
+        reps = range(args.repeats)
+        raw_single = max(qps_single(index, queries, k, args.seconds / 2) for _ in reps)
+        raw_batch = max(qps_batch(index, queries, k, 64, args.seconds / 2) for _ in reps)
         rows.append(("raw hnswlib single queries, 1 thread", f"{raw_single:,.0f} q/s"))
         rows.append(("raw hnswlib 64-query batches, 1 thread", f"{raw_batch:,.0f} q/s"))
         print(*rows[-3:], sep="\n", flush=True)
@@ -154,18 +171,24 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 ("server recall on the same queries", f"{recall_at_k(srv_labels, truth[:500]):.4f}")
             )
-            s = wrk.run(
-                url, "/v1/query", single_bodies, connections=args.connections, seconds=args.seconds
-            )
-            b = wrk.run(url, "/v1/query", batch_bodies, connections=4, seconds=args.seconds)
-            bb = wrk.run(
-                url,
-                f"/v1/query?k={k}",
-                [x for x in binary_bodies],
-                content_type="application/octet-stream",
-                connections=4,
-                seconds=args.seconds,
-            )
+
+            def best(path: str, bodies: list[bytes], conns: int, ctype: str) -> wrk.WrkResult:
+                runs = [
+                    wrk.run(
+                        url,
+                        path,
+                        bodies,
+                        connections=conns,
+                        seconds=args.seconds,
+                        content_type=ctype,
+                    )
+                    for _ in reps
+                ]
+                return max(runs, key=lambda r: r.requests_per_second)
+
+            s = best("/v1/query", single_bodies, args.connections, "application/json")
+            b = best("/v1/query", batch_bodies, 4, "application/json")
+            bb = best(f"/v1/query?k={k}", binary_bodies, 4, "application/octet-stream")
         for r in (s, b, bb):
             if r.non_2xx or r.errors:
                 raise SystemExit(f"wrk saw {r.non_2xx} non-2xx and {r.errors} socket errors")
