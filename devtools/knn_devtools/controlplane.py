@@ -73,9 +73,6 @@ class Options:
     startup_timeout: float = 90.0
     # Extra kube-apiserver flags, appended last so they override the defaults.
     apiserver_args: tuple[str, ...] = ()
-    # kube-controller-manager --controllers (e.g. ("garbage-collector-controller",));
-    # empty means its default, every on-by-default controller.
-    controllers: tuple[str, ...] = ()
     # Port collisions (another process grabbing a port between probe and bind)
     # are retried with fresh ports this many times.
     port_retries: int = 2
@@ -359,11 +356,6 @@ class ControlPlane:
                 f"--cluster-signing-key-file={files.ca_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--profiling=false",
-                *(
-                    [f"--controllers={','.join(self.options.controllers)}"]
-                    if self.options.controllers
-                    else []
-                ),
             ],
         )
         self._wait_until(

@@ -734,3 +734,21 @@ def wait_reconciles(operator: OperatorProcess, more: int, *, timeout: float = 30
         timeout=timeout,
         diagnostics=operator.log_tail,
     )
+
+
+def https_ok(port: int, path: str) -> bool:
+    """GET https://127.0.0.1:PORT/PATH answers 200 (a self-signed component's health;
+    nothing but the request line is sent)."""
+    import ssl
+
+    tls = ssl.create_default_context()
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=2, context=tls)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()

@@ -241,7 +241,7 @@ def test_failed_build_is_reported_and_never_served(
     )
     # Reconciles later (the resync looks at every object again) nothing was served
     # from the failed version and nothing was rebuilt.
-    ops.wait_reconciles(operator, 2 * 2)
+    ops.wait_reconciles(operator, 2)
     assert ops.items(kubectl, "deployments", ns) == []
     assert ops.items(kubectl, "services", ns) == []
     assert len(ops.items(kubectl, "jobs", ns)) == 1, "a failed version is not rebuilt by itself"
