@@ -52,11 +52,14 @@ def garbage_collector(
         tmp_path / "kube-controller-manager.log",
     )
     gc.start()
+
+    def healthy() -> bool:
+        gc.check_running()
+        return ops.https_ok(port, "/healthz")
+
     try:
         ops.wait_for(
-            "kube-controller-manager's garbage collector to report healthy",
-            lambda: gc.check_running() is None and ops.https_ok(port, "/healthz"),
-            timeout=60,
+            "kube-controller-manager's garbage collector to report healthy", healthy, timeout=60
         )
         yield gc
     finally:
