@@ -33,6 +33,9 @@ class DeploymentState:
     available: int
     updated: int
     observed_current: bool
+    # The Deployment controller's Available condition: no fewer replicas available
+    # than the rollout strategy's maxUnavailable allows.
+    minimum_available: bool = False
 
     @property
     def is_available(self) -> bool:
@@ -42,6 +45,13 @@ class DeploymentState:
             and self.available >= max(self.replicas, 1)
             and (self.updated >= self.replicas)
         )
+
+    @property
+    def is_serving(self) -> bool:
+        """Serves traffic: a replica is available and the Deployment is not below its
+        minimum. A scale-up or a rolling update of its template (serving.replicas,
+        hnsw.efSearch) leaves it serving; being fully available is for promotion."""
+        return self.available >= 1 and (self.minimum_available or self.is_available)
 
 
 def _labels(body: Body) -> Mapping[str, str]:
@@ -112,4 +122,5 @@ def deployment_state(dep: Body) -> DeploymentState:
         updated=int(status.get("updatedReplicas") or 0),
         observed_current=int(status.get("observedGeneration") or 0)
         >= int(meta.get("generation") or 0),
+        minimum_available=_condition(dep, "Available") is not None,
     )

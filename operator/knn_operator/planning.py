@@ -211,7 +211,7 @@ def plan(obs: Observed, settings: Settings, now: str) -> Plan:
     builds = _collect_artifacts(obs, builds, kept, out, settings)
 
     stable_dep = obs.deployments.get(stable) if stable else None
-    stable_ok = stable_dep is not None and stable_dep.is_available
+    stable_ok = stable_dep is not None and stable_dep.is_serving
     phase: Phase
     if target_rec.outcome == "Failed":
         phase = "Failed"
