@@ -752,3 +752,35 @@ def https_ok(port: int, path: str) -> bool:
         return False
     finally:
         conn.close()
+
+
+def make_unavailable(kubectl: Kubectl, namespace: str, name: str) -> None:
+    """Reports every replica of Deployment ``name`` lost (nodes gone, pods crashing)."""
+    dep = get(kubectl, "deployment", name, namespace)
+    assert dep is not None, f"Deployment {namespace}/{name} does not exist"
+    at = now_iso()
+    replicas = int(dep["spec"].get("replicas", 1))
+    _patch_status(
+        kubectl,
+        "deployment",
+        name,
+        namespace,
+        {
+            "observedGeneration": dep["metadata"]["generation"],
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": 0,
+            "availableReplicas": 0,
+            "unavailableReplicas": replicas,
+            "conditions": [
+                {
+                    "type": "Available",
+                    "status": "False",
+                    "reason": "MinimumReplicasUnavailable",
+                    "message": "Deployment does not have minimum availability.",
+                    "lastUpdateTime": at,
+                    "lastTransitionTime": at,
+                }
+            ],
+        },
+    )

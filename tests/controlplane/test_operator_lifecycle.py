@@ -365,8 +365,15 @@ def test_serving_changes_update_the_deployment_in_place(
         lambda: ops.status_of(kubectl, ns, name).get("observedGeneration") == 2,
         diagnostics=operator.log_tail,
     )
-    # The Deployment controller rolls the pods; once available the index serves again.
+    # While the Deployment controller scales and rolls the pods, the two old replicas
+    # keep serving (its Available condition holds): still Serving and Ready, no alarm.
+    ops.wait_reconciles(operator, 2)
+    status = ops.status_of(kubectl, ns, name)
+    assert status["phase"] == "Serving", status
+    assert ops.condition({"status": status}, "Ready")["status"] == "True"  # type: ignore[index]
+    assert ("Warning", "Degraded") not in ops.event_reasons(kubectl, ns, name)
     ops.make_available(kubectl, ns, dep_name)
+    ops.wait_reconciles(operator, 1)
     status = ops.wait_phase(kubectl, ns, name, "Serving", operator)
     assert status["stableVersion"] == version
     assert status["targetVersion"] == version
@@ -404,3 +411,29 @@ def test_spec_change_during_a_build_supersedes_it(
         versions[:-1]
     )
     ops.build_and_serve(kubectl, ns, name, last, operator)
+
+
+def test_stable_version_losing_its_replicas_degrades_then_recovers(
+    kubectl: Kubectl, namespace: str, start_operator: ops.OperatorStarter
+) -> None:
+    operator = start_operator()
+    ns, name = namespace, "products"
+    version = ops.expected_version({})
+    ops.apply(kubectl, ns, ops.knn_index(name))
+    ops.build_and_serve(kubectl, ns, name, version, operator)
+
+    ops.make_unavailable(kubectl, ns, f"{name}-{version}")
+    status = ops.wait_phase(kubectl, ns, name, "Degraded", operator)
+    assert ops.condition({"status": status}, "Ready")["status"] == "False"  # type: ignore[index]
+    assert ops.condition({"status": status}, "Degraded")["status"] == "True"  # type: ignore[index]
+    assert status["stableVersion"] == version
+    ops.wait_for(
+        "Warning Event Degraded",
+        lambda: ("Warning", "Degraded") in ops.event_reasons(kubectl, ns, name),
+    )
+
+    ops.make_available(kubectl, ns, f"{name}-{version}")
+    status = ops.wait_phase(kubectl, ns, name, "Serving", operator)
+    assert ops.condition({"status": status}, "Degraded")["status"] == "False"  # type: ignore[index]
+    kubectl.run("wait", "--for=condition=Ready", f"knn/{name}", "-n", ns, "--timeout=30s")
+    assert len(ops.items(kubectl, "jobs", ns)) == 1, "losing replicas is not a reason to rebuild"
