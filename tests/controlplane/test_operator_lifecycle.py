@@ -206,6 +206,8 @@ def test_build_serve_story(
     for reason in ("BuildStarted", "BuildSucceeded", "Promoted"):
         assert re.search(rf"Normal\s+{reason}\s", events_section), described
     assert "knn-operator" in events_section, "Events should come from knn-operator"
+    # Exactly the chart's ClusterRole was enough: nothing was refused along the way.
+    assert "forbidden" not in operator.log_text().lower(), operator.log_tail(80)
     print(f"\n$ kubectl get knn -n {ns}\n{table}")
     print(f"$ kubectl describe knn {name} -n {ns}\n{described}")
     print(json.dumps(final["status"]["builds"], indent=2))
