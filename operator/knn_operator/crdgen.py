@@ -20,7 +20,9 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import to_jsonable_python
 
 from . import rbac
+from .builders.common import Owner, job_name
 from .models.knnindex import KnnIndexSpec, KnnIndexStatus
+from .versioning import VERSION_LENGTH
 
 _DROP = {"title", "additionalProperties_false"}
 
@@ -102,6 +104,12 @@ PRINTER_COLUMNS = [
 ]
 
 
+# Owned objects are named after the index (the builder Job `<name>-build-<version>`
+# is the longest), and a Job's name must fit the 63-character label Kubernetes
+# puts on its pods; a longer index name would never get a Job.
+MAX_NAME = 63 - (len(job_name(Owner("", "", ""), "v" + "0" * VERSION_LENGTH)))
+
+
 def knnindex_crd() -> dict[str, Any]:
     spec = schema_of(KnnIndexSpec)
     status = schema_of(KnnIndexStatus)
@@ -134,6 +142,14 @@ def knnindex_crd() -> dict[str, Any]:
                             "description": "A k-nearest-neighbour index built, validated, "
                             "served and rolled out by knn-operator.",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [
+                                {
+                                    "rule": f"self.metadata.name.size() <= {MAX_NAME}",
+                                    "message": f"metadata.name must be no more than {MAX_NAME}"
+                                    " characters: it names the builder Job"
+                                    " <name>-build-<version>, which must fit in a label",
+                                }
+                            ],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
