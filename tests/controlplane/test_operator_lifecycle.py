@@ -439,3 +439,17 @@ def test_stable_version_losing_its_replicas_degrades_then_recovers(
     assert ops.condition({"status": status}, "Degraded")["status"] == "False"  # type: ignore[index]
     kubectl.run("wait", "--for=condition=Ready", f"knn/{name}", "-n", ns, "--timeout=30s")
     assert len(ops.items(kubectl, "jobs", ns)) == 1, "losing replicas is not a reason to rebuild"
+
+
+def test_longest_allowed_name_gets_its_job_deployment_and_services(
+    kubectl: Kubectl, namespace: str, start_operator: ops.OperatorStarter
+) -> None:
+    operator = start_operator()
+    ns, name = namespace, "a" * 47
+    version = ops.expected_version({})
+    ops.apply(kubectl, ns, ops.knn_index(name))
+    job = ops.wait_job(kubectl, ns, name, version, operator)
+    assert len(job["metadata"]["name"]) == 63
+    ops.build_and_serve(kubectl, ns, name, version, operator)
+    assert ops.get(kubectl, "service", f"{name}-{version}", ns) is not None
+    assert ops.get(kubectl, "service", name, ns) is not None

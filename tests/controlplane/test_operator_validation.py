@@ -330,3 +330,15 @@ def test_server_defaults_equal_the_models_defaults(
         by_alias=True, exclude_none=True, mode="json"
     )
     assert stored["spec"] == expected
+
+
+def test_names_too_long_for_the_builder_job_are_refused(
+    kubectl: Kubectl, crd_namespace: str
+) -> None:
+    """`<name>-build-<version>` must fit in the 63-character job-name label."""
+    longest = "n" * 47
+    code, stderr = _apply(kubectl, crd_namespace, longest, VALID)
+    assert code == 0, stderr
+    code, stderr = _apply(kubectl, crd_namespace, longest + "n", VALID)
+    assert code != 0
+    assert "metadata.name must be no more than 47 characters" in stderr, stderr
