@@ -14,7 +14,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from knn_contracts import api
 from pydantic import ValidationError
@@ -23,7 +23,7 @@ from . import metrics
 from .builders.common import Owner
 from .builders.job import BUILDER_COMPONENT, GC_COMPONENT
 from .kube import Body, Kube
-from .models.knnindex import KnnIndexSpec, KnnIndexStatus
+from .models.knnindex import KnnIndexSpec, KnnIndexStatus, Phase
 from .observe import DeploymentState, JobState, deployment_state, job_state
 from .planning import Event, Observed, plan
 from .settings import Settings
@@ -191,13 +191,5 @@ class Reconciler:
 
     def _update_phase_gauge(self) -> None:
         tally = Tally(self.phases.values())
-        for phase in (
-            "Pending",
-            "Building",
-            "Progressing",
-            "Serving",
-            "Degraded",
-            "RolledBack",
-            "Failed",
-        ):
+        for phase in get_args(Phase):
             metrics.OBJECTS.labels(api.KNN_INDEX_KIND, phase).set(tally.get(phase, 0))

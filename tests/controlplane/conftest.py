@@ -8,11 +8,9 @@ they never skip.
 
 from __future__ import annotations
 
-import json
-import re
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from knn_devtools.controlplane import ControlPlane
@@ -21,6 +19,11 @@ from knn_devtools.kubectl import Kubectl
 from knn_devtools.rbac import RoleKind, ServiceAccountCredentials, service_account_with_role
 from knn_devtools.thirdparty import third_party_crds
 from knn_devtools.tools import ToolError, ensure_tools
+
+if TYPE_CHECKING:  # mypy resolves modules from the repository root...
+    from tests.controlplane import operator_support as ops
+else:  # ...pytest puts this directory on sys.path.
+    import operator_support as ops
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -91,34 +94,7 @@ def kubectl(control_plane: ControlPlane) -> Kubectl:
 @pytest.fixture
 def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace enforcing the restricted Pod Security profile."""
-    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"{slug}-{secrets.token_hex(3)}"
-    kubectl.apply_manifest(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {
-                    "name": name,
-                    "labels": {
-                        "pod-security.kubernetes.io/enforce": "restricted",
-                        "pod-security.kubernetes.io/enforce-version": "latest",
-                    },
-                },
-            }
-        )
-    )
-    # kube-controller-manager is not running, so stand in for its ServiceAccount
-    # controller: without `default`, pod admission fails before Pod Security looks.
-    kubectl.apply_manifest(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "ServiceAccount",
-                "metadata": {"name": "default", "namespace": name},
-            }
-        )
-    )
+    name = ops.make_namespace(kubectl, request.node.name)
     yield name
     # Without the namespace controller the namespace stays Terminating; it costs
     # nothing, and etcd's data goes away with the session.
@@ -175,13 +151,6 @@ def service_account(kubectl: Kubectl, namespace: str, tmp_path: Path) -> Service
 
 
 # -- knn-operator tests (test_operator_*.py): the real operator with the chart's RBAC --
-
-from typing import TYPE_CHECKING  # noqa: E402  (appended section)
-
-if TYPE_CHECKING:
-    from tests.controlplane import operator_support as ops
-else:
-    import operator_support as ops
 
 
 @pytest.fixture(scope="session")
