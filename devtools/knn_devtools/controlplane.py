@@ -342,13 +342,7 @@ class ControlPlane:
         proc = self._spawn(
             "kube-controller-manager",
             [
-                str(binary),
-                f"--kubeconfig={kubeconfig_path}",
-                f"--authentication-kubeconfig={kubeconfig_path}",
-                f"--authorization-kubeconfig={kubeconfig_path}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
-                "--leader-elect=false",
+                *_component_args(binary, kubeconfig_path, port),
                 "--use-service-account-credentials=true",
                 f"--service-account-private-key-file={files.sa_private_key}",
                 f"--root-ca-file={files.ca_cert}",
@@ -369,13 +363,7 @@ class ControlPlane:
         proc = self._spawn(
             "kube-scheduler",
             [
-                str(binary),
-                f"--kubeconfig={kubeconfig_path}",
-                f"--authentication-kubeconfig={kubeconfig_path}",
-                f"--authorization-kubeconfig={kubeconfig_path}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
-                "--leader-elect=false",
+                *_component_args(binary, kubeconfig_path, port),
                 "--profiling=false",
             ],
         )
@@ -429,6 +417,20 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, belongs to someone else
     return True
+
+
+def _component_args(binary: Path, kubeconfig_path: Path, port: int) -> list[str]:
+    """What kube-controller-manager and kube-scheduler both need: the admin
+    kubeconfig for every client, loopback only, one instance (no election)."""
+    return [
+        str(binary),
+        f"--kubeconfig={kubeconfig_path}",
+        f"--authentication-kubeconfig={kubeconfig_path}",
+        f"--authorization-kubeconfig={kubeconfig_path}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        "--leader-elect=false",
+    ]
 
 
 def _insecure_tls() -> ssl.SSLContext:
