@@ -1,16 +1,20 @@
 """`make bench`: data-plane benchmarks, each printed as a ratio to its baseline.
 
-Baselines run in this same process (raw hnswlib) on the same data, index and
-ef, so the ratios hold whatever the machine's speed.
+Baselines run in this same process (raw hnswlib) on the same data, index, ef
+and queries, so the ratios hold whatever the machine's speed. Each ratio is the
+median of alternating baseline/server pairs, re-measuring a pair during which
+the hypervisor stole CPU time (paired.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import hnswlib
@@ -22,7 +26,9 @@ from knn_devtools.synthetic import clustered, sample
 from knn_serving.cpus import available_cpus
 from knn_serving.exact import exact_topk, recall_at_k
 
-from . import wrk
+from . import paired, wrk
+
+JSON = "application/json"
 
 
 def qps_single(index: hnswlib.Index, queries: np.ndarray, k: int, seconds: float) -> float:
@@ -53,10 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ef", type=int, default=64)
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=200)
-    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--seconds", type=int, default=5, help="length of each measured run")
     ap.add_argument("--connections", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs per measure")
-    ap.add_argument("--build-repeats", type=int, default=2)
+    ap.add_argument(
+        "--rounds", type=int, default=9, help="alternating baseline/server pairs per ratio"
+    )
+    ap.add_argument("--build-repeats", type=int, default=3, help="builder pairs")
+    ap.add_argument(
+        "--max-steal",
+        type=float,
+        default=0.05,
+        help="re-measure a pair if the hypervisor took more than this share of the CPU",
+    )
     args = ap.parse_args(argv)
     threads = available_cpus()
     k = args.k
@@ -70,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dataset: {args.n} x {args.dim} clustered (seed 7), {threads} threads", flush=True)
 
         # Builder: raw add_items (same threads, params, seed) vs knn-build end to
-        # end, interleaved and best of --build-repeats, so a burst of other load
-        # hits both sides alike.
+        # end, in alternating pairs (see paired.py).
         def raw_build() -> float:
             raw = hnswlib.Index(space="l2", dim=args.dim)
             raw.init_index(
@@ -121,18 +134,19 @@ def main(argv: list[str] | None = None) -> int:
             )
             return time.perf_counter() - t
 
-        raw_add, e2e = float("inf"), float("inf")
-        for i in range(args.build_repeats):
-            raw_add = min(raw_add, raw_build())
-            e2e = min(e2e, knn_build("bench" if i == 0 else f"bench{i}"))
-        rows.append(
-            ("builder raw add_items", f"{args.n / raw_add:,.0f} vectors/s ({raw_add:.1f}s)")
+        builds = iter(range(1_000))
+        builder = paired.measure(
+            lambda: args.n / raw_build(),
+            lambda: args.n / knn_build(f"bench{next(builds)}"),
+            args.build_repeats,
+            max_steal=args.max_steal,
         )
-        rows.append(("builder knn-build end-to-end", f"{args.n / e2e:,.0f} vectors/s ({e2e:.1f}s)"))
-        rows.append(("**builder ratio** (target >= 0.85)", f"**{raw_add / e2e:.2f}**"))
+        rows.append(("builder raw add_items", f"{builder.baseline:,.0f} vectors/s"))
+        rows.append(("builder knn-build end-to-end", f"{builder.candidate:,.0f} vectors/s"))
+        rows.append(("**builder ratio** (target >= 0.85)", f"**{builder.describe()}**"))
         print(*rows[-3:], sep="\n", flush=True)
 
-        artifact = d / "out" / "bench"
+        artifact = d / "out" / "bench0"
         index = hnswlib.Index(space="l2", dim=args.dim)
         index.load_index(str(artifact / "index.bin"))
         index.set_ef(args.ef)
@@ -141,21 +155,15 @@ def main(argv: list[str] | None = None) -> int:
         recall = recall_at_k(labels.astype(np.int64), truth)
         rows.append((f"recall@{k} at ef={args.ef} (2000 held-out queries)", f"{recall:.4f}"))
 
-        # Best of several short runs on both sides: a burst of other load on a
-        # shared machine then lowers neither the baseline nor the server alone.
-        reps = range(args.repeats)
-        raw_single = max(qps_single(index, queries, k, args.seconds / 2) for _ in reps)
-        raw_batch = max(qps_batch(index, queries, k, 64, args.seconds / 2) for _ in reps)
-        rows.append(("raw hnswlib single queries, 1 thread", f"{raw_single:,.0f} q/s"))
-        rows.append(("raw hnswlib 64-query batches, 1 thread", f"{raw_batch:,.0f} q/s"))
-        print(*rows[-3:], sep="\n", flush=True)
-
-        single_bodies = [orjson.dumps({"vector": q.tolist(), "k": k}) for q in queries[:200]]
+        # Both sides of every throughput ratio cycle through the same queries:
+        # some queries cost more than others, so different sets would bias it.
+        load = queries[:1024]
+        single_bodies = [orjson.dumps({"vector": q.tolist(), "k": k}) for q in load]
         batch_bodies = [
-            orjson.dumps({"vectors": queries[i : i + 64].tolist(), "k": k})
-            for i in range(0, 640, 64)
+            orjson.dumps({"vectors": load[i : i + 64].tolist(), "k": k})
+            for i in range(0, len(load), 64)
         ]
-        binary_bodies = [queries[i : i + 64].astype("<f4").tobytes() for i in range(0, 640, 64)]
+        binary_bodies = [load[i : i + 64].astype("<f4").tobytes() for i in range(0, len(load), 64)]
         with serve(
             artifact,
             d / "logs",
@@ -172,9 +180,13 @@ def main(argv: list[str] | None = None) -> int:
                 ("server recall on the same queries", f"{recall_at_k(srv_labels, truth[:500]):.4f}")
             )
 
-            def best(path: str, bodies: list[bytes], conns: int, ctype: str) -> wrk.WrkResult:
-                runs = [
-                    wrk.run(
+            def served(
+                path: str, bodies: list[bytes], conns: int, ctype: str, per: int
+            ) -> tuple[Callable[[], float], list[wrk.WrkResult]]:
+                runs: list[wrk.WrkResult] = []
+
+                def once() -> float:
+                    r = wrk.run(
                         url,
                         path,
                         bodies,
@@ -182,29 +194,56 @@ def main(argv: list[str] | None = None) -> int:
                         seconds=args.seconds,
                         content_type=ctype,
                     )
-                    for _ in reps
-                ]
-                return max(runs, key=lambda r: r.requests_per_second)
+                    if r.non_2xx or r.errors:
+                        raise SystemExit(f"wrk: {r.non_2xx} non-2xx, {r.errors} socket errors")
+                    runs.append(r)
+                    return r.requests_per_second * per
 
-            s = best("/v1/query", single_bodies, args.connections, "application/json")
-            b = best("/v1/query", batch_bodies, 4, "application/json")
-            bb = best(f"/v1/query?k={k}", binary_bodies, 4, "application/octet-stream")
-        for r in (s, b, bb):
-            if r.non_2xx or r.errors:
-                raise SystemExit(f"wrk saw {r.non_2xx} non-2xx and {r.errors} socket errors")
-        for label, res, per, base, target in (
-            ("single JSON queries", s, 1, raw_single, 0.35),
-            ("64-query JSON batches", b, 64, raw_batch, 0.90),
-            ("64-query float32 batches", bb, 64, raw_batch, 0.90),
-        ):
-            qps = res.requests_per_second * per
-            rows.append(
+                return once, runs
+
+            def raw_single() -> float:
+                return qps_single(index, load, k, args.seconds)
+
+            def raw_batch() -> float:
+                return qps_batch(index, load, k, 64, args.seconds)
+
+            for label, base, (run, runs), target in (
                 (
-                    f"knn-serve {label}, 1 worker",
-                    f"{qps:,.0f} q/s, p50 {res.p50_ms:.2f} ms, p99 {res.p99_ms:.2f} ms",
+                    "single JSON queries",
+                    raw_single,
+                    served("/v1/query", single_bodies, args.connections, JSON, 1),
+                    0.35,
+                ),
+                (
+                    "64-query JSON batches",
+                    raw_batch,
+                    served("/v1/query", batch_bodies, 4, JSON, 64),
+                    0.90,
+                ),
+                (
+                    "64-query float32 batches",
+                    raw_batch,
+                    served(f"/v1/query?k={k}", binary_bodies, 4, "application/octet-stream", 64),
+                    0.90,
+                ),
+            ):
+                ratio = paired.measure(base, run, args.rounds, max_steal=args.max_steal)
+                p50 = statistics.median(runs[p.attempt].p50_ms for p in ratio.pairs)
+                p99 = statistics.median(runs[p.attempt].p99_ms for p in ratio.pairs)
+                rows.append(
+                    (
+                        f"raw hnswlib {label.split(' ', 1)[0]} baseline, 1 thread",
+                        f"{ratio.baseline:,.0f} q/s",
+                    )
                 )
-            )
-            rows.append((f"**{label} ratio** (target >= {target})", f"**{qps / base:.2f}**"))
+                rows.append(
+                    (
+                        f"knn-serve {label}, 1 worker",
+                        f"{ratio.candidate:,.0f} q/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms",
+                    )
+                )
+                rows.append((f"**{label} ratio** (target >= {target})", f"**{ratio.describe()}**"))
+                print(*rows[-3:], sep="\n", flush=True)
 
     params = f"{args.n} x {args.dim}, M={args.m}, efC={args.ef_construction}, ef={args.ef}, k={k}"
     print()
@@ -216,4 +255,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except paired.TooNoisyError as e:
+        sys.exit(f"bench: {e}")
