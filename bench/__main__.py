@@ -195,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                         content_type=ctype,
                     )
                     if r.non_2xx or r.errors:
-                        raise SystemExit(f"wrk: {r.non_2xx} non-2xx, {r.errors} socket errors")
+                        raise SystemExit(
+                            f"wrk on {path}: {r.non_2xx} non-2xx responses; {r.error_detail}"
+                        )
                     runs.append(r)
                     return r.requests_per_second * per
 

@@ -20,6 +20,7 @@ class WrkResult:
     requests: int
     non_2xx: int
     errors: int
+    error_detail: str = ""  # wrk's own "Socket errors" line, when it printed one
 
 
 def _seconds(text: str) -> float:
@@ -74,6 +75,10 @@ def run(
                 f"-c{connections}",
                 f"-d{seconds}s",
                 "--latency",
+                # wrk's default of 2 s counts a request held up by a stalled VM as
+                # an error; the latency percentiles still show such stalls.
+                "--timeout",
+                "10s",
                 "-s",
                 str(script),
                 url,
@@ -91,5 +96,11 @@ def run(
     err_m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = sum(int(x) for x in err_m.groups()) if err_m else 0
     return WrkResult(
-        rps, p50 * 1e3, p99 * 1e3, reqs, int(non2xx_m.group(1)) if non2xx_m else 0, errors
+        rps,
+        p50 * 1e3,
+        p99 * 1e3,
+        reqs,
+        int(non2xx_m.group(1)) if non2xx_m else 0,
+        errors,
+        err_m.group(0) if err_m else "",
     )
