@@ -14,6 +14,7 @@ sees half an artifact. A server refuses one whose checksums do not match.
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -71,6 +72,20 @@ class Manifest(BaseModel):
     build_seconds: float = Field(ge=0.0)
     created: str
     files: dict[str, str] = Field(description="file name -> sha256 hex digest")
+
+
+class BuildExit(IntEnum):
+    """The exit status of `knn-build`, which the Job reports beside the summary.
+
+    Each kind of failure has its own code, so a caller can tell a failed recall
+    gate from bad input, storage trouble or a crash without parsing messages.
+    """
+
+    BUILT = 0
+    RECALL_TOO_LOW = 1  # the recall gate failed: --min-recall not reached
+    BAD_INPUT = 2  # a source, ids file or option that cannot be used (usage errors too)
+    STORAGE_ERROR = 3  # --out or an existing artifact: unwritable, corrupt, or other inputs
+    INTERNAL_ERROR = 4  # anything unexpected: out of memory, a library failure, a bug
 
 
 class BuildSummary(BaseModel):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from knn_contracts.artifact import BuildSummary
+from knn_contracts.artifact import BuildExit, BuildSummary
 from knn_serving import artifact
 
 if TYPE_CHECKING:  # mypy resolves modules from the repository root...
@@ -417,3 +417,37 @@ def test_recall_gate(tmp_path: Path, store: Path) -> None:
     assert 0.0 <= recall < 0.99
     assert not (store / "gated").exists()
     assert sorted(p.name for p in store.iterdir()) == [KEPT_VERSION]
+
+
+def test_an_unexpected_exception_is_an_internal_error(tmp_path: Path, store: Path) -> None:
+    """A genuine failure inside hnswlib, not one of our errors: on identical vectors
+    with M=2 its pruning leaves some rows unreachable, so asking for every other row
+    (k = n-1) raises RuntimeError ("Cannot return the results in a contiguous 2D
+    array"). If the builder ever learns to report this case itself, this test needs
+    another real trigger."""
+    n = 300
+    source = ds.write_npy(tmp_path / "same.npy", np.ones((n, 4), dtype=np.float32))
+    summary_file = tmp_path / "summary.json"
+    before = snapshot(store)
+    run = knn_build(
+        "--source", source, "--metric", "l2", "--m", "2", "--ef-construction", "10",
+        "--k", str(n - 1), "--ef-search", str(n), "--probe-queries", "5", "--threads", "1",
+        "--min-recall", "0", "--version", "crash", "--summary-file", summary_file,
+        "--out", store,
+    )  # fmt: skip
+    assert run.returncode == BuildExit.INTERNAL_ERROR, run.stderr
+    assert int(BuildExit.INTERNAL_ERROR) == 4  # documented in README; the operator may map it
+    lines = run.stderr.splitlines()
+    # The traceback is logged at ERROR for the Job log; the last line is the one-line verdict.
+    assert any(" knn-build ERROR internal error" in line for line in lines), run.stderr
+    assert "Traceback (most recent call last):" in run.stderr
+    assert "in query_index" in run.stderr
+    prefix = "knn-build: internal error: RuntimeError: Cannot return the results"
+    assert lines[-1].startswith(prefix), run.stderr
+    summary = BuildSummary.model_validate_json(summary_file.read_bytes())
+    assert summary_file.read_text(encoding="utf-8") == run.stdout
+    assert summary.outcome == "Failed"
+    assert summary.version == "crash"
+    assert summary.message == lines[-1].removeprefix("knn-build: ")
+    assert snapshot(store) == before
+    assert not (store / "crash").exists()

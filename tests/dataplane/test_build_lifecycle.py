@@ -214,3 +214,33 @@ def test_killed_during_add_items_leaves_no_artifact(tmp_path: Path) -> None:
     assert all("vectors/s" in ln and " ETA " in ln for ln in progress)
     assert "added 100.0% (50000/50000)" in progress[-1]
     assert np.isfinite(manifest.validation.recall)
+
+
+def test_interrupt_is_not_reported_as_an_internal_error(tmp_path: Path) -> None:
+    """Ctrl-C during add_items ends the build by SIGINT, as Python does, with no
+    summary: an interrupt is not a failure of the build to report."""
+    source = ds.write_npy(tmp_path / "big.npy", ds.gaussian(50_000, 32, seed=44))
+    summary_file = tmp_path / "summary.json"
+    args = [
+        str(KNN_BUILD), "--source", str(source), "--metric", "l2", "--m", "8",
+        "--ef-construction", "100", "--probe-queries", "200", "--min-recall", "0.5",
+        "--summary-file", str(summary_file), "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        seen = [proc.stderr.readline()]
+        while seen[-1] and "building HNSW" not in seen[-1]:
+            seen.append(proc.stderr.readline())
+        assert seen[-1], f"the build ended before adding vectors: {''.join(seen)}"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == -signal.SIGINT, stderr
+    assert "KeyboardInterrupt" in stderr
+    assert "internal error" not in stderr
+    assert stdout == ""
+    assert not summary_file.exists()

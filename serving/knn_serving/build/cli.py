@@ -1,5 +1,16 @@
-"""`knn-build` command line. Exit codes: 0 built, 1 recall gate failed,
-2 bad input or usage, 3 artifact or storage error."""
+"""`knn-build` command line.
+
+Exit codes (knn_contracts.artifact.BuildExit):
+
+    0  built (or an identical artifact already existed)
+    1  recall gate failed: recall below --min-recall
+    2  bad input or usage
+    3  artifact or storage error (including an existing version built from other inputs)
+    4  internal error: an unexpected exception (out of memory, a library failure, a bug);
+       its traceback goes to the log, one line to stderr and the summary
+
+Every failure writes a Failed summary line, so the operator always has a message.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +23,14 @@ import time
 from pathlib import Path
 from typing import NoReturn, cast
 
-from knn_contracts.artifact import BuildSummary, Metric
+from knn_contracts.artifact import BuildExit, BuildSummary, Metric
 
 from ..cpus import available_cpus
 from ..errors import ArtifactError, InputError
 from .pipeline import BuildOptions, RecallTooLowError, run_build
 from .sources import FORMATS
+
+log = logging.getLogger("knn-build")
 
 TERMINATION_LOG = Path("/dev/termination-log")
 # The kubelet keeps at most 4096 bytes of a termination message.
@@ -78,7 +91,8 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="knn-build",
         description="Build, validate and write a versioned HNSW artifact from source vectors.",
-        epilog="Exit codes: 0 built, 1 recall below --min-recall, 2 bad input, 3 storage error.",
+        epilog="Exit codes: 0 built, 1 recall below --min-recall, 2 bad input, 3 storage error, "
+        "4 internal error.",
     )
     p.add_argument("--source", required=True, help="path, file://, pvc://, http(s):// or s3://")
     p.add_argument("--format", choices=FORMATS, help="default: from the file extension")
@@ -161,7 +175,7 @@ def _usage_failure(argv: list[str] | None, message: str) -> int:
     except UsageError:
         given = None
     _write_summary(_summary_path(given), BuildSummary(outcome="Failed", message=message))
-    return 2
+    return BuildExit.BAD_INPUT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +188,15 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s knn-build %(levelname)s %(message)s",
     )
-    opts = BuildOptions(
+    summary_path = _summary_path(args.summary_file)
+    try:
+        return _build(args, summary_path)
+    except Exception as e:  # KeyboardInterrupt and SystemExit are not Exceptions: they pass
+        return _internal_error(e, summary_path, args.version)
+
+
+def _options(args: argparse.Namespace) -> BuildOptions:
+    return BuildOptions(
         source=args.source,
         out=args.out,
         metric=cast(Metric, args.metric),
@@ -194,19 +216,21 @@ def main(argv: list[str] | None = None) -> int:
         version=args.version,
         seed=args.seed,
     )
-    summary_path = _summary_path(args.summary_file)
+
+
+def _build(args: argparse.Namespace, summary_path: Path | None) -> int:
     start = time.perf_counter()
-    code = 0
+    code = BuildExit.BUILT
     try:
-        result = run_build(opts)
+        result = run_build(_options(args))
     except InputError as e:
-        message, code = str(e), 2
+        message, code = str(e), BuildExit.BAD_INPUT
     except RecallTooLowError as e:
-        message, code = str(e), 1
+        message, code = str(e), BuildExit.RECALL_TOO_LOW
     except ArtifactError as e:
-        message, code = str(e), 3
+        message, code = str(e), BuildExit.STORAGE_ERROR
     except OSError as e:
-        message, code = f"storage error: {e}", 3
+        message, code = f"storage error: {e}", BuildExit.STORAGE_ERROR
     if code:
         print(f"knn-build: error: {message}", file=sys.stderr)
         _write_summary(
@@ -227,7 +251,19 @@ def main(argv: list[str] | None = None) -> int:
             sha256=result.manifest_sha256,
         ),
     )
-    return 0
+    return BuildExit.BUILT
+
+
+def _internal_error(error: Exception, summary_path: Path | None, version: str | None) -> int:
+    """Report an exception nothing expected: the traceback for whoever debugs it, one
+    line for the Job's status, and an exit code no expected failure uses."""
+    log.error("internal error", exc_info=error)
+    # One line: the termination message and `kubectl describe` show it whole.
+    text = " ".join(str(error).split())
+    message = f"internal error: {type(error).__name__}" + (f": {text}" if text else "")
+    print(f"knn-build: {message}", file=sys.stderr)
+    _write_summary(summary_path, BuildSummary(outcome="Failed", version=version, message=message))
+    return BuildExit.INTERNAL_ERROR
 
 
 if __name__ == "__main__":
