@@ -4,13 +4,17 @@ Writing: files go into a temporary sibling directory, the manifest (with the
 sha256 of every file) is written last, then the directory is renamed into
 place. On a remote store (no atomic rename) the files are uploaded first and
 the manifest last, so a manifest's presence means the artifact is whole.
+A build killed while writing leaves its temporary directory; the next build of
+the same version removes it (remove_stale_staging).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -33,6 +37,11 @@ from .errors import ArtifactError
 from .uris import join, resolve
 
 _CHUNK = 4 << 20
+# tempfile.mkdtemp's random part: 8 characters of this alphabet. A unit test checks
+# staging_dir against it, so a Python that names them otherwise fails loudly.
+_STAGING_SUFFIX = "[a-z0-9_]{8}"
+
+log = logging.getLogger("knn-build")
 
 
 def sha256_file(path: Path) -> str:
@@ -62,6 +71,45 @@ def staging_dir(parent: Path, version: str) -> Iterator[Path]:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def staging_name_pattern(version: str) -> re.Pattern[str]:
+    """What staging_dir names a directory for `version`, and nothing else.
+
+    The suffix has a fixed length without '-' or '.', so version "a" never
+    matches the staging directories of version "a-b" or "a.1".
+    """
+    return re.compile(re.escape(f"{TEMP_PREFIX}{version}-") + _STAGING_SUFFIX)
+
+
+def remove_stale_staging(parent: Path, version: str) -> list[Path]:
+    """Remove the staging directories that a killed build of `version` left in `parent`.
+
+    Only this version's: another version's may belong to a Job running now. Symbolic
+    links are never followed or removed, and an entry that cannot be removed is
+    logged and left, since it only costs space. Returns what was removed.
+    """
+    pattern = staging_name_pattern(version)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(parent))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed  # nothing built here yet, or an --out the build will report
+    except OSError as e:
+        log.warning("cannot look for stale staging directories in %s: %s", parent, e)
+        return removed
+    for entry in entries:
+        if not pattern.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
+            continue
+        path = Path(entry.path)
+        try:
+            shutil.rmtree(path)
+        except OSError as e:
+            log.warning("cannot remove stale staging directory %s: %s", path, e)
+            continue
+        log.info("removed stale staging directory %s (left by an interrupted build)", path)
+        removed.append(path)
+    return removed
 
 
 def file_digests(directory: Path) -> dict[str, str]:

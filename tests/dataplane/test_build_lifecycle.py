@@ -1,6 +1,7 @@
 """Versions over time: an artifact is immutable, a retried build reuses it, a
 changed input never overwrites it, and a build killed half-way leaves no
-artifact under the version's name."""
+artifact under the version's name, and its staging directory is cleared by the
+next build of that version."""
 
 from __future__ import annotations
 
@@ -166,6 +167,31 @@ def test_out_that_is_a_file_is_a_storage_error(tmp_path: Path) -> None:
     assert (tmp_path / "out").read_text() == "not a directory"
 
 
+def leave_staging(out: Path, version: str) -> Path:
+    """What a build SIGKILLed while writing its files leaves behind: the real
+    staging_dir, with the process killed inside it."""
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from knn_serving import artifact\n"
+        "with artifact.staging_dir(Path(sys.argv[1]), sys.argv[2]) as stage:\n"
+        "    (stage / 'index.bin').write_bytes(b'half an index')\n"
+        "    print(stage, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(out), version],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    stage = Path(run.stdout.strip())
+    assert stage.parent == out and (stage / "index.bin").is_file()
+    return stage
+
+
 def test_killed_during_add_items_leaves_no_artifact(tmp_path: Path) -> None:
     # Big enough that add_items runs for seconds on a busy 2-core machine.
     source = ds.write_npy(tmp_path / "big.npy", ds.gaussian(50_000, 32, seed=43))
@@ -202,10 +228,21 @@ def test_killed_during_add_items_leaves_no_artifact(tmp_path: Path) -> None:
     leftovers = list(out.iterdir()) if out.exists() else []
     assert all(p.name.startswith(".tmp-big-") for p in leftovers), leftovers
 
+    # Leftovers of builds killed while writing: this version's, and others' that may
+    # belong to Jobs running now ("big-2" shares the prefix "big-").
+    stale = [leave_staging(out, "big"), leave_staging(out, "big")]
+    others = [leave_staging(out, "big-2"), leave_staging(out, "other")]
+
     run = knn_build(*args[1:])
     assert run.returncode == 0, run.stderr
     summary = BuildSummary.model_validate_json(run.stdout)
     assert summary.version == "big"
+    for stage in stale:
+        assert not stage.exists()
+        assert f"INFO removed stale staging directory {stage}" in run.stderr
+    for stage in others:
+        assert (stage / "index.bin").read_bytes() == b"half an index"
+    assert sorted(p.name for p in out.iterdir()) == sorted(["big", *(p.name for p in others)])
     manifest = artifact.verify(out / "big")
     assert manifest.count == 50_000
     # Progress lines while adding, ending at 100%.

@@ -236,6 +236,11 @@ def run_build(opts: BuildOptions) -> BuildResult:
         m=opts.m, ef_construction=opts.ef_construction, ef_search=opts.ef_search
     )
 
+    out = resolve(opts.out)
+    if out.local is not None:
+        # A build killed while writing (SIGKILL, OOM) leaves its staging directory.
+        # Remote outputs stage under the pod's own temporary directory instead.
+        artifact.remove_stale_staging(out.local, version)
     previous = _existing(final_uri)
     if previous is not None:
         # A retried Job finds its own finished artifact: succeed without rebuilding.
@@ -288,8 +293,7 @@ def run_build(opts: BuildOptions) -> BuildResult:
         raise RecallTooLowError(recall, opts.min_recall, opts.k, len(queries))
 
     ids = src.ids if src.ids is not None else np.arange(src.count, dtype=np.int64)
-    loc = resolve(opts.out)
-    stage_parent = loc.local if loc.local is not None else Path(tempfile.gettempdir())
+    stage_parent = out.local if out.local is not None else Path(tempfile.gettempdir())
     with artifact.staging_dir(stage_parent, version) as stage:
         index.save_index(str(stage / INDEX_FILE))
         with (stage / IDS_FILE).open("wb") as f:
@@ -318,8 +322,8 @@ def run_build(opts: BuildOptions) -> BuildResult:
             files=artifact.file_digests(stage),
         )
         manifest_sha = artifact.write_manifest(stage, manifest)
-        if loc.local is not None:
-            artifact.publish_local(stage, loc.local / version)
+        if out.local is not None:
+            artifact.publish_local(stage, out.local / version)
         else:
             artifact.publish_remote(stage, final_uri)
     log.info(
