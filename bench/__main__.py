@@ -3,7 +3,8 @@
 Baselines run in this same process (raw hnswlib) on the same data, index, ef
 and queries, so the ratios hold whatever the machine's speed. Each ratio is the
 median of alternating baseline/server pairs, re-measuring a pair during which
-the hypervisor stole CPU time (paired.py).
+the hypervisor stole CPU time (paired.py). The peer comparison runs Chroma's
+server on the same machine and data (chroma.py).
 """
 
 from __future__ import annotations
@@ -14,21 +15,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hnswlib
 import httpx
 import numpy as np
+import numpy.typing as npt
 import orjson
 from knn_devtools.knnserve import KNN_BUILD, serve
 from knn_devtools.synthetic import clustered, sample
 from knn_serving.cpus import available_cpus
 from knn_serving.exact import exact_topk, recall_at_k
 
-from . import paired, wrk
+from . import chroma, latency, paired, wrk
 
 JSON = "application/json"
+Rows = list[tuple[str, str]]
 
 
 def qps_single(index: hnswlib.Index, queries: np.ndarray, k: int, seconds: float) -> float:
@@ -51,7 +54,7 @@ def qps_batch(
     return done / (time.perf_counter() - start)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench")
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=128)
@@ -71,79 +74,192 @@ def main(argv: list[str] | None = None) -> int:
         default=0.05,
         help="re-measure a pair if the hypervisor took more than this share of the CPU",
     )
-    args = ap.parse_args(argv)
-    threads = available_cpus()
-    k = args.k
-    rows: list[tuple[str, str]] = []
+    ap.add_argument(
+        "--no-peer", action="store_true", help="skip the comparison with Chroma's server"
+    )
+    return ap
 
+
+@dataclass
+class Loader:
+    """Drives one server with wrk; each call is one measured run (see paired.py)."""
+
+    url: str
+    path: str
+    bodies: list[bytes]
+    connections: int
+    seconds: int
+    content_type: str = JSON
+    queries_per_request: int = 1
+    results: list[wrk.WrkResult] = field(default_factory=list)  # every run, kept or not
+
+    def __call__(self) -> float:
+        r = wrk.run(
+            self.url,
+            self.path,
+            self.bodies,
+            connections=self.connections,
+            seconds=self.seconds,
+            content_type=self.content_type,
+        )
+        if r.non_2xx or r.errors:
+            raise SystemExit(f"wrk on {self.path}: {r.non_2xx} non-2xx responses; {r.error_detail}")
+        self.results.append(r)
+        return r.requests_per_second * self.queries_per_request
+
+
+def ratio_rows(
+    label: str, baseline_name: str, ratio: paired.PairedRatio, loader: Loader, target: str
+) -> Rows:
+    kept = [loader.results[p.attempt] for p in ratio.pairs]
+    p50 = statistics.median(r.p50_ms for r in kept)
+    p99 = statistics.median(r.p99_ms for r in kept)
+    return [
+        (baseline_name, f"{ratio.baseline:,.0f} q/s"),
+        (
+            f"knn-serve {label}, 1 worker",
+            f"{ratio.candidate:,.0f} q/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms",
+        ),
+        (f"**{label} ratio** (target {target})", f"**{ratio.describe()}**"),
+    ]
+
+
+def builder_rows(args: argparse.Namespace, d: Path, data: npt.NDArray[np.float32]) -> Rows:
+    """Raw add_items (same threads, params, seed) vs knn-build end to end, in pairs."""
+    threads = available_cpus()
+
+    def raw_build() -> float:
+        raw = hnswlib.Index(space="l2", dim=args.dim)
+        raw.init_index(
+            max_elements=args.n, ef_construction=args.ef_construction, M=args.m, random_seed=42
+        )
+        t = time.perf_counter()
+        raw.add_items(data, np.arange(args.n), num_threads=threads)
+        return float(args.n / (time.perf_counter() - t))
+
+    builds = iter(range(1_000))
+
+    def knn_build() -> float:
+        t = time.perf_counter()
+        subprocess.run(
+            [
+                str(KNN_BUILD),
+                *("--source", str(d / "data.npy"), "--metric", "l2"),
+                *("--m", str(args.m), "--ef-construction", str(args.ef_construction)),
+                *("--ef-search", str(args.ef), "--probe-queries", "500", "--k", str(args.k)),
+                *("--min-recall", "0.8", "--threads", str(threads)),
+                *("--version", f"bench{next(builds)}", "--out", str(d / "out")),
+                *("--summary-file", str(d / "summary.json"), "--log-level", "WARNING"),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        return float(args.n / (time.perf_counter() - t))
+
+    r = paired.measure(raw_build, knn_build, args.build_repeats, max_steal=args.max_steal)
+    return [
+        (f"builder raw add_items ({threads} threads)", f"{r.baseline:,.0f} vectors/s"),
+        ("builder knn-build end-to-end", f"{r.candidate:,.0f} vectors/s"),
+        ("**builder ratio** (target >= 0.85)", f"**{r.describe()}**"),
+    ]
+
+
+def serving_rows(
+    args: argparse.Namespace,
+    index: hnswlib.Index,
+    url: str,
+    load: npt.NDArray[np.float32],
+) -> tuple[Rows, list[bytes], float]:
+    """Server vs raw hnswlib on the same queries; also the single-query bodies and peak."""
+    k = args.k
+    single_bodies = [orjson.dumps({"vector": q.tolist(), "k": k}) for q in load]
+    starts = range(0, len(load), 64)
+    batch_bodies = [orjson.dumps({"vectors": load[i : i + 64].tolist(), "k": k}) for i in starts]
+    binary_bodies = [load[i : i + 64].astype("<f4").tobytes() for i in starts]
+
+    def raw_single() -> float:
+        return qps_single(index, load, k, args.seconds)
+
+    def raw_batch() -> float:
+        return qps_batch(index, load, k, 64, args.seconds)
+
+    s = args.seconds
+    single = Loader(url, "/v1/query", single_bodies, args.connections, s)
+    batches: list[tuple[str, Loader]] = [
+        ("64-query JSON batches", Loader(url, "/v1/query", batch_bodies, 4, s, JSON, 64)),
+        (
+            "64-query float32 batches",
+            Loader(url, f"/v1/query?k={k}", binary_bodies, 4, s, "application/octet-stream", 64),
+        ),
+    ]
+    rows: Rows = []
+    r = paired.measure(raw_single, single, args.rounds, max_steal=args.max_steal)
+    peak = r.candidate
+    rows += ratio_rows(
+        "single JSON queries", "raw hnswlib single queries, 1 thread", r, single, ">= 0.35"
+    )
+    print(*rows[-3:], sep="\n", flush=True)
+    for label, loader in batches:
+        r = paired.measure(raw_batch, loader, args.rounds, max_steal=args.max_steal)
+        rows += ratio_rows(label, "raw hnswlib 64-query batches, 1 thread", r, loader, ">= 0.90")
+        print(*rows[-3:], sep="\n", flush=True)
+    return rows, single_bodies, peak
+
+
+def peer_rows(
+    args: argparse.Namespace,
+    d: Path,
+    data: npt.NDArray[np.float32],
+    load: npt.NDArray[np.float32],
+    truth: npt.NDArray[np.int64],
+    ours: Loader,
+) -> Rows:
+    """knn-serve vs Chroma's server: single JSON queries, same data, HNSW parameters
+    and load generator; recall of both on the same queries."""
+    k = args.k
+    with chroma.running(d / "chroma-data", d / "logs") as peer:
+        collection = peer.create(
+            "bench", space="l2", m=args.m, ef_construction=args.ef_construction, ef=args.ef
+        )
+        t = time.perf_counter()
+        peer.add(collection, data)
+        added = time.perf_counter() - t
+        print(f"chroma: {len(data):,} vectors added in {added:.1f}s", flush=True)
+        peer_recall = recall_at_k(peer.labels(collection, load[:500], k), truth[:500])
+        bodies = [orjson.dumps(peer.query_body(q, k)) for q in load]
+        theirs = Loader(
+            peer.url, peer.query_path(collection), bodies, args.connections, args.seconds
+        )
+        r = paired.measure(theirs, ours, args.rounds, max_steal=args.max_steal)
+    version = chroma.pinned_version()
+    return [
+        (
+            f"Chroma {version} recall@{k} (same M, efConstruction, ef; first 500 queries)",
+            f"{peer_recall:.4f}",
+        ),
+        (
+            f"Chroma {version} single JSON queries (`chroma run`, wrk, {args.connections} conns)",
+            f"{r.baseline:,.0f} q/s",
+        ),
+        (
+            "Chroma: insert through its HTTP API (not compared)",
+            f"{len(data) / added:,.0f} vectors/s",
+        ),
+        ("**knn-serve / Chroma single queries** (target >= 6)", f"**{r.describe()}**"),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    k = args.k
+    rows: Rows = []
     with tempfile.TemporaryDirectory(prefix="knn-bench-") as tmp:
         d = Path(tmp)
         data = clustered(args.n, args.dim, seed=7)
         queries = sample(2_000, args.dim, seed=7, sample_seed=1007)
         np.save(d / "data.npy", data)
-        print(f"dataset: {args.n} x {args.dim} clustered (seed 7), {threads} threads", flush=True)
-
-        # Builder: raw add_items (same threads, params, seed) vs knn-build end to
-        # end, in alternating pairs (see paired.py).
-        def raw_build() -> float:
-            raw = hnswlib.Index(space="l2", dim=args.dim)
-            raw.init_index(
-                max_elements=args.n,
-                ef_construction=args.ef_construction,
-                M=args.m,
-                random_seed=42,
-            )
-            t = time.perf_counter()
-            raw.add_items(data, np.arange(args.n), num_threads=threads)
-            return time.perf_counter() - t
-
-        def knn_build(version: str) -> float:
-            t = time.perf_counter()
-            subprocess.run(
-                [
-                    str(KNN_BUILD),
-                    "--source",
-                    str(d / "data.npy"),
-                    "--metric",
-                    "l2",
-                    "--m",
-                    str(args.m),
-                    "--ef-construction",
-                    str(args.ef_construction),
-                    "--ef-search",
-                    str(args.ef),
-                    "--probe-queries",
-                    "500",
-                    "--k",
-                    str(k),
-                    "--min-recall",
-                    "0.8",
-                    "--threads",
-                    str(threads),
-                    "--version",
-                    version,
-                    "--summary-file",
-                    str(d / "summary.json"),
-                    "--out",
-                    str(d / "out"),
-                    "--log-level",
-                    "WARNING",
-                ],
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-            return time.perf_counter() - t
-
-        builds = iter(range(1_000))
-        builder = paired.measure(
-            lambda: args.n / raw_build(),
-            lambda: args.n / knn_build(f"bench{next(builds)}"),
-            args.build_repeats,
-            max_steal=args.max_steal,
-        )
-        rows.append(("builder raw add_items", f"{builder.baseline:,.0f} vectors/s"))
-        rows.append(("builder knn-build end-to-end", f"{builder.candidate:,.0f} vectors/s"))
-        rows.append(("**builder ratio** (target >= 0.85)", f"**{builder.describe()}**"))
+        print(f"dataset: {args.n} x {args.dim} clustered (seed 7)", flush=True)
+        rows += builder_rows(args, d, data)
         print(*rows[-3:], sep="\n", flush=True)
 
         artifact = d / "out" / "bench0"
@@ -151,101 +267,41 @@ def main(argv: list[str] | None = None) -> int:
         index.load_index(str(artifact / "index.bin"))
         index.set_ef(args.ef)
         truth = exact_topk(data, queries, k, "l2")
-        labels, _ = index.knn_query(queries, k=k, num_threads=threads)
+        labels, _ = index.knn_query(queries, k=k, num_threads=available_cpus())
         recall = recall_at_k(labels.astype(np.int64), truth)
         rows.append((f"recall@{k} at ef={args.ef} (2000 held-out queries)", f"{recall:.4f}"))
 
         # Both sides of every throughput ratio cycle through the same queries:
         # some queries cost more than others, so different sets would bias it.
         load = queries[:1024]
-        single_bodies = [orjson.dumps({"vector": q.tolist(), "k": k}) for q in load]
-        batch_bodies = [
-            orjson.dumps({"vectors": load[i : i + 64].tolist(), "k": k})
-            for i in range(0, len(load), 64)
-        ]
-        binary_bodies = [load[i : i + 64].astype("<f4").tobytes() for i in range(0, len(load), 64)]
-        with serve(
-            artifact,
-            d / "logs",
-            args=["--log-level", "warning", "--workers", "1", "--batch-threads", "1"],
-            timeout=120,
-        ) as server:
+        server_args = ["--log-level", "warning", "--workers", "1", "--batch-threads", "1"]
+        with serve(artifact, d / "logs", args=server_args, timeout=120) as server:
             url = server.url
-            # The server's answers give the same recall as the raw index.
             got = httpx.post(
                 url + "/v1/query", json={"vectors": queries[:500].tolist(), "k": k}, timeout=60
             ).json()
             srv_labels = np.array([r["ids"] for r in got["results"]], dtype=np.int64)
-            rows.append(
-                ("server recall on the same queries", f"{recall_at_k(srv_labels, truth[:500]):.4f}")
+            srv_recall = recall_at_k(srv_labels, truth[:500])
+            rows.append(("knn-serve recall on the same queries (first 500)", f"{srv_recall:.4f}"))
+
+            served, single_bodies, peak = serving_rows(args, index, url, load)
+            rows += served
+            half = latency.at_half_peak(
+                url,
+                "/v1/query",
+                single_bodies,
+                peak=peak,
+                seconds=2 * args.seconds,
+                runs=3,
+                max_steal=args.max_steal,
+                content_type=JSON,
             )
-
-            def served(
-                path: str, bodies: list[bytes], conns: int, ctype: str, per: int
-            ) -> tuple[Callable[[], float], list[wrk.WrkResult]]:
-                runs: list[wrk.WrkResult] = []
-
-                def once() -> float:
-                    r = wrk.run(
-                        url,
-                        path,
-                        bodies,
-                        connections=conns,
-                        seconds=args.seconds,
-                        content_type=ctype,
-                    )
-                    if r.non_2xx or r.errors:
-                        raise SystemExit(
-                            f"wrk on {path}: {r.non_2xx} non-2xx responses; {r.error_detail}"
-                        )
-                    runs.append(r)
-                    return r.requests_per_second * per
-
-                return once, runs
-
-            def raw_single() -> float:
-                return qps_single(index, load, k, args.seconds)
-
-            def raw_batch() -> float:
-                return qps_batch(index, load, k, 64, args.seconds)
-
-            for label, base, (run, runs), target in (
-                (
-                    "single JSON queries",
-                    raw_single,
-                    served("/v1/query", single_bodies, args.connections, JSON, 1),
-                    0.35,
-                ),
-                (
-                    "64-query JSON batches",
-                    raw_batch,
-                    served("/v1/query", batch_bodies, 4, JSON, 64),
-                    0.90,
-                ),
-                (
-                    "64-query float32 batches",
-                    raw_batch,
-                    served(f"/v1/query?k={k}", binary_bodies, 4, "application/octet-stream", 64),
-                    0.90,
-                ),
-            ):
-                ratio = paired.measure(base, run, args.rounds, max_steal=args.max_steal)
-                p50 = statistics.median(runs[p.attempt].p50_ms for p in ratio.pairs)
-                p99 = statistics.median(runs[p.attempt].p99_ms for p in ratio.pairs)
-                rows.append(
-                    (
-                        f"raw hnswlib {label.split(' ', 1)[0]} baseline, 1 thread",
-                        f"{ratio.baseline:,.0f} q/s",
-                    )
-                )
-                rows.append(
-                    (
-                        f"knn-serve {label}, 1 worker",
-                        f"{ratio.candidate:,.0f} q/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms",
-                    )
-                )
-                rows.append((f"**{label} ratio** (target >= {target})", f"**{ratio.describe()}**"))
-                print(*rows[-3:], sep="\n", flush=True)
+            rows.append(half)
+            print(half, flush=True)
+            if not args.no_peer:
+                ours = Loader(url, "/v1/query", single_bodies, args.connections, args.seconds)
+                rows += peer_rows(args, d, data, load, truth, ours)
+                print(*rows[-4:], sep="\n", flush=True)
 
     params = f"{args.n} x {args.dim}, M={args.m}, efC={args.ef_construction}, ef={args.ef}, k={k}"
     print()

@@ -14,6 +14,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,41 @@ def read_proc_stat(path: str = "/proc/stat") -> CpuTimes:
         fields = [int(x) for x in f.readline().split()[1:]]
     # user nice system idle iowait irq softirq steal (guest time is inside user)
     return CpuTimes(steal=fields[7] if len(fields) > 7 else 0, total=sum(fields[:8]))
+
+
+def with_steal(
+    fn: Callable[[], T], cpu_times: Callable[[], CpuTimes] = read_proc_stat
+) -> tuple[T, float]:
+    """fn's result and the share of the machine's CPU time stolen while it ran."""
+    before = cpu_times()
+    value = fn()
+    return value, steal_fraction(before, cpu_times())
+
+
+def steady(
+    fn: Callable[[], T],
+    runs: int,
+    *,
+    max_steal: float,
+    cpu_times: Callable[[], CpuTimes] = read_proc_stat,
+) -> list[tuple[T, float]]:
+    """`runs` results of fn, each from a run with at most `max_steal` stolen;
+    a noisier run is repeated, up to 3 * runs attempts in all."""
+    kept: list[tuple[T, float]] = []
+    worst = 0.0
+    for _ in range(3 * runs):
+        if len(kept) == runs:
+            return kept
+        value, steal = with_steal(fn, cpu_times)
+        if steal <= max_steal:
+            kept.append((value, steal))
+        worst = max(worst, steal)
+    if not kept:
+        raise TooNoisyError(
+            f"every run lost up to {worst:.0%} of the CPU to the hypervisor (steal); "
+            "run on a quieter machine or raise --max-steal"
+        )
+    return kept
 
 
 @dataclass(frozen=True)
@@ -104,9 +142,7 @@ def measure(
     attempts = max_attempts if max_attempts is not None else 3 * rounds
 
     def run(side: Callable[[], float]) -> tuple[float, float]:
-        before = cpu_times()
-        value = side()
-        return value, steal_fraction(before, cpu_times())
+        return with_steal(side, cpu_times)
 
     kept: list[Pair] = []
     rejected: list[Pair] = []

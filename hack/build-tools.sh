@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes control plane, etcd, kubectl, helm and kubeconform from
-# their Go modules at the versions pinned in hack/versions.env, into a cache
+# Builds the Kubernetes control plane, etcd, kubectl, helm and kubeconform (and,
+# for `make bench` only, the vegeta load generator) from their Go modules at the versions pinned in hack/versions.env, into a cache
 # outside the repository keyed by version. A tool already in the cache is not
 # rebuilt, so only the first run on a machine is slow.
 #
-# Usage: hack/build-tools.sh [TOOL ...]   (default: all)
-#   TOOLS: kube etcd helm kubeconform
+# Usage: hack/build-tools.sh [TOOL ...]   (default: kube etcd helm kubeconform)
+#   TOOLS: kube etcd helm kubeconform vegeta
 # Prints the cache bin directory on the last line of stdout.
 set -euo pipefail
 
@@ -51,6 +51,7 @@ reports_version() {
   [ -x "$bin" ] || return 1
   local got
   got=$("$bin" "$@" 2>/dev/null) || return 1
+  got=${got%%$'\n'*}  # the first line: vegeta prints commit and runtime after it
   [ "$got" = "$want" ] && return 0
   log "$(basename "$bin") reports '$got', expected '$want'; rebuilding"
   return 1
@@ -192,6 +193,28 @@ build_kubeconform() {
     "-X main.version=v$v"
 }
 
+build_vegeta() {
+  local v=$VEGETA_VERSION
+  if reports_version "$bin_dir/vegeta-v$v" "Version: v$v" -version; then
+    log "vegeta v$v cached"; return
+  fi
+  local work
+  work=$(mktemp -d "${TMPDIR:-/tmp}/knn-vegeta-build.XXXXXX")
+  trap 'rm -rf "$work"' RETURN
+  log "building vegeta v$v"
+  (
+    cd "$work"
+    # `go install pkg@version` asks the proxy for the module's version list (for
+    # deprecation notices), which this proxy refuses with 403 for vegeta; a
+    # throwaway module that requires the exact version does not need it.
+    printf 'module knn.dev/throwaway-vegeta\n\ngo 1.26.0\n' >go.mod
+    go get "github.com/tsenart/vegeta/v12@v$v" >/dev/null
+    timed vegeta-v$v go build -trimpath -ldflags "-s -w -X main.Version=v$v" -o out/vegeta \
+      github.com/tsenart/vegeta/v12
+    install_bin out/vegeta "$bin_dir/vegeta-v$v"
+  )
+}
+
 # Version-free names point at the pinned build, for PATH use by tests and users.
 link_all() {
   local n
@@ -201,6 +224,7 @@ link_all() {
   [ -x "$bin_dir/etcd-v$ETCD_VERSION" ] && ln -sf "etcd-v$ETCD_VERSION" "$bin_dir/etcd"
   [ -x "$bin_dir/helm-v$HELM_VERSION" ] && ln -sf "helm-v$HELM_VERSION" "$bin_dir/helm"
   [ -x "$bin_dir/kubeconform-v$KUBECONFORM_VERSION" ] && ln -sf "kubeconform-v$KUBECONFORM_VERSION" "$bin_dir/kubeconform"
+  [ -x "$bin_dir/vegeta-v$VEGETA_VERSION" ] && ln -sf "vegeta-v$VEGETA_VERSION" "$bin_dir/vegeta"
   return 0
 }
 
@@ -212,7 +236,8 @@ for t in "${tools[@]}"; do
     etcd) build_etcd ;;
     helm) build_helm ;;
     kubeconform) build_kubeconform ;;
-    *) echo "build-tools: unknown tool '$t' (known: kube etcd helm kubeconform)" >&2; exit 2 ;;
+    vegeta) build_vegeta ;;
+    *) echo "build-tools: unknown tool '$t' (known: kube etcd helm kubeconform vegeta)" >&2; exit 2 ;;
   esac
 done
 link_all

@@ -31,6 +31,7 @@ _TOOL_GROUP: Final[dict[str, tuple[str, str]]] = {
     "etcd": ("etcd", "ETCD_VERSION"),
     "helm": ("helm", "HELM_VERSION"),
     "kubeconform": ("kubeconform", "KUBECONFORM_VERSION"),
+    "vegeta": ("vegeta", "VEGETA_VERSION"),
 }
 
 

@@ -1,13 +1,17 @@
-"""The paired-ratio method of `make bench`: alternation, steal rejection, median."""
+"""`make bench`'s pure parts: the paired-ratio method (alternation, steal
+rejection, median), vegeta's target and report formats, the Chroma pin."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.paired import CpuTimes, measure, read_proc_stat, steal_fraction
+from bench import chroma, vegeta
+from bench.paired import CpuTimes, measure, read_proc_stat, steady, steal_fraction
 
 
 def sequence(values: list[float], log: list[str], name: str) -> Callable[[], float]:
@@ -93,3 +97,38 @@ def test_steal_fraction_and_proc_stat(tmp_path: Path) -> None:
     stat.write_text("cpu  10 1 5 80 2 0 0 2 0 0\ncpu0 5 0 2 40 1 0 0 1 0 0\n")
     assert read_proc_stat(str(stat)) == CpuTimes(steal=2, total=100)
     assert read_proc_stat().total > 0  # this machine's own /proc/stat parses
+
+
+def test_steady_repeats_noisy_runs_and_keeps_clean_ones() -> None:
+    values = iter([1, 2, 3, 4])
+    # Two clock calls per run; the second run loses 30 of 100 jiffies.
+    kept = steady(lambda: next(values), 3, max_steal=0.05, cpu_times=clock([0, 0, 0, 30]))
+    assert [v for v, _ in kept] == [1, 3, 4]
+
+
+def test_vegeta_targets_and_report() -> None:
+    lines = vegeta.targets("http://h:1", "/v1/query", [b'{"a":1}', b"\x00\xff"], "x/y").splitlines()
+    first, second = (json.loads(line) for line in lines)
+    assert first["url"] == "http://h:1/v1/query" and first["header"] == {"Content-Type": ["x/y"]}
+    assert base64.b64decode(second["body"]) == b"\x00\xff"
+    r = vegeta.parse_report(
+        {
+            "latencies": {"50th": 1_500_000, "99th": 4_000_000, "max": 9_000_000},
+            "rate": 500.2,
+            "throughput": 499.9,
+            "requests": 5002,
+            "success": 1,
+            "errors": None,
+        }
+    )
+    assert (r.p50_ms, r.p99_ms, r.max_ms, r.requests, r.errors) == (1.5, 4.0, 9.0, 5002, ())
+
+
+def test_chroma_pin_is_read_from_its_constraints(tmp_path: Path) -> None:
+    assert chroma.pinned_version() == chroma.pinned_version(chroma.CONSTRAINTS)
+    f = tmp_path / "c.txt"
+    f.write_text("anyio==4.0\nchromadb==9.9.9\n")
+    assert chroma.pinned_version(f) == "9.9.9"
+    f.write_text("anyio==4.0\n")
+    with pytest.raises(RuntimeError, match="does not pin chromadb"):
+        chroma.pinned_version(f)
