@@ -44,6 +44,10 @@ class SourceInfo(BaseModel):
     format: str
     sha256: str
     ids_uri: str | None = None
+    # Added later; manifests written before them load with None.
+    ids_sha256: str | None = Field(default=None, description="sha256 of the --ids file")
+    column: str | None = Field(default=None, description="parquet column of the vectors")
+    id_column: str | None = Field(default=None, description="parquet column of the ids")
 
 
 class Validation(BaseModel):

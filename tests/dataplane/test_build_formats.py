@@ -213,6 +213,12 @@ def test_format_and_location(tmp_path: Path, case_name: str, location: str) -> N
     assert manifest.source.uri == uri_of(case.filename)
     assert manifest.source.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
     assert manifest.source.ids_uri == (uri_of(case.ids_file) if case.ids_file else None)
+    assert manifest.source.ids_sha256 == (
+        hashlib.sha256((data / case.ids_file).read_bytes()).hexdigest() if case.ids_file else None
+    )
+    options = dict(zip(case.args[::2], case.args[1::2], strict=True))
+    assert manifest.source.column == options.get("--column")
+    assert manifest.source.id_column == options.get("--id-column")
 
     # The vectors in the artifact are the ones in the file, row for row.
     probes = artifact.Probes.load(directory / "probes.npz")

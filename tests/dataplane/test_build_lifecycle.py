@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from knn_contracts.artifact import BuildSummary
+from knn_contracts.artifact import BuildExit, BuildSummary
 from knn_serving import artifact
 
 if TYPE_CHECKING:  # mypy resolves modules from the repository root...
@@ -281,3 +281,66 @@ def test_interrupt_is_not_reported_as_an_internal_error(tmp_path: Path) -> None:
     assert "internal error" not in stderr
     assert stdout == ""
     assert not summary_file.exists()
+
+
+def refused(*args: str | Path) -> str:
+    """Run a build that must be refused as 'already exists with other inputs'; its line."""
+    run = knn_build(*args, "--log-level", "WARNING")
+    assert run.returncode == BuildExit.STORAGE_ERROR, run.stderr
+    (line,) = run.stderr.splitlines()
+    assert "already exists with other inputs (" in line
+    assert line.endswith("artifacts are immutable, choose another --version")
+    assert BuildSummary.model_validate_json(run.stdout).outcome == "Failed"
+    return line
+
+
+def test_ids_content_is_part_of_the_inputs(tmp_path: Path) -> None:
+    """Same --ids path, other content: the manifest's ids digest tells them apart."""
+    ids_file = ds.write_ids(tmp_path / "ids.txt", ds.str_ids(N))
+    args = [*base_args(tmp_path), "--ids", ids_file]
+    first, _ = succeed(*args, "--version", "v1")
+    directory = tmp_path / "out" / "v1"
+    recorded = artifact.verify(directory).source
+    assert recorded.ids_sha256 == hashlib.sha256(ids_file.read_bytes()).hexdigest()
+    before = state(directory)
+
+    again, stderr = succeed(*args, "--version", "v1")
+    assert "reusing it" in stderr
+    assert again.sha256 == first.sha256
+
+    ds.write_ids(ids_file, ds.str_ids(N, prefix="item"))
+    line = refused(*args, "--version", "v1")
+    new_sha = hashlib.sha256(ids_file.read_bytes()).hexdigest()
+    assert f"ids sha256 {recorded.ids_sha256[:12]} != {new_sha[:12]}" in line
+    assert "source sha256" not in line
+    assert state(directory) == before
+
+    # Without --version the changed ids give another version, never a refusal.
+    a, _ = succeed(*args)
+    ds.write_ids(ids_file, ds.str_ids(N))
+    b, _ = succeed(*args)
+    assert len({a.version, b.version, "v1"}) == 3
+
+
+def test_parquet_columns_are_part_of_the_inputs(tmp_path: Path) -> None:
+    """Same file, another --column or --id-column: other vectors or ids, same source digest."""
+    source = ds.write_parquet(
+        tmp_path / "data.parquet",
+        ds.gaussian(N, D, seed=45),
+        column="a",
+        ids=ds.str_ids(N),
+        id_column="key",
+        extra_columns={
+            "b": ds.gaussian(N, D, seed=46).tolist(),
+            "other_key": ds.str_ids(N, prefix="item"),
+        },
+    )
+    base = [*base_args(tmp_path)[2:], "--source", source, "--version", "v1"]
+    succeed(*base, "--column", "a", "--id-column", "key")
+    recorded = artifact.verify(tmp_path / "out" / "v1").source
+    assert (recorded.column, recorded.id_column) == ("a", "key")
+    succeed(*base, "--column", "a", "--id-column", "key")  # unchanged: reused
+    assert "column a != b" in refused(*base, "--column", "b", "--id-column", "key")
+    assert "id column key != other_key" in refused(
+        *base, "--column", "a", "--id-column", "other_key"
+    )

@@ -94,42 +94,61 @@ def _source_digest(uri: str) -> str:
     return digest.hexdigest()
 
 
-def default_version(source_sha: str, opts: BuildOptions) -> str:
+def default_version(source_sha: str, ids_sha: str | None, opts: BuildOptions) -> str:
     # Everything `_input_differences` compares (and what selects the vectors),
     # so a changed input never lands on an existing default version.
-    key = json.dumps(
-        [
-            source_sha,
-            opts.metric,
-            opts.m,
-            opts.ef_construction,
-            opts.ef_search,
-            opts.k,
-            opts.min_recall,
-            opts.format,
-            opts.ids,
-            opts.column,
-            opts.id_column,
-        ],
-        sort_keys=True,
-    )
+    inputs: list[object] = [
+        source_sha,
+        opts.metric,
+        opts.m,
+        opts.ef_construction,
+        opts.ef_search,
+        opts.k,
+        opts.min_recall,
+        opts.format,
+        opts.ids,
+        opts.column,
+        opts.id_column,
+    ]
+    if ids_sha is not None:
+        # Appended only when there is an ids file, so builds without one keep
+        # the versions they had before the ids digest was part of the key.
+        inputs.append(ids_sha)
+    key = json.dumps(inputs, sort_keys=True)
     return "v" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
+def _ids_digest_text(source: SourceInfo) -> str:
+    if source.ids_sha256 is not None:
+        return source.ids_sha256[:12]
+    return "none" if source.ids_uri is None else "unrecorded"
+
+
 def _input_differences(
-    previous: Manifest, source_sha: str, src: Source, opts: BuildOptions, params: HnswParameters
+    previous: Manifest,
+    inputs: SourceInfo,
+    opts: BuildOptions,
+    params: HnswParameters,
 ) -> list[str]:
-    """The recorded inputs of an existing artifact that differ from this build's."""
+    """The recorded inputs of an existing artifact that differ from this build's.
+
+    A digest an older manifest did not record counts as different: the artifact
+    cannot be shown to come from these inputs.
+    """
+    old = previous.source
     pairs: list[tuple[str, object, object]] = [
-        ("source sha256", previous.source.sha256[:12], source_sha[:12]),
-        ("format", previous.source.format, src.format),
-        ("ids", previous.source.ids_uri, opts.ids),
+        ("source sha256", old.sha256[:12], inputs.sha256[:12]),
+        ("format", old.format, inputs.format),
+        ("column", old.column, inputs.column),
+        ("id column", old.id_column, inputs.id_column),
+        ("ids", old.ids_uri, inputs.ids_uri),
+        ("ids sha256", _ids_digest_text(old), _ids_digest_text(inputs)),
         ("metric", previous.metric, opts.metric),
         ("hnsw parameters", previous.parameters, params),
         ("k", previous.validation.k, opts.k),
         ("min recall", previous.validation.min_recall, opts.min_recall),
     ]
-    return [f"{name} {old} != {new}" for name, old, new in pairs if old != new]
+    return [f"{name} {before} != {now}" for name, before, now in pairs if before != now]
 
 
 def _check_options(opts: BuildOptions, src: Source) -> None:
@@ -230,10 +249,20 @@ def run_build(opts: BuildOptions) -> BuildResult:
     _check_options(opts, src)
     check_finite(src.vectors, opts.source, need_nonzero=opts.metric == "cosine")
     source_sha = _source_digest(opts.source)
-    version = opts.version or default_version(source_sha, opts)
+    ids_sha = _source_digest(opts.ids) if opts.ids is not None else None
+    version = opts.version or default_version(source_sha, ids_sha, opts)
     final_uri = join(opts.out, version)
     params = HnswParameters(
         m=opts.m, ef_construction=opts.ef_construction, ef_search=opts.ef_search
+    )
+    inputs = SourceInfo(
+        uri=opts.source,
+        format=src.format,
+        sha256=source_sha,
+        ids_uri=opts.ids,
+        ids_sha256=ids_sha,
+        column=opts.column,
+        id_column=opts.id_column,
     )
 
     out = resolve(opts.out)
@@ -244,7 +273,7 @@ def run_build(opts: BuildOptions) -> BuildResult:
     previous = _existing(final_uri)
     if previous is not None:
         # A retried Job finds its own finished artifact: succeed without rebuilding.
-        differences = _input_differences(previous, source_sha, src, opts, params)
+        differences = _input_differences(previous, inputs, opts, params)
         if not differences:
             log.info("artifact %s already exists for these inputs; reusing it", final_uri)
             loc = resolve(final_uri)
@@ -307,9 +336,7 @@ def run_build(opts: BuildOptions) -> BuildResult:
             count=src.count,
             id_type="int" if ids.dtype.kind == "i" else "str",
             parameters=params,
-            source=SourceInfo(
-                uri=opts.source, format=src.format, sha256=source_sha, ids_uri=opts.ids
-            ),
+            source=inputs,
             validation=Validation(
                 probe_queries=int(queries.shape[0]),
                 k=opts.k,
