@@ -107,6 +107,27 @@ CASES: dict[str, Bad] = {
     "finite-but-distance-overflows": j(422, "overflow", {"vector": vec(value=3e38)}),
     "binary-NaN": binary(422, "NaN or Inf", f32([math.nan, *vec(DIM - 1)])),
     "binary-Inf": binary(422, "NaN or Inf", f32(vec(), [-math.inf, *vec(DIM - 1)])),
+    # booleans among numbers (numpy would read them as 1.0 and 0.0)
+    "vector-true-among-floats": j(
+        422,
+        "'vector' must hold numbers only (found booleans)",
+        {"vector": [0.1, True, *vec(DIM - 2)]},
+    ),
+    "vector-false-last-among-ints": j(
+        422,
+        "'vector' must hold numbers only (found booleans)",
+        {"vector": [1] * (DIM - 1) + [False]},
+    ),
+    "vectors-false-in-second-row": j(
+        422,
+        "'vectors' must hold numbers only (found booleans)",
+        {"vectors": [vec(), [*vec(DIM - 1), False]]},
+    ),
+    "vectors-true-in-int-row": j(
+        422,
+        "'vectors' must hold numbers only (found booleans)",
+        {"vectors": [[2, True] * (DIM // 2)]},
+    ),
     # k
     "k-zero": j(422, "'k' must be between 1 and", {"vector": vec(), "k": 0}),
     "k-negative": j(422, "'k' must be between 1 and", {"vector": vec(), "k": -3}),

@@ -67,7 +67,11 @@ def _k_and_ef(k_raw: Any, ef_raw: Any, limits: Limits) -> tuple[int, int | None]
     return k, _int_param(ef_raw, "ef", k, limits.max_ef)
 
 
-def _matrix(raw: Any, limits: Limits, name: str) -> npt.NDArray[np.float32]:
+def _matrix(
+    raw: list[Any], limits: Limits, name: str, *, may_hold_bools: bool
+) -> npt.NDArray[np.float32]:
+    """`raw` is a list of rows. `may_hold_bools` is False when the body cannot spell a
+    JSON boolean, which spares every ordinary request an element-by-element look."""
     # Let numpy infer the type first: one pass that also reveals strings and
     # booleans, which a float32 cast would silently accept.
     try:
@@ -82,6 +86,9 @@ def _matrix(raw: Any, limits: Limits, name: str) -> npt.NDArray[np.float32]:
         )
     if inferred.dtype.kind not in "fiu":  # ragged rows, nulls, nested objects
         raise RequestError(422, f"'{name}' must be a list of {limits.dimension} numbers per vector")
+    # Booleans among numbers are upcast to 0 and 1 without a trace in the dtype.
+    if may_hold_bools and _holds_bool(raw):
+        raise RequestError(422, f"'{name}' must hold numbers only (found booleans)")
     with np.errstate(over="ignore"):
         arr = inferred.astype(np.float32)
     if arr.ndim != 2 or arr.shape[1] != limits.dimension:
@@ -102,6 +109,21 @@ def _kind_name(kind: str) -> str:
     return "booleans" if kind == "b" else "strings"
 
 
+def _may_spell_bool(body: bytes) -> bool:
+    """False if the body cannot contain a JSON true or false, which is spelt only so.
+
+    Neither numbers nor the accepted keys hold a 'u' or an 'a': those one-byte
+    searches run at memchr speed (~3 us for a 64x128 batch), while a search for
+    "true" runs at about 1 ns a byte, as long as parsing the numbers.
+    """
+    return (b"u" in body and b"true" in body) or (b"a" in body and b"false" in body)
+
+
+def _holds_bool(rows: list[Any]) -> bool:
+    # Rows here are lists of numbers: numpy inferred a numeric array from them.
+    return any(isinstance(x, bool) for row in rows for x in row)
+
+
 def parse_json(body: bytes, limits: Limits) -> Query:
     try:
         doc = orjson.loads(body)
@@ -117,13 +139,16 @@ def parse_json(body: bytes, limits: Limits) -> Query:
     if unknown:
         raise RequestError(422, f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
     k, ef = _k_and_ef(doc.get("k", 10), doc.get("ef"), limits)
+    may_hold_bools = _may_spell_bool(body)
     if ("vector" in doc) == ("vectors" in doc):
         raise RequestError(422, "give exactly one of 'vector' or 'vectors'")
     if "vector" in doc:
         v = doc["vector"]
         if not isinstance(v, list) or (v and not all(_is_number(x) for x in v[:1])):
             raise RequestError(422, f"'vector' must be a list of {limits.dimension} numbers")
-        return Query(_matrix([v], limits, "vector"), k, ef, single=True)
+        return Query(
+            _matrix([v], limits, "vector", may_hold_bools=may_hold_bools), k, ef, single=True
+        )
     vs = doc["vectors"]
     if not isinstance(vs, list) or not vs:
         raise RequestError(422, "'vectors' must be a non-empty list of vectors")
@@ -131,7 +156,7 @@ def parse_json(body: bytes, limits: Limits) -> Query:
         raise RequestError(
             413, f"batch of {len(vs)} vectors exceeds the limit of {limits.max_batch}"
         )
-    return Query(_matrix(vs, limits, "vectors"), k, ef, single=False)
+    return Query(_matrix(vs, limits, "vectors", may_hold_bools=may_hold_bools), k, ef, single=False)
 
 
 def _is_number(x: Any) -> bool:
