@@ -172,6 +172,7 @@ CASES: dict[str, Bad] = {
     "vectors-object": j(422, "'vectors' must be a non-empty list", {"vectors": {"a": vec()}}),
     "vectors-number": j(422, "'vectors' must be a non-empty list", {"vectors": 3}),
     "vectors-flat": j(422, f"{DIM} numbers per vector", {"vectors": [0.5] * MAX_BATCH}),
+    "vectors-flat-with-a-boolean": j(422, f"{DIM} numbers per vector", {"vectors": [0.5, True]}),
     "vectors-null-row": j(422, f"{DIM} numbers per vector", {"vectors": [None]}),
     "vector-not-a-list": j(422, "'vector' must be a list", {"vector": 0.5}),
     "vector-of-strings": j(422, "'vector' must be a list", {"vector": ["a"] * DIM}),

@@ -87,7 +87,8 @@ def _matrix(
     if inferred.dtype.kind not in "fiu":  # ragged rows, nulls, nested objects
         raise RequestError(422, f"'{name}' must be a list of {limits.dimension} numbers per vector")
     # Booleans among numbers are upcast to 0 and 1 without a trace in the dtype.
-    if may_hold_bools and _holds_bool(raw):
+    # Other shapes than rows of numbers are refused below whatever they hold.
+    if may_hold_bools and inferred.ndim == 2 and _holds_bool(raw):
         raise RequestError(422, f"'{name}' must hold numbers only (found booleans)")
     with np.errstate(over="ignore"):
         arr = inferred.astype(np.float32)
@@ -119,8 +120,7 @@ def _may_spell_bool(body: bytes) -> bool:
     return (b"u" in body and b"true" in body) or (b"a" in body and b"false" in body)
 
 
-def _holds_bool(rows: list[Any]) -> bool:
-    # Rows here are lists of numbers: numpy inferred a numeric array from them.
+def _holds_bool(rows: list[list[Any]]) -> bool:
     return any(isinstance(x, bool) for row in rows for x in row)
 
 
