@@ -3,6 +3,7 @@ graceful shutdown on SIGTERM, and `--workers 2` with multiprocess metrics."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -295,3 +296,33 @@ def test_two_workers_share_metrics(small: sv.Artifact, tmp_path: Path) -> None:
         assert workers <= {int(f.stem.rsplit("_", 1)[1]) for f in metrics_dir.glob("*.db")}
     code = server.child.poll()
     assert code == 0, server.child.stderr_tail()
+    # The directory was the user's: kept, with the workers' files.
+    assert f"multiprocess metrics in {metrics_dir} (from PROMETHEUS_MULTIPROC_DIR; kept)" in (
+        server.child.stderr()
+    )
+    assert workers <= {int(f.stem.rsplit("_", 1)[1]) for f in metrics_dir.glob("*.db")}
+
+
+def test_two_workers_remove_the_metrics_directory_they_created(
+    small: sv.Artifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    server = sv.KnnServe(small.directory, tmp_path / "logs", args=["--workers", "2"])
+    try:
+        server.start()
+        found = re.search(
+            r"INFO multiprocess metrics in (\S+) \(removed on exit\)", server.child.stderr()
+        )
+        assert found, server.child.stderr_tail()
+        metrics_dir = Path(found[1])
+        with server.client() as c:
+            r = c.post("/v1/query", json={"vector": vector(), "k": 5})
+            assert r.status_code == 200, r.text
+        assert list(metrics_dir.glob("*.db")), "the workers write their metrics there"
+        server.child.send_signal(signal.SIGTERM)
+        code = server.child.wait(timeout=30)
+        assert code == 0, server.child.stderr_tail()
+    finally:
+        server.stop()
+    assert not metrics_dir.exists()
+    assert f"removed the multiprocess metrics directory {metrics_dir}" in server.child.stderr()

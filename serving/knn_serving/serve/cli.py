@@ -1,18 +1,23 @@
 """`knn-serve` command line.
 
 With `--workers N > 1` uvicorn starts N processes, each loading the index;
-metrics are then aggregated through prometheus_client's multiprocess mode.
+metrics are then aggregated through prometheus_client's multiprocess mode, in
+$PROMETHEUS_MULTIPROC_DIR if set (left as it is), else in a temporary directory
+that is removed when the server exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -28,6 +33,8 @@ from .metrics import MULTIPROC_ENV, Identity
 
 SETTINGS_ENV = "KNN_SERVE_SETTINGS"
 LOG_LEVEL_ENV = "KNN_SERVE_LOG_LEVEL"
+
+log = logging.getLogger("knn-serve")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -170,7 +177,6 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _exit_cleanly)
         uvicorn.run(create_app(settings), **common)
         return 0
-    os.environ.setdefault(MULTIPROC_ENV, tempfile.mkdtemp(prefix="knn-serve-metrics-"))
     os.environ[LOG_LEVEL_ENV] = args.log_level
     os.environ[SETTINGS_ENV] = json.dumps(
         {
@@ -179,8 +185,35 @@ def main(argv: list[str] | None = None) -> int:
             "identity": vars(settings.identity),
         }
     )
-    uvicorn.run("knn_serving.serve.cli:app_from_env", factory=True, workers=args.workers, **common)
+    # Until uvicorn's supervisor takes SIGTERM over, end by SystemExit, so the
+    # finally of _multiproc_dir still runs.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    with _multiproc_dir():
+        # uvicorn's supervisor returns after SIGTERM once its workers have exited,
+        # so the directory is removed after a drain as after any other exit.
+        uvicorn.run(
+            "knn_serving.serve.cli:app_from_env", factory=True, workers=args.workers, **common
+        )
     return 0
+
+
+@contextlib.contextmanager
+def _multiproc_dir() -> Iterator[None]:
+    """Set $PROMETHEUS_MULTIPROC_DIR for the workers; remove it afterwards only if
+    this process created it (a directory the user named may be theirs to keep)."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        log.info("multiprocess metrics in %s (from %s; kept)", given, MULTIPROC_ENV)
+        yield
+        return
+    created = tempfile.mkdtemp(prefix="knn-serve-metrics-")
+    os.environ[MULTIPROC_ENV] = created
+    log.info("multiprocess metrics in %s (removed on exit)", created)
+    try:
+        yield
+    finally:
+        shutil.rmtree(created, ignore_errors=True)
+        log.info("removed the multiprocess metrics directory %s", created)
 
 
 if __name__ == "__main__":
