@@ -385,12 +385,15 @@ def test_ids_files(tmp_path: Path) -> None:
     (tmp_path / "ids.json").write_text(json.dumps(["a", "b", "c", "é"]), encoding="utf-8")
     (tmp_path / "ints.txt").write_text("4\n-2\n\n9\n100\n")
     (tmp_path / "strs.txt").write_text("x1\nx2\n3\nx4\n")
+    # Not integers, though str.isdigit() says yes to "²" and "--5" strips to digits.
+    (tmp_path / "lookalike.txt").write_text("1\n\u00b2\n--5\n4\n", encoding="utf-8")
     expected: dict[str, list[int] | list[str]] = {
         "int.npy": [5, 3, -1, 8],
         "str.npy": ["q", "r", "s", "t"],
         "ids.json": ["a", "b", "c", "é"],
         "ints.txt": [4, -2, 9, 100],
         "strs.txt": ["x1", "x2", "3", "x4"],
+        "lookalike.txt": ["1", "\u00b2", "--5", "4"],
     }
     for name, want in expected.items():
         src = load_source(str(x), None, ids_uri=str(tmp_path / name))
@@ -405,12 +408,16 @@ def test_bad_ids_files(tmp_path: Path) -> None:
     (tmp_path / "bool.json").write_text("[true, false]")
     (tmp_path / "float.json").write_text("[1.5, 2.5]")
     (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\n")
+    (tmp_path / "huge.txt").write_text("1\n9223372036854775808\n")
+    (tmp_path / "huge.json").write_text("[-9223372036854775809, 2]")
     cases = {
         "obj.json": "expected a JSON list of ids",
         "bad.json": "invalid JSON",
         "bool.json": "ids must be integers or strings",
         "float.json": "ids must be integers or strings",
         "latin1.txt": "ids file is not UTF-8 text",
+        "huge.txt": "id 9223372036854775808 does not fit in a 64-bit integer",
+        "huge.json": "id -9223372036854775809 does not fit in a 64-bit integer",
         "missing.txt": "not found",
     }
     for name, expected in cases.items():

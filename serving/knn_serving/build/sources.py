@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast, get_args
@@ -233,6 +234,10 @@ def _as_matrix(arr: npt.NDArray[np.generic], uri: str) -> Vectors:
     raise InputError(f"{uri}: vectors have dtype {arr.dtype}; expected floats or integers")
 
 
+_INT_LINE = re.compile(r"-?[0-9]+")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def load_ids(uri: str) -> npt.NDArray[np.generic]:
     """Ids from .npy (int or str), .json (list) or a text file (one per line)."""
     loc = resolve(uri)
@@ -254,10 +259,16 @@ def load_ids(uri: str) -> npt.NDArray[np.generic]:
                 raise InputError(f"{uri}: expected a JSON list of ids")
         else:
             items = [line for line in text.splitlines() if line.strip()]
-            if items and all(s.strip().lstrip("-").isdigit() for s in items):
+            # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+            if items and all(_INT_LINE.fullmatch(s.strip()) for s in items):
                 items = [int(s) for s in items]
         if any(isinstance(x, bool) or not isinstance(x, int | str) for x in items):
             raise InputError(f"{uri}: ids must be integers or strings")
+        huge = next(
+            (x for x in items if isinstance(x, int) and not _INT64_MIN <= x <= _INT64_MAX), None
+        )
+        if huge is not None:
+            raise InputError(f"{uri}: id {huge} does not fit in a 64-bit integer")
         arr = np.asarray(items)
     return arr
 

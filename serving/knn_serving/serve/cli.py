@@ -169,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         server_header=False,
     )
+    # uvicorn drains on SIGTERM, then re-raises the signal under the handler that
+    # was there before it started: the default one would kill a cleanly drained
+    # server (exit 143). This one ends it with status 0, and before uvicorn (or
+    # its supervisor) takes SIGTERM over, it stops the server by SystemExit, so
+    # the finally of _multiproc_dir still runs.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     if args.workers == 1:
-        # uvicorn drains on SIGTERM, then re-raises the signal under the handler
-        # that was there before it started: the default one would kill a cleanly
-        # drained server (exit 143). This one ends it with status 0 (and, before
-        # uvicorn starts, still stops it).
-        signal.signal(signal.SIGTERM, _exit_cleanly)
         uvicorn.run(create_app(settings), **common)
         return 0
     os.environ[LOG_LEVEL_ENV] = args.log_level
@@ -185,9 +186,6 @@ def main(argv: list[str] | None = None) -> int:
             "identity": vars(settings.identity),
         }
     )
-    # Until uvicorn's supervisor takes SIGTERM over, end by SystemExit, so the
-    # finally of _multiproc_dir still runs.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
     with _multiproc_dir():
         # uvicorn's supervisor returns after SIGTERM once its workers have exited,
         # so the directory is removed after a drain as after any other exit.
