@@ -52,8 +52,8 @@ fmt: $(STAMP) ## format the code
 	$(VENV)/bin/ruff format .
 
 .PHONY: bench
-bench: install ## run benchmarks; prints ratios against in-process baselines
-	$(PY) -m bench
+bench: install ## run benchmarks; prints ratios against in-process baselines (BENCH_ARGS=--help)
+	$(PY) -m bench $(BENCH_ARGS)
 
 .PHONY: demo
 demo: $(STAMP) ## main job: build a sample index and serve it locally, then query it
