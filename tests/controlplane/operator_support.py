@@ -584,22 +584,32 @@ def _job_condition(type_: str, reason: str, at: str, message: str = "") -> Obj:
     }
 
 
-def make_available(kubectl: Kubectl, namespace: str, name: str) -> Obj:
-    """Reports every desired replica of Deployment ``name`` ready and available for
-    its current generation (what the Deployment controller and kubelets report)."""
+def _report_replicas(
+    kubectl: Kubectl, namespace: str, name: str, status: Callable[[int, str], Obj]
+) -> Obj:
+    """Patches Deployment ``name``'s status for its current generation and replicas:
+    the counts every report shares, plus ``status(replicas, now)``. Returns the
+    Deployment as it was read."""
     dep = get(kubectl, "deployment", name, namespace)
     assert dep is not None, f"Deployment {namespace}/{name} does not exist"
     replicas = int(dep["spec"].get("replicas", 1))
-    at = now_iso()
-    _patch_status(
+    common = {
+        "observedGeneration": dep["metadata"]["generation"],
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+    }
+    _patch_status(kubectl, "deployment", name, namespace, {**common, **status(replicas, now_iso())})
+    return dep
+
+
+def make_available(kubectl: Kubectl, namespace: str, name: str) -> Obj:
+    """Reports every desired replica of Deployment ``name`` ready and available for
+    its current generation (what the Deployment controller and kubelets report)."""
+    return _report_replicas(
         kubectl,
-        "deployment",
-        name,
         namespace,
-        {
-            "observedGeneration": dep["metadata"]["generation"],
-            "replicas": replicas,
-            "updatedReplicas": replicas,
+        name,
+        lambda replicas, at: {
             "readyReplicas": replicas,
             "availableReplicas": replicas,
             "conditions": [
@@ -622,7 +632,6 @@ def make_available(kubectl: Kubectl, namespace: str, name: str) -> Obj:
             ],
         },
     )
-    return dep
 
 
 @contextlib.contextmanager
@@ -756,19 +765,11 @@ def https_ok(port: int, path: str) -> bool:
 
 def make_unavailable(kubectl: Kubectl, namespace: str, name: str) -> None:
     """Reports every replica of Deployment ``name`` lost (nodes gone, pods crashing)."""
-    dep = get(kubectl, "deployment", name, namespace)
-    assert dep is not None, f"Deployment {namespace}/{name} does not exist"
-    at = now_iso()
-    replicas = int(dep["spec"].get("replicas", 1))
-    _patch_status(
+    _report_replicas(
         kubectl,
-        "deployment",
-        name,
         namespace,
-        {
-            "observedGeneration": dep["metadata"]["generation"],
-            "replicas": replicas,
-            "updatedReplicas": replicas,
+        name,
+        lambda replicas, at: {
             "readyReplicas": 0,
             "availableReplicas": 0,
             "unavailableReplicas": replicas,
