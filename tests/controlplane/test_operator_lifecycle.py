@@ -105,13 +105,7 @@ def test_build_serve_story(
     }
     assert {flag: _arg(command, flag) for flag in expected_args} == expected_args
 
-    ops.wait_for(
-        "phase Building",
-        lambda: (
-            (ops.get(kubectl, "knn", name, ns) or {}).get("status", {}).get("phase") == "Building"
-        ),
-        diagnostics=operator.log_tail,
-    )
+    ops.wait_phase(kubectl, ns, name, "Building", operator)
     ops.wait_for(
         "Event BuildStarted",
         lambda: ("Normal", "BuildStarted") in ops.event_reasons(kubectl, ns, name),
@@ -169,13 +163,7 @@ def test_build_serve_story(
 
     # -- the Deployment becomes available ------------------------------------------------
     ops.make_available(kubectl, ns, dep_name)
-    ops.wait_for(
-        "phase Serving",
-        lambda: (
-            (ops.get(kubectl, "knn", name, ns) or {}).get("status", {}).get("phase") == "Serving"
-        ),
-        diagnostics=operator.log_tail,
-    )
+    ops.wait_phase(kubectl, ns, name, "Serving", operator)
     kubectl.run(
         "wait", "--for=condition=Ready", f"knn/{name}", "-n", ns, "--timeout=60s", timeout=70
     )
