@@ -40,7 +40,7 @@ mod_field() {
 d = json.load(sys.stdin)
 if "Error" in d: sys.exit("build-tools: " + d["Error"])
 v = d
-for k in sys.argv[1].split("."): v = v.get(k, "")
+for k in sys.argv[1].split("."): v = v.get(k, "") if isinstance(v, dict) else ""
 print(v)' "$2"
 }
 
@@ -169,6 +169,8 @@ build_helm() {
   # The same -X flags as helm's Makefile: without them `helm version` says "v3.22"
   # and charts are rendered for Kubernetes v1.20 (.Capabilities.KubeVersion).
   local mod="helm.sh/helm/v3@v$v" commit gomod k8s_minor ld p
+  # The proxy does not always send Origin (seen 2026-12-01): the commit is then
+  # unknown and `helm version` shows an empty GitCommit, nothing else changes.
   commit=$(mod_field "$mod" Origin.Hash)
   gomod=$(mod_field "$mod" GoMod)
   k8s_minor=$(sed -n 's#^[[:space:]]*k8s\.io/client-go v0\.\([0-9]*\)\..*#\1#p' "$gomod")

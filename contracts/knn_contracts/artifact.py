@@ -10,16 +10,29 @@ Layout::
 
 A builder writes it under a temporary name and renames it, so a reader never
 sees half an artifact. A server refuses one whose checksums do not match.
+
+Format 2 (held-out probes). Probes taken from the data are rows kept *out of the
+graph*: index.bin holds `count - validation.held_out_rows` vectors, and the
+probe rows (probes.npz `queries` with `self_labels` >= 0) are served from an exact
+side list merged into every answer, so no vector is lost and a replayed probe is
+searched exactly as a new query is (a row in the graph was linked to its own
+neighbours at insertion: leave-one-out probes report 0.98 where new queries get
+0.72). `validation.curve` holds the recall (and one-thread latency) at a ladder of
+efSearch values. A format-1 reader refuses a format-2 manifest (unknown fields),
+which is what it must do: it would serve without the side list and lose those
+rows. A format-2 reader serves format 1 (every row in the graph, leave-one-out
+probes) but does not export its biased probe recall.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FORMAT_VERSION: Literal[1] = 1
+FORMAT_VERSION: Literal[2] = 2
 MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.bin"
 IDS_FILE = "ids.npy"
@@ -50,20 +63,59 @@ class SourceInfo(BaseModel):
     id_column: str | None = Field(default=None, description="parquet column of the ids")
 
 
+class CurvePoint(BaseModel):
+    """Recall@k of the probe set at one efSearch, and its mean one-thread search time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ef_search: int = Field(ge=1)
+    recall: float = Field(ge=0.0, le=1.0)
+    latency_us: float = Field(ge=0.0)
+
+
+def recall_at(curve: Sequence[CurvePoint], ef_search: int) -> float | None:
+    """The recorded recall that `ef_search` is known to reach, or None if unknown.
+
+    Recall does not fall as efSearch grows, so an efSearch between two measured
+    ones is credited with the lower one's recall (never more than was measured);
+    one below every measured value is unknown."""
+    below = [p for p in curve if p.ef_search <= ef_search]
+    if not below:
+        return None
+    return max(below, key=lambda p: p.ef_search).recall
+
+
+def smallest_ef_reaching(curve: Sequence[CurvePoint], min_recall: float) -> int | None:
+    """The smallest measured efSearch whose recall reaches `min_recall`."""
+    passing = [p.ef_search for p in curve if p.recall >= min_recall]
+    return min(passing) if passing else None
+
+
+ProbeMethod = Literal["held-out", "probe-source", "leave-one-out"]
+
+
 class Validation(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     probe_queries: int = Field(ge=0)
     k: int = Field(ge=1)
-    recall: float = Field(ge=0.0, le=1.0)
+    recall: float = Field(ge=0.0, le=1.0, description="recall@k at parameters.ef_search")
     min_recall: float = Field(ge=0.0, le=1.0)
     held_out: bool
+    # Format 2. "held-out": probe rows kept out of the graph (served from the side
+    # list); "probe-source": user-given queries; "leave-one-out": format 1 only.
+    method: ProbeMethod = "leave-one-out"
+    held_out_rows: int = Field(default=0, ge=0, description="rows served from the side list")
+    probe_source: str | None = None
+    probe_source_sha256: str | None = None
+    seed: int | None = None
+    curve: list[CurvePoint] = Field(default_factory=list)
 
 
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format_version: Literal[1] = FORMAT_VERSION
+    format_version: Literal[1, 2] = FORMAT_VERSION
     kind: Literal["hnsw", "kmeans"]
     version: str
     dimension: int = Field(ge=1)
@@ -108,4 +160,11 @@ class BuildSummary(BaseModel):
     build_seconds: float | None = None
     artifact: str | None = None
     sha256: str | None = Field(default=None, description="sha256 of manifest.json")
+    ef_search: int | None = Field(default=None, description="the efSearch `recall` is at")
+    # Compact recall curve: [efSearch, recall, one-thread latency in µs] per rung
+    # (about 25 bytes each; the full curve is in the manifest).
+    curve: list[tuple[int, float, float]] | None = None
     message: str = ""
+
+    def recall_curve(self) -> list[CurvePoint]:
+        return [CurvePoint(ef_search=ef, recall=r, latency_us=us) for ef, r, us in self.curve or []]

@@ -99,7 +99,7 @@ def test_layout_manifest_and_checksums(built: Built) -> None:
     for name, digest in m.files.items():
         assert sha256(built.directory / name) == digest, name
     assert artifact.verify(built.directory) == m
-    assert m.format_version == 1
+    assert m.format_version == 2
     assert m.kind == "hnsw"
     assert m.version == built.directory.name
     assert (m.count, m.dimension, m.metric, m.id_type) == (N, D, built.metric, "int")
@@ -110,7 +110,9 @@ def test_layout_manifest_and_checksums(built: Built) -> None:
     )
     v = m.validation
     assert (v.probe_queries, v.k, v.min_recall, v.held_out) == (PROBES, K, MIN_RECALL, True)
+    assert (v.method, v.held_out_rows, v.seed) == ("held-out", PROBES, 42)
     assert MIN_RECALL <= v.recall <= 1.0
+    assert load_index(built).get_current_count() == N - PROBES
     assert m.build_seconds > 0
     with (built.directory / "ids.npy").open("rb") as f:
         np.testing.assert_array_equal(np.load(f, allow_pickle=False), np.arange(N))
@@ -148,19 +150,38 @@ def test_probes_are_held_out_rows_with_their_exact_neighbours(built: Built) -> N
     assert (truth == mine).mean() > 0.999
 
 
+def _exact_top(
+    data: npt.NDArray[np.float32], query: npt.NDArray[np.float32], rows: list[int], metric: Metric
+) -> list[int]:
+    """The k nearest of `rows` to `query`, in float64 (ties by row number)."""
+    x = np.asarray(data[rows], dtype=np.float64)
+    q = np.asarray(query, dtype=np.float64)
+    if metric == "cosine":
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        q = q / np.linalg.norm(q)
+    d = ((x - q) ** 2).sum(axis=1) if metric == "l2" else -(x @ q)
+    order = np.lexsort((np.asarray(rows), np.asarray(d)))
+    return [rows[i] for i in order[:K]]
+
+
 def test_recall_agrees_with_an_independent_computation(built: Built) -> None:
+    """The served answer is the graph's answer merged with the exact side list of
+    held-out rows (the probe's own row excluded): recomputed here without
+    knn_serving's search code, it gives the recall the manifest reports."""
     with np.load(built.directory / "probes.npz", allow_pickle=False) as z:
         queries, own = z["queries"], z["self_labels"]
     truth = ds.brute_force(built.data, queries, K, built.metric, exclude=own)
-    labels, _ = load_index(built).knn_query(queries, k=K + 1)
+    labels, _ = load_index(built).knn_query(queries, k=K)
+    held_out = own.tolist()
     hits = 0
-    for row, me, want in zip(np.asarray(labels), own, truth, strict=True):
-        found = [int(x) for x in row if x != me][:K]
+    for row, me, q, want in zip(np.asarray(labels), held_out, queries, truth, strict=True):
+        candidates = sorted({int(x) for x in row} | (set(held_out) - {me}))
+        found = _exact_top(built.data, q, candidates, built.metric)
         hits += len(set(found) & set(want.tolist()))
     recall = hits / (PROBES * K)
-    # The answer space is discrete: one near-tie counted differently moves it by 1/(P*K).
-    assert abs(recall - built.manifest.validation.recall) <= 1.0 / (PROBES * K) + 1e-12
-    assert built.summary.recall == pytest.approx(recall, abs=1.0 / (PROBES * K) + 1e-6)
+    # The answer space is discrete: a near-tie counted differently moves it by 1/(P*K).
+    assert abs(recall - built.manifest.validation.recall) <= 3.0 / (PROBES * K) + 1e-12
+    assert built.summary.recall == pytest.approx(recall, abs=3.0 / (PROBES * K) + 1e-6)
     # Small parameters on purpose: recall below 1 makes the comparison mean something.
     assert recall < 1.0
 
@@ -171,8 +192,9 @@ def test_the_index_answers_with_the_right_metric(built: Built) -> None:
     index = load_index(built)
     index.set_ef(200)
     labels, _ = index.knn_query(fresh, k=1)
-    exact = ds.brute_force(built.data, fresh, 1, built.metric)
-    assert (np.asarray(labels)[:, 0] == exact[:, 0]).mean() >= 0.95
+    in_graph = sorted(index.get_ids_list())
+    exact = [_exact_top(built.data, q, in_graph, built.metric)[0] for q in fresh]
+    assert (np.asarray(labels)[:, 0] == np.asarray(exact)).mean() >= 0.95
 
 
 @pytest.mark.parametrize(
@@ -193,7 +215,7 @@ def test_ids_are_kept_by_position(
     # Label i of the index is row i of the source: its id is ids[i].
     index = load_index(b)
     index.set_ef(100)
-    rows = [0, 7, N - 1]
+    rows = sorted(index.get_ids_list())[:: N // 3]
     labels, _ = index.knn_query(b.data[rows], k=1)
     assert [stored[int(lab)] for lab in np.asarray(labels)[:, 0]] == [ids[r] for r in rows]
 

@@ -97,15 +97,16 @@ def change_data(tmp: Path) -> list[str]:
     [
         (change_data, "source sha256"),
         (lambda tmp: ["--metric", "cosine"], "metric l2 != cosine"),
-        (lambda tmp: ["--m", "12"], "hnsw parameters"),
-        (lambda tmp: ["--ef-search", "41"], "hnsw parameters"),
+        (lambda tmp: ["--m", "12"], "m, efConstruction (10, 50) != (12, 50)"),
+        (lambda tmp: ["--probe-queries", "120"], "probe queries 100 != 120"),
+        (lambda tmp: ["--seed", "7"], "seed 42 != 7"),
         (lambda tmp: ["--k", "5"], "k 10 != 5"),
         (
             lambda tmp: ["--ids", str(ds.write_ids(tmp / "ids.txt", ds.str_ids(N)))],
             "ids None != ",
         ),
     ],
-    ids=["data", "metric", "m", "ef-search", "k", "ids"],
+    ids=["data", "metric", "m", "probes", "seed", "k", "ids"],
 )
 def test_same_version_with_other_inputs_is_refused(
     tmp_path: Path, change: Callable[[Path], list[str]], difference: str
@@ -135,11 +136,37 @@ def test_default_versions_follow_the_inputs(tmp_path: Path) -> None:
     assert a.sha256 == b.sha256
     assert "reusing it" in stderr
     # Any input the reuse check compares yields another default version, never exit 3.
-    c, _ = succeed(*base_args(tmp_path), "--ef-search", "60")
+    c, _ = succeed(*base_args(tmp_path), "--m", "12")
     d, _ = succeed(*base_args(tmp_path), "--metric", "ip")
     versions = {a.version, c.version, d.version}
     assert len(versions) == 3
     assert {p.name for p in (tmp_path / "out").iterdir()} == versions
+    # efSearch is a serving parameter, not part of the build identity.
+    e, stderr = succeed(*base_args(tmp_path), "--ef-search", "60")
+    assert e.version == a.version and "reusing it" in stderr
+
+
+def test_another_ef_search_reuses_the_artifact_and_is_gated_on_its_curve(
+    tmp_path: Path,
+) -> None:
+    """After a failed gate, raising efSearch needs no rebuild; lowering it below
+    what reaches --min-recall fails the gate from the recorded curve."""
+    args = [*base_args(tmp_path), "--min-recall", "0.95", "--version", "v1"]
+    first, _ = succeed(*args)
+    directory = tmp_path / "out" / "v1"
+    before = state(directory)
+    curve = artifact.verify(directory).validation.curve
+    low = next(p for p in curve if p.recall < 0.95)
+    run = knn_build(*args, "--ef-search", str(low.ef_search))
+    assert run.returncode == BuildExit.RECALL_TOO_LOW, run.stderr
+    assert f"recall {low.recall:.4f} at efSearch {low.ef_search}" in run.stderr
+    assert "building HNSW" not in run.stderr
+    high = next(p for p in curve if p.recall >= 0.95 and p.ef_search != 40)
+    again, stderr = succeed(*args, "--ef-search", str(high.ef_search))
+    assert "reusing it" in stderr and "building HNSW" not in stderr
+    assert (again.ef_search, again.recall) == (high.ef_search, high.recall)
+    assert again.sha256 == first.sha256
+    assert state(directory) == before
 
 
 def test_a_corrupt_existing_artifact_is_refused_not_replaced(tmp_path: Path) -> None:
@@ -249,7 +276,7 @@ def test_killed_during_add_items_leaves_no_artifact(tmp_path: Path) -> None:
     progress = [ln for ln in run.stderr.splitlines() if " added " in ln]
     assert progress, run.stderr
     assert all("vectors/s" in ln and " ETA " in ln for ln in progress)
-    assert "added 100.0% (50000/50000)" in progress[-1]
+    assert "added 100.0% (49800/49800)" in progress[-1]  # 200 held-out probe rows
     assert np.isfinite(manifest.validation.recall)
 
 

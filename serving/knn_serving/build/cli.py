@@ -3,7 +3,8 @@
 Exit codes (knn_contracts.artifact.BuildExit):
 
     0  built (or an identical artifact already existed)
-    1  recall gate failed: recall below --min-recall
+    1  recall gate failed: recall below --min-recall at --ef-search (or, without
+       --ef-search, at every efSearch of the measured curve)
     2  bad input or usage
     3  artifact or storage error (including an existing version built from other inputs)
     4  internal error: an unexpected exception (out of memory, a library failure, a bug);
@@ -104,7 +105,12 @@ def parser() -> argparse.ArgumentParser:
     # hnswlib needs M >= 2 (and the manifest contract says so).
     p.add_argument("--m", type=_positive("--m", 128, lower=2), default=16)
     p.add_argument("--ef-construction", type=_positive("--ef-construction", 4096), default=200)
-    p.add_argument("--ef-search", type=_positive("--ef-search", 4096), default=64)
+    p.add_argument(
+        "--ef-search",
+        type=_positive("--ef-search", 4096),
+        help="efSearch the recall gate checks and the server uses by default (default: the "
+        "smallest efSearch of the measured curve that reaches --min-recall)",
+    )
     p.add_argument("--probe-queries", type=_positive("--probe-queries", 100_000), default=500)
     p.add_argument("--probe-source", help="probe queries from this file instead of held-out rows")
     p.add_argument("--k", type=_positive("--k", 1000), default=10)
@@ -245,7 +251,9 @@ def _build(args: argparse.Namespace, summary_path: Path | None) -> int:
             version=m.version,
             vectors=m.count,
             dimension=m.dimension,
-            recall=round(m.validation.recall, 6),
+            recall=round(result.recall, 6),
+            ef_search=result.ef_search,
+            curve=[(c.ef_search, c.recall, c.latency_us) for c in m.validation.curve],
             build_seconds=round(time.perf_counter() - start, 3),
             artifact=result.artifact_uri,
             sha256=result.manifest_sha256,

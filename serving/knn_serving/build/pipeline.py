@@ -1,5 +1,7 @@
 """The build: load → check → build HNSW → validate recall → write artifact.
 
+Probe rows are held out of the graph and kept in the artifact's exact side list
+(artifact format 2), so validation searches them as new queries are searched.
 Each step is timed; the result is a BuildSummary the CLI prints and writes
 to the termination message that the operator reads.
 """
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import tempfile
 import time
@@ -28,26 +29,23 @@ from knn_contracts.artifact import (
     SourceInfo,
     Validation,
 )
+from knn_contracts.identity import BuildInputs, version_of
 
 from .. import artifact
 from ..errors import ArtifactError, InputError
-from ..exact import drop_self, exact_topk, recall_at_k
+from ..exact import exact_topk
+from ..sidelist import SideList
 from ..uris import join, resolve
 from .progress import Progress
 from .sources import Source, Vectors, check_finite, load_source
+from .validate import RecallTooLowError, ef_ladder, gate, measure_curve
 
 log = logging.getLogger("knn-build")
 
 HNSW_SPACE: dict[Metric, str] = {"l2": "l2", "ip": "ip", "cosine": "cosine"}
 
 
-class RecallTooLowError(Exception):
-    def __init__(self, recall: float, minimum: float, k: int, probes: int) -> None:
-        super().__init__(
-            f"recall@{k} {recall:.4f} on {probes} probe queries is below --min-recall {minimum}; "
-            "raise --ef-search, --m or --ef-construction"
-        )
-        self.recall = recall
+__all__ = ["BuildOptions", "BuildResult", "RecallTooLowError", "run_build"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,9 @@ class BuildOptions:
     metric: Metric
     m: int = 16
     ef_construction: int = 200
-    ef_search: int = 64
+    # The efSearch the gate checks and the artifact serves at by default; None:
+    # the smallest efSearch of the curve that reaches min_recall.
+    ef_search: int | None = None
     probe_queries: int = 500
     k: int = 10
     min_recall: float = 0.9
@@ -78,6 +78,10 @@ class BuildResult:
     manifest: Manifest
     artifact_uri: str
     manifest_sha256: str
+    # The gate's efSearch and its recall (an artifact reused for another
+    # efSearch keeps its manifest's own default).
+    ef_search: int
+    recall: float
 
 
 def _source_digest(uri: str) -> str:
@@ -94,28 +98,35 @@ def _source_digest(uri: str) -> str:
     return digest.hexdigest()
 
 
-def default_version(source_sha: str, ids_sha: str | None, opts: BuildOptions) -> str:
-    # Everything `_input_differences` compares (and what selects the vectors),
-    # so a changed input never lands on an existing default version.
-    inputs: list[object] = [
-        source_sha,
-        opts.metric,
-        opts.m,
-        opts.ef_construction,
-        opts.ef_search,
-        opts.k,
-        opts.min_recall,
-        opts.format,
-        opts.ids,
-        opts.column,
-        opts.id_column,
-    ]
-    if ids_sha is not None:
-        # Appended only when there is an ids file, so builds without one keep
-        # the versions they had before the ids digest was part of the key.
-        inputs.append(ids_sha)
-    key = json.dumps(inputs, sort_keys=True)
-    return "v" + hashlib.sha256(key.encode()).hexdigest()[:10]
+def build_inputs(
+    opts: BuildOptions, source_sha: str | None, ids_sha: str | None, probe_sha: str | None
+) -> BuildInputs:
+    return BuildInputs(
+        source_uri=opts.source,
+        source_format=opts.format,
+        dimension=opts.dimension,
+        ids=opts.ids,
+        column=opts.column,
+        id_column=opts.id_column,
+        metric=opts.metric,
+        m=opts.m,
+        ef_construction=opts.ef_construction,
+        probe_queries=opts.probe_queries,
+        probe_source=opts.probe_source,
+        k=opts.k,
+        min_recall=opts.min_recall,
+        source_sha256=source_sha,
+        ids_sha256=ids_sha,
+        probe_source_sha256=probe_sha,
+    )
+
+
+def default_version(
+    source_sha: str, ids_sha: str | None, opts: BuildOptions, probe_sha: str | None = None
+) -> str:
+    """The shared build identity with the content digests: efSearch is not part
+    of it, so raising it after a failed gate reuses (or retries) the same version."""
+    return version_of(build_inputs(opts, source_sha, ids_sha, probe_sha))
 
 
 def _ids_digest_text(source: SourceInfo) -> str:
@@ -129,6 +140,7 @@ def _input_differences(
     inputs: SourceInfo,
     opts: BuildOptions,
     params: HnswParameters,
+    probe_sha: str | None,
 ) -> list[str]:
     """The recorded inputs of an existing artifact that differ from this build's.
 
@@ -136,7 +148,10 @@ def _input_differences(
     cannot be shown to come from these inputs.
     """
     old = previous.source
+    v = previous.validation
+    graph = (previous.parameters.m, previous.parameters.ef_construction)
     pairs: list[tuple[str, object, object]] = [
+        ("artifact format", previous.format_version, 2),
         ("source sha256", old.sha256[:12], inputs.sha256[:12]),
         ("format", old.format, inputs.format),
         ("column", old.column, inputs.column),
@@ -144,9 +159,13 @@ def _input_differences(
         ("ids", old.ids_uri, inputs.ids_uri),
         ("ids sha256", _ids_digest_text(old), _ids_digest_text(inputs)),
         ("metric", previous.metric, opts.metric),
-        ("hnsw parameters", previous.parameters, params),
-        ("k", previous.validation.k, opts.k),
-        ("min recall", previous.validation.min_recall, opts.min_recall),
+        ("m, efConstruction", graph, (params.m, params.ef_construction)),
+        ("k", v.k, opts.k),
+        ("min recall", v.min_recall, opts.min_recall),
+        ("probe queries", v.probe_queries, opts.probe_queries),
+        ("probe source", v.probe_source, opts.probe_source),
+        ("probe source sha256", v.probe_source_sha256, probe_sha),
+        ("seed", v.seed, None if opts.probe_source else opts.seed),
     ]
     return [f"{name} {before} != {now}" for name, before, now in pairs if before != now]
 
@@ -163,11 +182,13 @@ def _check_options(opts: BuildOptions, src: Source) -> None:
             f"--k {opts.k} is larger than the {src.count} vectors in {opts.source}"
             + (" (one is held out per probe query)" if from_data and opts.k == src.count else "")
         )
-    if from_data and opts.probe_queries > src.count:
+    if from_data and opts.probe_queries > src.count - opts.k:
         raise InputError(
-            f"--probe-queries {opts.probe_queries} is larger than the {src.count} vectors"
+            f"--probe-queries {opts.probe_queries} held-out rows would leave "
+            f"{max(0, src.count - opts.probe_queries)} of the {src.count} vectors in the graph; "
+            f"at least --k {opts.k} must stay"
         )
-    if opts.ef_search < opts.k:
+    if opts.ef_search is not None and opts.ef_search < opts.k:
         raise InputError(f"--ef-search {opts.ef_search} must be at least --k {opts.k}")
 
 
@@ -184,42 +205,39 @@ def _probes(
         check_finite(ps.vectors, opts.probe_source, need_nonzero=opts.metric == "cosine")
         q = np.asarray(ps.vectors[: opts.probe_queries], dtype=np.float32)
         return np.ascontiguousarray(q), np.full(q.shape[0], -1, dtype=np.int64)
-    # Probes are real rows, held out by leave-one-out: the index keeps every
-    # vector (nothing is lost), and each probe's own row is excluded from both
-    # its exact top-k and the index's answer.
+    # Probes are real rows held out of the graph: they are served from the exact
+    # side list (nothing is lost), and each probe's own row is excluded from both
+    # its exact top-k and the answer, so it is searched as a new query is.
     rng = np.random.default_rng(opts.seed)
     rows = np.sort(rng.choice(src.count, size=opts.probe_queries, replace=False)).astype(np.int64)
     return np.ascontiguousarray(src.vectors[rows], dtype=np.float32), rows
 
 
-def _add_all(index: hnswlib.Index, vectors: Vectors, threads: int, chunk: int | None) -> float:
+def _add_all(
+    index: hnswlib.Index,
+    vectors: Vectors,
+    threads: int,
+    chunk: int | None,
+    held_out: npt.NDArray[np.int64],
+) -> float:
+    """Add every row but the held-out ones (sorted), labelled by row position."""
     n = vectors.shape[0]
     step = chunk or max(10_000, n // 50)
-    progress = Progress(n, log)
+    progress = Progress(n - held_out.shape[0], log)
     start = time.perf_counter()
     for lo in range(0, n, step):
         hi = min(n, lo + step)
-        index.add_items(
-            np.asarray(vectors[lo:hi], dtype=np.float32),
-            np.arange(lo, hi, dtype=np.int64),
-            num_threads=threads,
-        )
-        progress.advance(hi - lo)
+        block = np.asarray(vectors[lo:hi], dtype=np.float32)
+        labels = np.arange(lo, hi, dtype=np.int64)
+        skip = held_out[(held_out >= lo) & (held_out < hi)]
+        if skip.size:
+            keep = np.ones(hi - lo, dtype=bool)
+            keep[skip - lo] = False
+            block, labels = block[keep], labels[keep]
+        if labels.size:
+            index.add_items(block, labels, num_threads=threads)
+        progress.advance(int(labels.size))
     return time.perf_counter() - start
-
-
-def query_index(
-    index: hnswlib.Index,
-    queries: npt.NDArray[np.float32],
-    k: int,
-    self_labels: npt.NDArray[np.int64],
-    threads: int,
-) -> npt.NDArray[np.int64]:
-    """Top-k labels from the index, with each query's own row dropped if present."""
-    extra = 1 if (self_labels >= 0).any() else 0
-    labels, _ = index.knn_query(queries, k=k + extra, num_threads=threads)
-    labels = np.asarray(labels, dtype=np.int64)
-    return drop_self(labels, self_labels, k) if extra else labels
 
 
 def _existing(final_uri: str) -> Manifest | None:
@@ -232,6 +250,32 @@ def _existing(final_uri: str) -> Manifest | None:
     if not fs.exists(join(root, "manifest.json")):
         return None
     return artifact.read_remote_manifest(fs, root)
+
+
+def _reuse(
+    previous: Manifest,
+    final_uri: str,
+    opts: BuildOptions,
+    inputs: SourceInfo,
+    params: HnswParameters,
+    probe_sha: str | None,
+) -> BuildResult:
+    """A retried Job (or the same inputs at another efSearch) finds a finished
+    artifact: gate the requested efSearch on its recorded curve, do not rebuild."""
+    differences = _input_differences(previous, inputs, opts, params, probe_sha)
+    if differences:
+        raise ArtifactError(
+            f"{final_uri}: already exists with other inputs ({'; '.join(differences)}); "
+            "artifacts are immutable, choose another --version"
+        )
+    v = previous.validation
+    ef, recall = gate(
+        v.curve, opts.ef_search or previous.parameters.ef_search, opts.min_recall, v.probe_queries
+    )
+    log.info("artifact %s already exists for these inputs; reusing it", final_uri)
+    loc = resolve(final_uri)
+    sha = artifact.sha256_file(loc.local / "manifest.json") if loc.local is not None else ""
+    return BuildResult(previous, final_uri, sha, ef, recall)
 
 
 def run_build(opts: BuildOptions) -> BuildResult:
@@ -250,11 +294,9 @@ def run_build(opts: BuildOptions) -> BuildResult:
     check_finite(src.vectors, opts.source, need_nonzero=opts.metric == "cosine")
     source_sha = _source_digest(opts.source)
     ids_sha = _source_digest(opts.ids) if opts.ids is not None else None
-    version = opts.version or default_version(source_sha, ids_sha, opts)
+    probe_sha = _source_digest(opts.probe_source) if opts.probe_source is not None else None
+    version = opts.version or default_version(source_sha, ids_sha, opts, probe_sha)
     final_uri = join(opts.out, version)
-    params = HnswParameters(
-        m=opts.m, ef_construction=opts.ef_construction, ef_search=opts.ef_search
-    )
     inputs = SourceInfo(
         uri=opts.source,
         format=src.format,
@@ -264,6 +306,9 @@ def run_build(opts: BuildOptions) -> BuildResult:
         column=opts.column,
         id_column=opts.id_column,
     )
+    graph_params = HnswParameters(
+        m=opts.m, ef_construction=opts.ef_construction, ef_search=opts.ef_search or opts.k
+    )
 
     out = resolve(opts.out)
     if out.local is not None:
@@ -272,54 +317,29 @@ def run_build(opts: BuildOptions) -> BuildResult:
         artifact.remove_stale_staging(out.local, version)
     previous = _existing(final_uri)
     if previous is not None:
-        # A retried Job finds its own finished artifact: succeed without rebuilding.
-        differences = _input_differences(previous, inputs, opts, params)
-        if not differences:
-            log.info("artifact %s already exists for these inputs; reusing it", final_uri)
-            loc = resolve(final_uri)
-            sha = artifact.sha256_file(loc.local / "manifest.json") if loc.local is not None else ""
-            return BuildResult(previous, final_uri, sha)
-        raise ArtifactError(
-            f"{final_uri}: already exists with other inputs ({'; '.join(differences)}); "
-            "artifacts are immutable, choose another --version"
+        return _reuse(previous, final_uri, opts, inputs, graph_params, probe_sha)
+
+    probes, side = _probe_set(opts, src)
+    index = _build_graph(opts, src, side)
+    ladder = ef_ladder(opts.k, opts.ef_search)
+    log.info(
+        "measuring recall@%d of %d probe queries at efSearch %s",
+        opts.k,
+        len(probes.queries),
+        ladder,
+    )
+    curve = measure_curve(index, side, probes, ladder, opts.ef_search)
+    for point in curve:
+        log.info(
+            "efSearch %4d: recall@%d %.4f, %.0f µs/query (1 thread)",
+            point.ef_search,
+            opts.k,
+            point.recall,
+            point.latency_us,
         )
-
-    queries, self_labels = _probes(opts, src)
-    log.info("computing exact top-%d for %d probe queries", opts.k, queries.shape[0])
-    truth = exact_topk(
-        src.vectors,
-        queries,
-        opts.k,
-        opts.metric,
-        exclude=self_labels if (self_labels >= 0).any() else None,
-    )
-
-    index = hnswlib.Index(space=HNSW_SPACE[opts.metric], dim=src.dimension)
-    index.init_index(
-        max_elements=src.count,
-        ef_construction=opts.ef_construction,
-        M=opts.m,
-        random_seed=opts.seed,
-    )
-    log.info(
-        "building HNSW (m=%d, efConstruction=%d) on %d threads",
-        opts.m,
-        opts.ef_construction,
-        opts.threads,
-    )
-    add_seconds = _add_all(index, src.vectors, opts.threads, opts.chunk)
-    index.set_ef(opts.ef_search)
-    found = query_index(index, queries, opts.k, self_labels, opts.threads)
-    recall = recall_at_k(found, truth)
-    log.info(
-        "recall@%d = %.4f on %d probe queries (min %.4f)",
-        opts.k,
-        recall,
-        len(queries),
-        opts.min_recall,
-    )
-    if recall < opts.min_recall:
-        raise RecallTooLowError(recall, opts.min_recall, opts.k, len(queries))
+    ef, recall = gate(curve, opts.ef_search, opts.min_recall, len(probes.queries))
+    log.info("gate: recall@%d %.4f at efSearch %d (min %.4f)", opts.k, recall, ef, opts.min_recall)
+    index.set_ef(ef)
 
     ids = src.ids if src.ids is not None else np.arange(src.count, dtype=np.int64)
     stage_parent = out.local if out.local is not None else Path(tempfile.gettempdir())
@@ -327,7 +347,7 @@ def run_build(opts: BuildOptions) -> BuildResult:
         index.save_index(str(stage / INDEX_FILE))
         with (stage / IDS_FILE).open("wb") as f:
             np.save(f, ids, allow_pickle=False)
-        artifact.Probes(queries, truth, self_labels).save(stage / PROBES_FILE)
+        probes.save(stage / PROBES_FILE)
         manifest = Manifest(
             kind="hnsw",
             version=version,
@@ -335,14 +355,20 @@ def run_build(opts: BuildOptions) -> BuildResult:
             metric=opts.metric,
             count=src.count,
             id_type="int" if ids.dtype.kind == "i" else "str",
-            parameters=params,
+            parameters=graph_params.model_copy(update={"ef_search": ef}),
             source=inputs,
             validation=Validation(
-                probe_queries=int(queries.shape[0]),
+                probe_queries=int(probes.queries.shape[0]),
                 k=opts.k,
                 recall=recall,
                 min_recall=opts.min_recall,
                 held_out=opts.probe_source is None,
+                method="held-out" if opts.probe_source is None else "probe-source",
+                held_out_rows=len(side),
+                probe_source=opts.probe_source,
+                probe_source_sha256=probe_sha,
+                seed=None if opts.probe_source else opts.seed,
+                curve=curve,
             ),
             build_seconds=round(time.perf_counter() - t0, 3),
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -354,11 +380,51 @@ def run_build(opts: BuildOptions) -> BuildResult:
         else:
             artifact.publish_remote(stage, final_uri)
     log.info(
-        "wrote %s (%d vectors, add_items %.1fs, %.0f vectors/s, total %.1fs)",
+        "wrote %s (%d vectors, %d of them in the exact side list, total %.1fs)",
         final_uri,
         src.count,
-        add_seconds,
-        src.count / max(add_seconds, 1e-9),
+        len(side),
         manifest.build_seconds,
     )
-    return BuildResult(manifest, final_uri, manifest_sha)
+    return BuildResult(manifest, final_uri, manifest_sha, ef, recall)
+
+
+def _probe_set(opts: BuildOptions, src: Source) -> tuple[artifact.Probes, SideList]:
+    """Probe queries with their exact top-k over every row, and the side list of
+    held-out rows (empty for user-given probes)."""
+    queries, self_labels = _probes(opts, src)
+    held_out = self_labels[self_labels >= 0]
+    log.info("computing exact top-%d for %d probe queries", opts.k, queries.shape[0])
+    truth = exact_topk(
+        src.vectors,
+        queries,
+        opts.k,
+        opts.metric,
+        exclude=self_labels if held_out.size else None,
+    )
+    side = SideList.build(queries[self_labels >= 0], held_out, opts.metric)
+    return artifact.Probes(queries, truth, self_labels), side
+
+
+def _build_graph(opts: BuildOptions, src: Source, side: SideList) -> hnswlib.Index:
+    index = hnswlib.Index(space=HNSW_SPACE[opts.metric], dim=src.dimension)
+    # Room for every row: the held-out ones can be inserted later (upserts).
+    index.init_index(
+        max_elements=src.count,
+        ef_construction=opts.ef_construction,
+        M=opts.m,
+        random_seed=opts.seed,
+    )
+    log.info(
+        "building HNSW (m=%d, efConstruction=%d) of %d vectors on %d threads "
+        "(%d held-out probe rows go to the exact side list)",
+        opts.m,
+        opts.ef_construction,
+        src.count - len(side),
+        opts.threads,
+        len(side),
+    )
+    add_seconds = _add_all(index, src.vectors, opts.threads, opts.chunk, side.labels)
+    added = src.count - len(side)
+    log.info("add_items %.1fs, %.0f vectors/s", add_seconds, added / max(add_seconds, 1e-9))
+    return index

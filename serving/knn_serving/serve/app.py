@@ -155,6 +155,14 @@ async def _load(state: State) -> None:
         reject_zero=m.metric == "cosine",
     )
     state.searcher = Searcher(loaded, s.batch_threads)
+    if not loaded.unbiased_probes:
+        log.warning(
+            "%s is a format-%d artifact: its probes are indexed rows queried leave-one-out, "
+            "which overstate recall; %s is not exported (rebuild it to measure recall)",
+            s.artifact,
+            m.format_version,
+            "knn_recall_ratio",
+        )
     log.info(
         "loaded %s: version %s, %d vectors, dimension %d, %s",
         s.artifact,
@@ -174,7 +182,8 @@ async def _replay_once(state: State) -> None:
         return
     recall = await state.searcher.replay_probes()
     state.last_recall = recall
-    state.metrics.set_recall(int(p.truth.shape[1]), recall)
+    if state.searcher.loaded.unbiased_probes:
+        state.metrics.set_recall(int(p.truth.shape[1]), recall)
     if not state.warm:
         log.info(
             "warm-up replay of %d probes: recall@%d = %.4f; ready",

@@ -21,9 +21,11 @@ import numpy.typing as npt
 from knn_contracts.artifact import IDS_FILE, INDEX_FILE, PROBES_FILE, Manifest
 
 from .. import artifact
-from ..build.pipeline import HNSW_SPACE, query_index
+from ..build.pipeline import HNSW_SPACE
 from ..errors import ArtifactError
 from ..exact import recall_at_k
+from ..search import knn
+from ..sidelist import SideList
 
 log = logging.getLogger("knn-serve")
 
@@ -35,6 +37,13 @@ class LoadedIndex:
     ids: npt.NDArray[np.int64] | npt.NDArray[np.str_]
     probes: artifact.Probes
     ef_search: int
+    side: SideList  # rows kept out of the graph (format 2), searched exactly
+
+    @property
+    def unbiased_probes(self) -> bool:
+        """False for format-1 artifacts: their probes are rows in the graph, queried
+        leave-one-out, and report far higher recall than new queries get."""
+        return self.manifest.validation.method != "leave-one-out"
 
     @classmethod
     def load(cls, directory: Path, ef_search: int | None = None) -> LoadedIndex:
@@ -42,10 +51,11 @@ class LoadedIndex:
         manifest = artifact.verify(directory)
         index = hnswlib.Index(space=HNSW_SPACE[manifest.metric], dim=manifest.dimension)
         index.load_index(str(directory / INDEX_FILE), max_elements=manifest.count)
-        if index.get_current_count() != manifest.count:
+        held_out = manifest.validation.held_out_rows
+        if index.get_current_count() != manifest.count - held_out:
             raise ArtifactError(
                 f"{directory}: index holds {index.get_current_count()} vectors, "
-                f"manifest says {manifest.count}"
+                f"manifest says {manifest.count} of which {held_out} are held out of the graph"
             )
         ef = ef_search or manifest.parameters.ef_search
         index.set_ef(ef)
@@ -55,7 +65,24 @@ class LoadedIndex:
                 f"{directory}: {IDS_FILE} holds {ids.shape[0]} ids for {manifest.count} vectors"
             )
         probes = artifact.Probes.load(directory / PROBES_FILE)
-        return cls(manifest, index, ids, probes, ef)
+        side = _side_list(directory, manifest, probes)
+        return cls(manifest, index, ids, probes, ef, side)
+
+
+def _side_list(directory: Path, manifest: Manifest, probes: artifact.Probes) -> SideList:
+    held_out = manifest.validation.held_out_rows
+    if held_out == 0:
+        return SideList.empty(manifest.dimension, manifest.metric)
+    rows = probes.self_labels >= 0
+    labels = probes.self_labels[rows]
+    if labels.shape[0] != held_out or np.unique(labels).shape[0] != held_out:
+        raise ArtifactError(
+            f"{directory}: {PROBES_FILE} holds {labels.shape[0]} held-out rows, "
+            f"manifest says {held_out}"
+        )
+    if labels.min() < 0 or labels.max() >= manifest.count:
+        raise ArtifactError(f"{directory}: {PROBES_FILE} names rows outside the index")
+    return SideList.build(probes.queries[rows], labels, manifest.metric)
 
 
 class Searcher:
@@ -67,20 +94,20 @@ class Searcher:
 
     def _search(
         self, vectors: npt.NDArray[np.float32], k: int, ef: int | None
-    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
-        index = self.loaded.index
+    ) -> tuple[npt.NDArray[np.integer], npt.NDArray[np.float32]]:
+        index, side = self.loaded.index, self.loaded.side
         threads = 1 if vectors.shape[0] == 1 else self.batch_threads
         if ef is None or ef == self.default_ef:
-            return index.knn_query(vectors, k=k, num_threads=threads)  # type: ignore[no-any-return]
+            return knn(index, side, vectors, k, threads)
         index.set_ef(ef)
         try:
-            return index.knn_query(vectors, k=k, num_threads=threads)  # type: ignore[no-any-return]
+            return knn(index, side, vectors, k, threads)
         finally:
             index.set_ef(self.default_ef)
 
     async def search(
         self, vectors: npt.NDArray[np.float32], k: int, ef: int | None
-    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
+    ) -> tuple[npt.NDArray[np.integer], npt.NDArray[np.float32]]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._search, vectors, k, ef)
 
@@ -92,20 +119,20 @@ class Searcher:
         (500 probes take ~100 ms, which would show in every periodic p99)."""
         loop = asyncio.get_running_loop()
         p = self.loaded.probes
-        k = p.truth.shape[1]
+        k = int(p.truth.shape[1])
         found = []
         for i in range(0, len(p.queries), chunk):
-            found.append(
-                await loop.run_in_executor(
-                    self._pool,
-                    query_index,
-                    self.loaded.index,
-                    p.queries[i : i + chunk],
-                    k,
-                    p.self_labels[i : i + chunk],
-                    1,
-                )
+            labels, _ = await loop.run_in_executor(
+                self._pool,
+                knn,
+                self.loaded.index,
+                self.loaded.side,
+                p.queries[i : i + chunk],
+                k,
+                1,
+                p.self_labels[i : i + chunk],
             )
+            found.append(np.asarray(labels, dtype=np.int64))
         return recall_at_k(np.concatenate(found), p.truth)
 
     def close(self) -> None:

@@ -1,0 +1,51 @@
+"""One build identity for the operator and the builder.
+
+A version names the inputs that change the artifact and nothing else: the
+source and how it is read, the metric, the graph parameters (M, efConstruction)
+and the validation that gates it. efSearch is a serving parameter: it belongs to
+the revision, not to the artifact, so it is not part of the identity (a failed
+recall gate is fixed by raising efSearch without a rebuild; the artifact records
+the recall it gets at every efSearch in its curve).
+
+The operator cannot read the source, so it leaves the digests empty and names a
+rebuild token instead; the builder, run by hand without --version, names the
+source by its content. Both call `version_of` on the same model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from pydantic import BaseModel, ConfigDict
+
+VERSION_LENGTH = 8
+
+
+class BuildInputs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source_uri: str
+    source_format: str | None = None
+    dimension: int | None = None
+    ids: str | None = None
+    column: str | None = None
+    id_column: str | None = None
+    metric: str
+    m: int
+    ef_construction: int
+    probe_queries: int
+    probe_source: str | None = None
+    k: int
+    min_recall: float
+    # Content digests, known to the builder only.
+    source_sha256: str | None = None
+    ids_sha256: str | None = None
+    probe_source_sha256: str | None = None
+    # Rebuild tokens (spec.rebuild.token, the knn.dev/rebuild annotation).
+    tokens: tuple[str | None, ...] = ()
+
+
+def version_of(inputs: BuildInputs) -> str:
+    """'v' + the first VERSION_LENGTH hex digits of the inputs' sha256."""
+    key = inputs.model_dump_json()
+    return "v" + hashlib.sha256(key.encode()).hexdigest()[:VERSION_LENGTH]
