@@ -6,6 +6,13 @@ QUERY_DURATION: Final = "knn_query_duration_seconds"
 REQUESTS: Final = "knn_requests"  # exported as knn_requests_total (counter)
 RECALL: Final = "knn_recall_ratio"
 INDEX_VECTORS: Final = "knn_index_vectors"
+# Live recall: sampled real queries checked by exact search in the background.
+# Counters (exported with _total), so recall over any window and any set of pods
+# is sum(rate(found)) / sum(rate(expected)).
+LIVE_RECALL_FOUND: Final = "knn_live_recall_found"  # true top-k results that were served
+LIVE_RECALL_EXPECTED: Final = "knn_live_recall_expected"  # k per checked query
+LIVE_RECALL_SAMPLES: Final = "knn_live_recall_samples"  # queries checked
+LIVE_RECALL_DROPPED: Final = "knn_live_recall_dropped"  # sampled, not checked (queue full)
 INDEX_INFO: Final = "knn_index_info"
 CLUSTER_ASSIGNMENTS: Final = "knn_cluster_assignments"  # knn_cluster_assignments_total
 CLUSTER_DRIFT_PSI: Final = "knn_cluster_drift_psi"

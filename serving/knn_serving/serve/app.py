@@ -21,12 +21,15 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from knn_contracts.artifact import INDEX_FILE
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..artifact import localize
 from ..errors import ArtifactError
+from ..hnswfile import map_vectors
 from .index import LoadedIndex, Searcher
+from .live import LiveRecall, LiveSettings
 from .metrics import Identity, ServingMetrics
 from .requests import Limits, Query, RequestError, parse
 
@@ -48,6 +51,7 @@ class Settings:
     # Serving-time search breadth; None keeps the one the artifact was validated with.
     ef_search: int | None = None
     cache_dir: Path = Path("/tmp/knn-artifacts")
+    live: LiveSettings = field(default_factory=LiveSettings)
 
 
 @dataclass
@@ -55,6 +59,7 @@ class State:
     settings: Settings
     metrics: ServingMetrics
     searcher: Searcher | None = None
+    live: LiveRecall | None = None
     limits: Limits | None = None
     error: str | None = None
     warm: bool = False
@@ -155,6 +160,7 @@ async def _load(state: State) -> None:
         reject_zero=m.metric == "cosine",
     )
     state.searcher = Searcher(loaded, s.batch_threads)
+    state.live = _start_live(state, directory, loaded)
     if not loaded.unbiased_probes:
         log.warning(
             "%s is a format-%d artifact: its probes are indexed rows queried leave-one-out, "
@@ -172,6 +178,27 @@ async def _load(state: State) -> None:
         m.metric,
     )
     await _replay_forever(state)
+
+
+def _start_live(state: State, directory: Path, loaded: LoadedIndex) -> LiveRecall | None:
+    live = state.settings.live
+    if live.rate <= 0:
+        log.info("live recall off (--live-recall-rate 0)")
+        return None
+    m = loaded.manifest
+    try:
+        graph = map_vectors(directory / INDEX_FILE, loaded.index, m.dimension)
+    except ArtifactError as e:  # serve anyway: live recall is a check, not the service
+        log.error("live recall off: %s", e)
+        return None
+    log.info(
+        "live recall: sampling %.2f%% of queried vectors, exact check within %.1f%% of a core",
+        100 * live.rate,
+        100 * live.cpu_budget,
+    )
+    return LiveRecall(
+        live, graph, loaded.side, m.metric, state.metrics.record_live, state.metrics.drop_live
+    )
 
 
 async def _replay_once(state: State) -> None:
@@ -220,6 +247,8 @@ def create_app(settings: Settings, metrics: ServingMetrics | None = None) -> Fas
                     await t
             if state.searcher is not None:
                 state.searcher.close()
+            if state.live is not None:
+                await asyncio.to_thread(state.live.close)
 
     app = FastAPI(title="knn-serve", version="1", lifespan=lifespan)
     app.state.knn = state
@@ -291,7 +320,7 @@ async def handle_query(
     try:
         params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
         q = parse(content_type, body, params, limits)
-        payload = await _answer(searcher, q)
+        payload = await _answer(searcher, q, state.live)
     except RequestError as e:
         state.metrics.count(e.status)
         return e.status, orjson.dumps({"detail": e.message})
@@ -375,7 +404,7 @@ async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, int]:
             return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), size
 
 
-async def _answer(searcher: Searcher, q: Query) -> dict[str, Any]:
+async def _answer(searcher: Searcher, q: Query, live: LiveRecall | None) -> dict[str, Any]:
     try:
         labels, distances = await searcher.search(q.vectors, q.k, q.ef)
     except RuntimeError as e:  # hnswlib: fewer than k reachable neighbours at this ef
@@ -388,6 +417,8 @@ async def _answer(searcher: Searcher, q: Query) -> dict[str, Any]:
         raise RequestError(
             422, "a query vector's distances overflow float32; its components are too large"
         )
+    if live is not None:
+        live.offer(q.vectors, labels, q.k)
     ids = searcher.loaded.ids[labels.astype(np.intp)]
     version = searcher.loaded.manifest.version
     if ids.dtype.kind == "U":

@@ -29,6 +29,7 @@ from ..artifact_cli import verify
 from ..cpus import available_cpus
 from ..errors import ArtifactError, InputError
 from .app import Settings, create_app
+from .live import LiveSettings
 from .metrics import MULTIPROC_ENV, Identity
 
 SETTINGS_ENV = "KNN_SERVE_SETTINGS"
@@ -98,8 +99,38 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="verify the artifact's checksums and exit (0 ok, 3 refused)",
     )
+    p.add_argument(
+        "--live-recall-rate",
+        type=float,
+        default=LiveSettings.rate,
+        help="fraction of queried vectors whose answer is checked by exact search in the "
+        "background (0 turns live recall off; default %(default)s)",
+    )
+    p.add_argument(
+        "--live-recall-cpu",
+        type=float,
+        default=LiveSettings.cpu_budget,
+        help="fraction of one core the live-recall check may use, per worker (default %(default)s)",
+    )
+    p.add_argument(
+        "--live-recall-queue",
+        type=int,
+        default=LiveSettings.queue_size,
+        help="sampled queries waiting for their check; more are dropped and counted "
+        "(default %(default)s)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
+
+
+def _live(args: argparse.Namespace) -> LiveSettings:
+    if not 0.0 <= args.live_recall_rate <= 1.0:
+        raise SystemExit("knn-serve: error: --live-recall-rate must be between 0 and 1")
+    if not 0.0 < args.live_recall_cpu <= 1.0:
+        raise SystemExit("knn-serve: error: --live-recall-cpu must be above 0 and at most 1")
+    if args.live_recall_queue < 1:
+        raise SystemExit("knn-serve: error: --live-recall-queue must be at least 1")
+    return LiveSettings(args.live_recall_rate, args.live_recall_cpu, args.live_recall_queue)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -122,6 +153,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         max_ef=args.max_ef,
         ef_search=args.ef_search,
         cache_dir=args.cache_dir,
+        live=_live(args),
     )
 
 
@@ -145,6 +177,7 @@ def app_from_env() -> FastAPI:
     raw = json.loads(os.environ[SETTINGS_ENV])
     raw["cache_dir"] = Path(raw["cache_dir"])
     raw["identity"] = Identity(**raw["identity"])
+    raw["live"] = LiveSettings(**raw["live"])
     return create_app(Settings(**raw))
 
 
@@ -181,9 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[LOG_LEVEL_ENV] = args.log_level
     os.environ[SETTINGS_ENV] = json.dumps(
         {
-            **{k: v for k, v in vars(settings).items() if k not in ("cache_dir", "identity")},
+            **{
+                k: v
+                for k, v in vars(settings).items()
+                if k not in ("cache_dir", "identity", "live")
+            },
             "cache_dir": str(settings.cache_dir),
             "identity": vars(settings.identity),
+            "live": vars(settings.live),
         }
     )
     with _multiproc_dir():

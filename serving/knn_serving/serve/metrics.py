@@ -68,6 +68,30 @@ class ServingMetrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.live_found = Counter(
+            names.LIVE_RECALL_FOUND,
+            "Of sampled live queries, true top-k results (exact search) that were served.",
+            IDENTITY,
+            registry=r,
+        )
+        self.live_expected = Counter(
+            names.LIVE_RECALL_EXPECTED,
+            "Of sampled live queries, results expected (k per checked query).",
+            IDENTITY,
+            registry=r,
+        )
+        self.live_samples = Counter(
+            names.LIVE_RECALL_SAMPLES,
+            "Sampled live queries checked by exact search.",
+            IDENTITY,
+            registry=r,
+        )
+        self.live_dropped = Counter(
+            names.LIVE_RECALL_DROPPED,
+            "Sampled live queries dropped unchecked because the check queue was full.",
+            IDENTITY,
+            registry=r,
+        )
         # Until an index is loaded only refusals (503) are counted, under version "".
         self._v = identity.values()
         self._codes: dict[int, Counter] = {}
@@ -77,6 +101,9 @@ class ServingMetrics:
         v = self._v = self.identity.values()
         self._codes = {}
         self.observe = self.duration.labels(*v).observe
+        # Live-recall series exist from the start at 0, so rate() sees their first samples.
+        for counter in (self.live_found, self.live_expected, self.live_samples, self.live_dropped):
+            counter.labels(*v)
         self.vectors.labels(*v).set(manifest.count)
         p = manifest.parameters
         self.info.labels(
@@ -94,6 +121,15 @@ class ServingMetrics:
         if child is None:
             child = self._codes[code] = self.requests.labels(*self._v, str(code))
         child.inc()
+
+    def record_live(self, found: int, expected: int, samples: int) -> None:
+        v = self._v
+        self.live_found.labels(*v).inc(found)
+        self.live_expected.labels(*v).inc(expected)
+        self.live_samples.labels(*v).inc(samples)
+
+    def drop_live(self) -> None:
+        self.live_dropped.labels(*self._v).inc()
 
     def set_recall(self, k: int, value: float) -> None:
         self.recall.labels(*self._v, str(k)).set(value)

@@ -1,0 +1,189 @@
+"""Live recall: a sample of real queries checked by exact search in the background.
+
+The request path only draws a random number and, for a sampled query, puts a
+reference to it on a bounded queue (never blocks: a full queue drops the sample
+and counts it). One daemon thread drains the queue in batches, scans every
+vector once per batch (the graph's, memory-mapped from the artifact, and the side
+list's) and counts relevant results found and expected. It sleeps after each batch
+so that its CPU time stays within `cpu_budget` of one core.
+
+Counters, not a gauge: recall over any window and any set of pods and workers is
+sum(rate(found)) / sum(rate(expected)) in PromQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from knn_contracts.artifact import Metric
+
+from ..hnswfile import GraphVectors
+from ..sidelist import SideList
+
+log = logging.getLogger("knn-serve")
+
+# Rows scanned per block: bounds the temporary copy of a strided block (16 MiB).
+_BLOCK_BYTES = 16 << 20
+_MAX_BATCH = 64
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    rate: float = 0.01  # fraction of queried vectors sampled
+    cpu_budget: float = 0.02  # fraction of one core the checker may use
+    queue_size: int = 256
+
+
+@dataclass(frozen=True)
+class Sample:
+    query: npt.NDArray[np.float32]  # (dim,)
+    found: npt.NDArray[np.int64]  # labels served, nearest first
+    k: int
+
+
+# found, expected, samples (one call per checked batch) and dropped (per sample).
+Record = Callable[[int, int, int], None]
+Drop = Callable[[], None]
+
+
+def exact_labels(
+    graph: GraphVectors, side: SideList, metric: Metric, queries: npt.NDArray[np.float32], k: int
+) -> npt.NDArray[np.int64]:
+    """Exact top-k labels of each query over graph and side-list rows, one pass
+    over the mapped vectors in blocks. Distances are hnswlib's (graph vectors are
+    stored unit-length under cosine)."""
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if metric == "cosine":
+        norms = np.linalg.norm(q, axis=1, keepdims=True)
+        q = (q / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+    n = len(graph)
+    dim = q.shape[1]
+    rows = max(k, _BLOCK_BYTES // (4 * dim))
+    best_d = np.full((q.shape[0], 0), np.inf, dtype=np.float32)
+    best_l = np.zeros((q.shape[0], 0), dtype=np.int64)
+    qq = np.einsum("ij,ij->i", q, q)[:, None]
+    for start in range(0, n, rows):
+        block = np.ascontiguousarray(graph.vectors[start : start + rows])
+        dots = q @ block.T
+        if metric == "l2":
+            d = qq - 2.0 * dots + np.einsum("ij,ij->i", block, block)[None, :]
+        else:
+            d = 1.0 - dots
+        labels = np.broadcast_to(graph.labels[start : start + rows].astype(np.int64), d.shape)
+        best_l, best_d = _keep_best(best_l, best_d, labels, d.astype(np.float32), k)
+    if len(side):
+        sl, sd = side.search(q, k)
+        best_l, best_d = _keep_best(best_l, best_d, sl, sd, k)
+    order = np.argsort(best_d, axis=1, kind="stable")
+    return np.take_along_axis(best_l, order, axis=1)
+
+
+def _keep_best(
+    la: npt.NDArray[np.int64],
+    da: npt.NDArray[np.float32],
+    lb: npt.NDArray[np.int64],
+    db: npt.NDArray[np.float32],
+    k: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    labels = np.concatenate([la, lb], axis=1)
+    dists = np.concatenate([da, db], axis=1)
+    take = min(k, dists.shape[1])
+    if take < dists.shape[1]:
+        part = np.argpartition(dists, take - 1, axis=1)[:, :take]
+    else:
+        part = np.tile(np.arange(dists.shape[1]), (dists.shape[0], 1))
+    return np.take_along_axis(labels, part, axis=1), np.take_along_axis(dists, part, axis=1)
+
+
+def hits(sample: Sample, exact: npt.NDArray[np.int64]) -> int:
+    return len(set(sample.found[: sample.k].tolist()) & set(exact[: sample.k].tolist()))
+
+
+class LiveRecall:
+    """The sampler (`offer`, on the request path) and its checker thread."""
+
+    def __init__(
+        self,
+        settings: LiveSettings,
+        graph: GraphVectors,
+        side: SideList,
+        metric: Metric,
+        record: Record,
+        drop: Drop,
+    ) -> None:
+        self.settings = settings
+        self.graph, self.side, self.metric = graph, side, metric
+        self._record, self._drop = record, drop
+        self._queue: queue.Queue[Sample | None] = queue.Queue(maxsize=settings.queue_size)
+        self._random = random.random
+        self._thread = threading.Thread(target=self._run, name="live-recall", daemon=True)
+        self._thread.start()
+
+    def offer(
+        self, queries: npt.NDArray[np.float32], labels: npt.NDArray[np.integer], k: int
+    ) -> None:
+        """Maybe sample some rows of an answered request. Cheap; never blocks."""
+        rate = self.settings.rate
+        if queries.shape[0] == 1:
+            if self._random() >= rate:
+                return
+            picked: list[int] | npt.NDArray[np.intp] = [0]
+        else:
+            picked = np.flatnonzero(np.random.random(queries.shape[0]) < rate)
+        for i in picked:
+            sample = Sample(queries[i], np.asarray(labels[i], dtype=np.int64), k)
+            try:
+                self._queue.put_nowait(sample)
+            except queue.Full:
+                self._drop()
+
+    def close(self, timeout: float = 5.0) -> None:
+        # Make room for the sentinel: pending samples are not worth a slow exit.
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _batch(self) -> list[Sample] | None:
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < _MAX_BATCH:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._queue.put(None)  # seen again after this batch
+                break
+            batch.append(nxt)
+        return batch
+
+    def _run(self) -> None:
+        budget = self.settings.cpu_budget
+        while (batch := self._batch()) is not None:
+            cpu = time.thread_time()
+            try:
+                k = max(s.k for s in batch)
+                exact = exact_labels(
+                    self.graph, self.side, self.metric, np.stack([s.query for s in batch]), k
+                )
+                found = sum(hits(s, e) for s, e in zip(batch, exact, strict=True))
+                self._record(found, sum(s.k for s in batch), len(batch))
+            except Exception:  # a bad batch must not end live recall for good
+                log.exception("live recall check failed")
+            used = time.thread_time() - cpu
+            # Idle long enough that used / (used + idle) <= budget.
+            time.sleep(used * (1.0 / budget - 1.0))
