@@ -29,6 +29,8 @@ from knn_serving.cpus import available_cpus
 from knn_serving.exact import exact_topk, recall_at_k
 
 from . import chroma, latency, paired, wrk
+from .live import live_rows
+from .recall import recall_rows
 
 JSON = "application/json"
 Rows = list[tuple[str, str]]
@@ -76,6 +78,12 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--no-peer", action="store_true", help="skip the comparison with Chroma's server"
+    )
+    ap.add_argument(
+        "--only",
+        choices=["recall", "live"],
+        help="run one section: recall (gate, gauge and leave-one-out against new queries) "
+        "or live (live-recall overhead)",
     )
     return ap
 
@@ -255,12 +263,20 @@ def main(argv: list[str] | None = None) -> int:
     rows: Rows = []
     with tempfile.TemporaryDirectory(prefix="knn-bench-") as tmp:
         d = Path(tmp)
+        if args.only in (None, "recall"):
+            rows += recall_rows(d)
+        if args.only == "recall":
+            _print_table(args, rows)
+            return 0
         data = clustered(args.n, args.dim, seed=7)
         queries = sample(2_000, args.dim, seed=7, sample_seed=1007)
         np.save(d / "data.npy", data)
         print(f"dataset: {args.n} x {args.dim} clustered (seed 7)", flush=True)
-        rows += builder_rows(args, d, data)
-        print(*rows[-3:], sep="\n", flush=True)
+        if args.only is None:
+            rows += builder_rows(args, d, data)
+            print(*rows[-3:], sep="\n", flush=True)
+        else:
+            _build_only(args, d)
 
         artifact = d / "out" / "bench0"
         index = hnswlib.Index(space="l2", dim=args.dim)
@@ -274,6 +290,16 @@ def main(argv: list[str] | None = None) -> int:
         # Both sides of every throughput ratio cycle through the same queries:
         # some queries cost more than others, so different sets would bias it.
         load = queries[:1024]
+        if args.only == "live":
+            bodies = [orjson.dumps({"vector": q.tolist(), "k": k}) for q in load]
+            rows += live_rows(
+                args,
+                artifact,
+                d / "logs",
+                lambda url: Loader(url, "/v1/query", bodies, args.connections, args.seconds),
+            )
+            _print_table(args, rows)
+            return 0
         server_args = ["--log-level", "warning", "--workers", "1", "--batch-threads", "1"]
         with serve(artifact, d / "logs", args=server_args, timeout=120) as server:
             url = server.url
@@ -302,14 +328,42 @@ def main(argv: list[str] | None = None) -> int:
                 ours = Loader(url, "/v1/query", single_bodies, args.connections, args.seconds)
                 rows += peer_rows(args, d, data, load, truth, ours)
                 print(*rows[-4:], sep="\n", flush=True)
+        bodies = [orjson.dumps({"vector": q.tolist(), "k": k}) for q in load]
+        rows += live_rows(
+            args,
+            artifact,
+            d / "logs",
+            lambda url: Loader(url, "/v1/query", bodies, args.connections, args.seconds),
+        )
+    _print_table(args, rows)
+    return 0
 
+
+def _build_only(args: argparse.Namespace, d: Path) -> None:
+    """The serving artifact, when the builder ratio is not measured."""
+    subprocess.run(
+        [
+            str(KNN_BUILD),
+            *("--source", str(d / "data.npy"), "--metric", "l2"),
+            *("--m", str(args.m), "--ef-construction", str(args.ef_construction)),
+            *("--ef-search", str(args.ef), "--probe-queries", "500", "--k", str(args.k)),
+            *("--min-recall", "0.8", "--version", "bench0", "--out", str(d / "out")),
+            "--log-level",
+            "WARNING",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _print_table(args: argparse.Namespace, rows: Rows) -> None:
+    k = args.k
     params = f"{args.n} x {args.dim}, M={args.m}, efC={args.ef_construction}, ef={args.ef}, k={k}"
     print()
     print(f"| measure ({params}) | result |")
     print("|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
-    return 0
 
 
 if __name__ == "__main__":

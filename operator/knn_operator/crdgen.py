@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 from knn_contracts import api
+from knn_contracts.identity import VERSION_LENGTH
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import to_jsonable_python
@@ -22,7 +23,6 @@ from pydantic_core import to_jsonable_python
 from . import rbac
 from .builders.common import Owner, job_name
 from .models.knnindex import KnnIndexSpec, KnnIndexStatus
-from .versioning import VERSION_LENGTH
 
 _DROP = {"title", "additionalProperties_false"}
 

@@ -14,12 +14,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from knn_contracts import status as names
+
 from .builders.common import Manifest, Owner, artifact_uri, deployment_name, job_name
 from .builders.deployment import serving_deployment
 from .builders.job import artifact_gc_job, builder_job
 from .builders.service import stable_service, version_service
 from .conditions import set_condition
-from .models.knnindex import BuildRecord, KnnIndexSpec, KnnIndexStatus, Phase
+from .efsearch import Verdict, judge, recorded_recall
+from .models.common import Condition
+from .models.knnindex import BuildRecord, KnnIndexSpec, KnnIndexStatus, Phase, RecallPoint
 from .observe import DeploymentState, JobState
 from .settings import Settings
 from .versioning import version_of
@@ -107,6 +111,11 @@ def _track_build(
                 outcome="Succeeded",
                 vectors=s.vectors,
                 recall=s.recall,
+                ef_search=s.ef_search,
+                recall_curve=[
+                    RecallPoint(ef_search=c.ef_search, recall=c.recall, latency_us=c.latency_us)
+                    for c in s.recall_curve()
+                ],
                 build_seconds=s.build_seconds,
                 artifact=s.artifact or artifact_uri(obs.spec, target),
                 sha256=s.sha256,
@@ -173,11 +182,14 @@ def plan(obs: Observed, settings: Settings, now: str) -> Plan:
         )
     target_rec = _record(builds, target)
     assert target_rec is not None
+    ef, min_recall = spec.hnsw.ef_search, spec.build.validation.min_recall
+    verdict = judge(target_rec, ef, min_recall) if target_rec.outcome == "Succeeded" else None
+    refused = verdict is not None and not verdict.accepted
 
     stable = old.stable_version
     if stable is not None and _record(builds, stable) is None:
         stable = None  # its record aged out; nothing to serve from
-    ready_target = target_rec.outcome == "Succeeded"
+    ready_target = target_rec.outcome == "Succeeded" and not refused
     if ready_target and target != stable:
         dep = obs.deployments.get(target)
         if dep is not None and dep.is_available:
@@ -193,12 +205,14 @@ def plan(obs: Observed, settings: Settings, now: str) -> Plan:
 
     # Warm: the stable version and a built target. Kept: the last history.limit
     # built versions, scaled to zero. Everything older is deleted.
+    stable_ef = _stable_ef(obs, builds, stable, target, refused)
     warm = {v for v in (stable, target if ready_target else None) if v}
     kept = _kept_versions(builds, spec.history.limit, warm | {target})
     for v in sorted(kept):
         if v in warm or v in obs.deployments:
             replicas = spec.serving.replicas if v in warm else 0
-            out.apply.append(serving_deployment(obs.owner, spec, v, replicas, settings))
+            v_ef = stable_ef if v == stable else ef
+            out.apply.append(serving_deployment(obs.owner, spec, v, replicas, settings, v_ef))
             out.apply.append(version_service(obs.owner, v))
     if stable is not None:
         out.apply.append(stable_service(obs.owner, stable))
@@ -213,11 +227,11 @@ def plan(obs: Observed, settings: Settings, now: str) -> Plan:
     stable_dep = obs.deployments.get(stable) if stable else None
     stable_ok = stable_dep is not None and stable_dep.is_serving
     phase: Phase
-    if target_rec.outcome == "Failed":
+    if target_rec.outcome == "Failed" or (refused and stable is None):
         phase = "Failed"
     elif target_rec.outcome == "Building":
         phase = "Building" if stable is None else "Progressing"
-    elif target != stable:
+    elif target != stable and not refused:
         phase = "Progressing"
     elif stable_ok:
         phase = "Serving"
@@ -246,7 +260,8 @@ def plan(obs: Observed, settings: Settings, now: str) -> Plan:
         gen,
         now,
     )
-    progressing = target != stable and target_rec.outcome != "Failed"
+    conds = _serving_spec_condition(conds, old, verdict, gen, now, out)
+    progressing = target != stable and target_rec.outcome != "Failed" and not refused
     conds = set_condition(
         conds,
         "Progressing",
@@ -271,6 +286,11 @@ def plan(obs: Observed, settings: Settings, now: str) -> Plan:
         out.events.append(Event(kind, phase, f"phase {old.phase or 'none'} → {phase}"))
 
     stable_rec = _record(builds, stable) if stable else None
+    message = target_rec.message if target_rec.outcome == "Failed" else None
+    if refused and verdict is not None:
+        message = verdict.message + (
+            f"; version {stable} keeps serving at efSearch {stable_ef}" if stable else ""
+        )
     out.status = KnnIndexStatus(
         phase=phase,
         observed_generation=gen,
@@ -278,11 +298,51 @@ def plan(obs: Observed, settings: Settings, now: str) -> Plan:
         canary_version=None,
         canary_weight=None,
         current_step=None,
-        recall=stable_rec.recall if stable_rec else None,
+        recall=recorded_recall(stable_rec, stable_ef) if stable_rec and stable_ef else None,
+        serving_ef_search=stable_ef,
         target_version=target,
         builds=builds,
         analysis=old.analysis,
         conditions=conds,
-        message=target_rec.message if target_rec.outcome == "Failed" else None,
+        message=message,
     )
     return out
+
+
+def _stable_ef(
+    obs: Observed, builds: list[BuildRecord], stable: str | None, target: str, refused: bool
+) -> int | None:
+    """The efSearch the stable version serves with: the spec's, unless the spec's is
+    refused for it; then the one it served with before (never a refused one)."""
+    if stable is None:
+        return None
+    ef = obs.spec.hnsw.ef_search
+    rec = _record(builds, stable)
+    if stable == target:
+        accepted = not refused
+    else:
+        accepted = rec is not None and judge(rec, ef, obs.spec.build.validation.min_recall).accepted
+    if accepted:
+        return ef
+    return obs.status.serving_ef_search or (rec.ef_search if rec else None) or ef
+
+
+def _serving_spec_condition(
+    conds: list[Condition],
+    old: KnnIndexStatus,
+    verdict: Verdict | None,
+    gen: int,
+    now: str,
+    out: Plan,
+) -> list[Condition]:
+    """ServingSpecAccepted, and a Warning Event when a refusal is new or changes."""
+    kind = names.CONDITION_SERVING_SPEC_ACCEPTED
+    if verdict is None:
+        return set_condition(
+            conds, kind, None, names.REASON_NOT_BUILT, "the target version is not built", gen, now
+        )
+    if not verdict.accepted:
+        before = next((c for c in old.conditions if c.type == kind), None)
+        if before is None or before.status != "False" or before.message != verdict.message:
+            out.events.append(Event("Warning", names.EVENT_EF_SEARCH_REFUSED, verdict.message))
+    return set_condition(conds, kind, verdict.accepted, verdict.reason, verdict.message, gen, now)

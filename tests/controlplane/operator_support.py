@@ -417,6 +417,8 @@ def summary(
     build_seconds: float = 42.5,
     artifact: str | None = None,
     message: str = "",
+    ef_search: int | None = None,
+    curve: list[tuple[int, float, float]] | None = None,
 ) -> BuildSummary:
     """The line `knn-build` writes to /dev/termination-log."""
     if outcome == "Failed":
@@ -430,6 +432,8 @@ def summary(
         build_seconds=build_seconds,
         artifact=artifact or f"s3://artifacts/products/{version}",
         sha256=("0123456789abcdef" * 4),
+        ef_search=ef_search,
+        curve=curve,
         message=message,
     )
 
@@ -703,12 +707,14 @@ def build_and_serve(
     name: str,
     version: str,
     operator: OperatorProcess | None = None,
+    result: BuildSummary | None = None,
 ) -> None:
-    """Waits for the version's Job, completes it, makes its Deployment available and
-    waits for phase Serving with that version stable."""
+    """Waits for the version's Job, completes it (with `result`, default a plain
+    summary), makes its Deployment available and waits for phase Serving with that
+    version stable."""
     diagnostics = operator.log_tail if operator is not None else None
     wait_job(kubectl, namespace, name, version, operator)
-    complete_build(kubectl, namespace, f"{name}-build-{version}", summary(version))
+    complete_build(kubectl, namespace, f"{name}-build-{version}", result or summary(version))
     dep = f"{name}-{version}"
     wait_for(
         f"Deployment {namespace}/{dep}",

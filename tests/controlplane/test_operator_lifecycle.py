@@ -96,7 +96,6 @@ def test_build_serve_story(
         "--metric": "l2",
         "--m": "24",
         "--ef-construction": "300",
-        "--ef-search": "80",
         "--probe-queries": "200",
         "--k": "20",
         "--min-recall": "0.9",
@@ -104,6 +103,7 @@ def test_build_serve_story(
         "--out": "s3://artifacts/products",
     }
     assert {flag: _arg(command, flag) for flag in expected_args} == expected_args
+    assert "--ef-search" not in command, "efSearch belongs to serving, not to the artifact"
 
     ops.wait_phase(kubectl, ns, name, "Building", operator)
     ops.wait_for(
@@ -373,6 +373,7 @@ def test_serving_changes_update_the_deployment_in_place(
         "Ready": 2,
         "Progressing": 2,
         "Degraded": 2,
+        "ServingSpecAccepted": 2,
     }
 
 
@@ -441,3 +442,52 @@ def test_longest_allowed_name_gets_its_job_deployment_and_services(
     ops.build_and_serve(kubectl, ns, name, version, operator)
     assert ops.get(kubectl, "service", f"{name}-{version}", ns) is not None
     assert ops.get(kubectl, "service", name, ns) is not None
+
+
+def test_an_ef_search_under_the_recorded_recall_gate_is_refused(
+    kubectl: Kubectl, namespace: str, start_operator: ops.OperatorStarter
+) -> None:
+    """The build records recall by efSearch; a serving change to an efSearch whose
+    recorded recall is under minRecall gets a condition and a Warning Event, and
+    the stable version keeps serving at the efSearch it had."""
+    operator = start_operator()
+    ns, name = namespace, "products"
+    base = {"hnsw": {"efSearch": 64}, "build": {"validation": {"minRecall": 0.9}}}
+    version = ops.expected_version(base)
+    curve = [(10, 0.61, 20.0), (16, 0.715, 25.0), (32, 0.863, 40.0), (64, 0.953, 70.0)]
+    built = ops.summary(version, recall=0.953, ef_search=64, curve=curve)
+    ops.apply(kubectl, ns, ops.knn_index(name, base))
+    ops.build_and_serve(kubectl, ns, name, version, operator, built)
+    status = ops.status_of(kubectl, ns, name)
+    assert [p["efSearch"] for p in status["builds"][-1]["recallCurve"]] == [10, 16, 32, 64]
+    assert (status["servingEfSearch"], status["recall"]) == (64, 0.953)
+
+    low = ops.merge(base, {"hnsw": {"efSearch": 16}})
+    assert ops.expected_version(low) == version
+    ops.apply(kubectl, ns, ops.knn_index(name, low))
+
+    def refused() -> dict[str, Any] | None:
+        c = ops.condition(ops.get(kubectl, "knn", name, ns), "ServingSpecAccepted")
+        return dict(c) if c is not None and c["status"] == "False" else None
+
+    accepted = ops.wait_for("ServingSpecAccepted=False", refused, diagnostics=operator.log_tail)
+    assert accepted["reason"] == "EfSearchBelowMinRecall"
+    assert accepted["message"] == (
+        f"efSearch 16 has a recorded recall of 0.7150 for version {version}, below "
+        "build.validation.minRecall 0.9; efSearch 64 reaches 0.9530"
+    )
+    ops.wait_for(
+        "Event EfSearchRefused",
+        lambda: ("Warning", "EfSearchRefused") in ops.event_reasons(kubectl, ns, name),
+        diagnostics=operator.log_tail,
+    )
+    status = ops.status_of(kubectl, ns, name)
+    assert status["phase"] == "Serving" and status["stableVersion"] == version
+    assert ops.condition({"status": status}, "Ready")["status"] == "True"  # type: ignore[index]
+    assert status["servingEfSearch"] == 64
+    assert status["message"].endswith(f"; version {version} keeps serving at efSearch 64")
+    dep = ops.get(kubectl, "deployment", f"{name}-{version}", ns)
+    assert dep is not None
+    assert _arg(dep["spec"]["template"]["spec"]["containers"][0]["command"], "--ef-search") == "64"
+    table = kubectl.run("get", "knn", name, "-n", ns).stdout
+    assert re.search(rf"{name}\s+Serving\s+{version}\s+0\.953", table), table

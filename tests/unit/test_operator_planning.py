@@ -303,3 +303,123 @@ def test_failed_build_records_are_bounded() -> None:
         st = plan(observed(s, st), SETTINGS, NOW).status
         st = plan(observed(s, st, {v: done_job(v, ok=False, message="bad")}), SETTINGS, NOW).status
     assert len(st.builds) == 10
+
+
+# --- efSearch against the recorded recall curve ------------------------------------------------
+
+# Recall by efSearch as a build on held-out probes records it (the issue's numbers).
+CURVE = [(10, 0.61, 20.0), (16, 0.715, 25.0), (32, 0.863, 40.0), (64, 0.953, 70.0)]
+
+
+def curved_job(version: str) -> JobState:
+    job = done_job(version)
+    assert job.summary is not None
+    summary = job.summary.model_copy(update={"recall": 0.953, "ef_search": 64, "curve": CURVE})
+    return JobState(job.name, version, True, True, "Complete", summary, "")
+
+
+def deployment_ef(p: Plan, version: str) -> str:
+    d = next(
+        o for o in p.apply if o["kind"] == "Deployment" and o["metadata"]["name"].endswith(version)
+    )
+    args: list[str] = d["spec"]["template"]["spec"]["containers"][0]["command"]
+    return args[args.index("--ef-search") + 1]
+
+
+def serving_at(ef: int) -> tuple[KnnIndexSpec, str, KnnIndexStatus]:
+    """An index built with CURVE and serving at `ef` (accepted)."""
+    s = spec(hnsw={"efSearch": ef})
+    v = version_of(s)
+    jobs = {v: curved_job(v)}
+    st = plan(observed(s, None, jobs), SETTINGS, NOW).status
+    st = plan(observed(s, st, jobs, {v: dep(v, 2)}), SETTINGS, NOW).status
+    assert st.phase == "Serving" and st.serving_ef_search == ef
+    return s, v, st
+
+
+def test_the_build_records_the_curve_and_the_job_leaves_ef_search_to_serving() -> None:
+    s = spec(hnsw={"efSearch": 64})
+    v = version_of(s)
+    job = plan(observed(s), SETTINGS, NOW).apply[0]
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--ef-search" not in command and "--probe-source" not in command
+    p = plan(observed(s, None, {v: curved_job(v)}), SETTINGS, NOW)
+    rec = p.status.builds[-1]
+    assert [(c.ef_search, c.recall) for c in rec.recall_curve] == [(e, r) for e, r, _ in CURVE]
+    assert rec.ef_search == 64
+    assert version_of(spec(hnsw={"efSearch": 16})) == v, "efSearch is not in the build identity"
+    probed = spec(build={"validation": {"probeSource": "s3://b/queries.npy"}})
+    assert version_of(probed) != version_of(spec())
+    command = plan(observed(probed), SETTINGS, NOW).apply[0]["spec"]["template"]["spec"][
+        "containers"
+    ][0]["command"]
+    assert command[command.index("--probe-source") + 1] == "s3://b/queries.npy"
+
+
+def test_a_first_version_at_a_refused_ef_search_is_not_served() -> None:
+    s = spec(hnsw={"efSearch": 16})
+    v = version_of(s)
+    p = plan(observed(s, None, {v: curved_job(v)}), SETTINGS, NOW)
+    assert ("Deployment", f"products-{v}") not in kinds(p)
+    assert p.status.phase == "Failed" and p.status.stable_version is None
+    assert cond(p, "ServingSpecAccepted") == "False" and cond(p, "Ready") == "False"
+    accepted = next(c for c in p.status.conditions if c.type == "ServingSpecAccepted")
+    assert accepted.reason == "EfSearchBelowMinRecall"
+    expected = (
+        f"efSearch 16 has a recorded recall of 0.7150 for version {v}, below "
+        "build.validation.minRecall 0.95; efSearch 64 reaches 0.9530"
+    )
+    assert accepted.message == expected and p.status.message == expected
+    assert [(e.type, e.message) for e in p.events if e.reason == "EfSearchRefused"] == [
+        ("Warning", expected)
+    ]
+    again = plan(observed(s, p.status, {v: curved_job(v)}), SETTINGS, NOW)
+    assert "EfSearchRefused" not in [e.reason for e in again.events], "one Event per refusal"
+    # Raising efSearch needs no rebuild: same version, served at once.
+    up = spec(hnsw={"efSearch": 64})
+    p = plan(observed(up, again.status, {v: curved_job(v)}), SETTINGS, NOW)
+    assert ("Deployment", f"products-{v}") in kinds(p) and deployment_ef(p, v) == "64"
+    assert cond(p, "ServingSpecAccepted") == "True" and p.status.phase == "Progressing"
+
+
+def test_a_refused_ef_search_change_leaves_the_stable_version_serving_as_it_was() -> None:
+    _, v, st = serving_at(64)
+    low = spec(hnsw={"efSearch": 16})
+    p = plan(observed(low, st, {v: curved_job(v)}, {v: dep(v, 2)}, generation=2), SETTINGS, NOW)
+    assert deployment_ef(p, v) == "64", "the stable version keeps its efSearch"
+    assert p.status.phase == "Serving" and cond(p, "Ready") == "True"
+    assert cond(p, "ServingSpecAccepted") == "False" and cond(p, "Progressing") == "False"
+    assert p.status.serving_ef_search == 64 and p.status.recall == 0.953
+    assert p.status.message is not None
+    assert p.status.message.endswith(f"; version {v} keeps serving at efSearch 64")
+    assert [e.reason for e in p.events] == ["EfSearchRefused"]
+    # The refusal persists across reconciles (status only), without new Events.
+    p2 = plan(observed(low, p.status, {v: curved_job(v)}, {v: dep(v, 2)}, 2), SETTINGS, NOW)
+    assert deployment_ef(p2, v) == "64" and p2.events == []
+
+
+def test_an_ef_search_between_measured_ones_gets_the_lower_ones_recall() -> None:
+    _, v, st = serving_at(64)
+    # 48 lies between 32 (0.863) and 64 (0.953): credited with 0.863, under minRecall 0.95.
+    p = plan(
+        observed(spec(hnsw={"efSearch": 48}), st, {v: curved_job(v)}, {v: dep(v, 2)}, 2),
+        SETTINGS,
+        NOW,
+    )
+    assert cond(p, "ServingSpecAccepted") == "False"
+    assert "efSearch 48 has a recorded recall of 0.8630" in (p.status.message or "")
+    ok = spec(hnsw={"efSearch": 100})
+    p = plan(observed(ok, st, {v: curved_job(v)}, {v: dep(v, 2)}, 2), SETTINGS, NOW)
+    assert cond(p, "ServingSpecAccepted") == "True" and deployment_ef(p, v) == "100"
+    assert p.status.serving_ef_search == 100 and p.status.recall == 0.953
+
+
+def test_records_without_a_curve_are_served_unchecked() -> None:
+    s = spec(hnsw={"efSearch": 16})
+    v = version_of(s)
+    p = plan(observed(s, None, {v: done_job(v)}), SETTINGS, NOW)
+    assert ("Deployment", f"products-{v}") in kinds(p)
+    assert cond(p, "ServingSpecAccepted") == "True"
+    assert next(c for c in p.status.conditions if c.type == "ServingSpecAccepted").reason == (
+        "NoRecallCurve"
+    )

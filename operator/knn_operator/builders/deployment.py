@@ -21,8 +21,15 @@ SERVING_CONTAINER = "serve"
 
 
 def serving_deployment(
-    owner: Owner, spec: KnnIndexSpec, version: str, replicas: int, settings: Settings
+    owner: Owner,
+    spec: KnnIndexSpec,
+    version: str,
+    replicas: int,
+    settings: Settings,
+    ef_search: int | None = None,
 ) -> Manifest:
+    """`ef_search` overrides spec.hnsw.efSearch: the stable version keeps the one it
+    serves with while a new one is refused (efsearch.judge)."""
     mounts = storage_mounts(spec, settings, read_only=True)
     selector = labels(owner, version, "serving")
     port = settings.serving_port
@@ -40,7 +47,7 @@ def serving_deployment(
             "--probe-interval",
             str(spec.serving.probe_interval_seconds),
             "--ef-search",
-            str(spec.hnsw.ef_search),
+            str(ef_search or spec.hnsw.ef_search),
         ],
         settings,
         mounts,

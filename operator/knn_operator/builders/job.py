@@ -39,8 +39,9 @@ def build_args(spec: KnnIndexSpec, version: str) -> list[str]:
         str(spec.hnsw.m),
         "--ef-construction",
         str(spec.hnsw.ef_construction),
-        "--ef-search",
-        str(spec.hnsw.ef_search),
+        # No --ef-search: efSearch belongs to the revision, not the artifact. The
+        # build passes if some efSearch reaches minRecall and records the whole
+        # curve; the operator checks spec.hnsw.efSearch against it.
         "--probe-queries",
         str(v.probe_queries),
         "--k",
@@ -59,6 +60,7 @@ def build_args(spec: KnnIndexSpec, version: str) -> list[str]:
         ("--ids", s.ids),
         ("--column", s.column),
         ("--id-column", s.id_column),
+        ("--probe-source", v.probe_source),
     ):
         if value:
             args += [flag, value]

@@ -70,9 +70,28 @@ class Hnsw(Model):
 
 
 class Validation(Model):
-    probe_queries: int = Field(default=500, ge=1, le=100000)
-    k: int = Field(default=10, ge=1, le=1000)
-    min_recall: float = Field(default=0.95, ge=0.0, le=1.0)
+    probe_queries: int = Field(
+        default=500,
+        ge=1,
+        le=100000,
+        description="Probe queries: rows held out of the graph (served exactly beside it), "
+        "or the first rows of probeSource",
+    )
+    probe_source: str | None = Field(
+        default=None,
+        pattern=SOURCE_URI_PATTERN,
+        max_length=2048,
+        description="Real queries to validate with instead of held-out rows "
+        "(same schemes and formats as source.uri)",
+    )
+    k: int = Field(default=10, ge=1, le=1000, description="Recall is measured at k")
+    min_recall: float = Field(
+        default=0.95,
+        ge=0.0,
+        le=1.0,
+        description="Gate before any traffic: the build fails if no efSearch reaches it, "
+        "and a serving efSearch whose recorded recall is below it is refused",
+    )
 
 
 class Build(Model):
@@ -246,10 +265,22 @@ class KnnIndexSpec(Model):
     )
 
 
+class RecallPoint(Model):
+    ef_search: int
+    recall: float
+    latency_us: float | None = None
+
+
 class BuildRecord(Model):
     version: str
     vectors: int | None = None
     recall: float | None = None
+    ef_search: int | None = Field(default=None, description="the efSearch `recall` is at")
+    recall_curve: list[RecallPoint] = Field(
+        default_factory=list,
+        max_length=32,
+        description="recall@k of held-out probes by efSearch, measured by the build",
+    )
     build_seconds: float | None = None
     artifact: str | None = None
     sha256: str | None = None
@@ -280,6 +311,9 @@ class KnnIndexStatus(Model):
     canary_weight: int | None = None
     current_step: int | None = None
     recall: float | None = None
+    serving_ef_search: int | None = Field(
+        default=None, description="the efSearch the stable version serves with"
+    )
     target_version: str | None = None
     builds: list[BuildRecord] = Field(default_factory=list, max_length=50)
     analysis: AnalysisStatus | None = None
