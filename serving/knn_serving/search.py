@@ -11,7 +11,7 @@ import hnswlib
 import numpy as np
 import numpy.typing as npt
 
-from .sidelist import Distances, Labels, SideList, merge
+from .sidelist import Distances, Labels, SideList, merge, merge_into
 
 
 def knn(
@@ -21,12 +21,12 @@ def knn(
     k: int,
     threads: int = 1,
     exclude: Labels | None = None,
-) -> tuple[Labels, Distances]:
+) -> tuple[npt.NDArray[np.integer], Distances]:
     """Top-k labels and distances, nearest first; `exclude[i]` (>= 0) is a label
     that query i must not get back (a probe's own row)."""
     extra = 1 if exclude is not None and (exclude >= 0).any() else 0
     graph_k = min(k + extra, index.get_current_count())
     labels, dists = index.knn_query(queries, k=graph_k, num_threads=threads)
-    if not len(side) and not extra:
-        return labels, dists  # every row is in the graph: hnswlib's answer as is
-    return merge((labels, dists), side.search(queries, k + extra), k, exclude if extra else None)
+    if not extra:
+        return merge_into(side, queries, (labels, dists), k)
+    return merge((labels, dists), side.search(queries, k + extra), k, exclude)

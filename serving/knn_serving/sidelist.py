@@ -78,6 +78,29 @@ class SideList:
         )
 
 
+def merge_into(
+    side: SideList,
+    queries: npt.NDArray[np.float32],
+    graph: tuple[npt.NDArray[np.integer], Distances],
+    k: int,
+) -> tuple[npt.NDArray[np.integer], Distances]:
+    """The graph's answer, merged with the side list only where a side-list row
+    is nearer than the graph's k-th result.
+
+    With a few hundred side-list rows among many thousands, that is rare (about
+    k * rows / count of the queries), so the usual cost is one small matrix
+    product and a comparison, not a top-k selection and a merge."""
+    labels, dists = graph
+    if not len(side):
+        return graph
+    if dists.shape[1] < k:  # the graph alone had fewer than k rows to give
+        return merge((labels.astype(np.int64), dists), side.search(queries, k), k)
+    d = side.distances(queries)
+    if not (d < dists[:, -1:]).any():
+        return graph
+    return merge((labels.astype(np.int64), dists), side.search(queries, k), k)
+
+
 def merge(
     graph: tuple[Labels, Distances],
     side: tuple[Labels, Distances],

@@ -12,11 +12,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import hnswlib
 import numpy as np
 import numpy.typing as npt
 import pytest
 from knn_contracts.artifact import Metric
 from knn_devtools.synthetic import clustered
+from knn_serving.errors import ArtifactError
+from knn_serving.hnswfile import map_vectors
+from knn_serving.serve.live import exact_labels
+from knn_serving.sidelist import SideList
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import multiprocess as mp
 
@@ -157,3 +162,42 @@ def test_a_sample_predicts_the_stream(built: sv.Artifact, tmp_path: Path) -> Non
     live = counts["found"] / counts["expected"]
     actual = _true_recall(built.data, queries, answers)
     assert abs(live - actual) <= TOLERANCE, (live, actual, counts)
+
+
+# --- the pieces, in process -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_exact_check_reads_the_mapped_index_file(tmp_path: Path, metric: Metric) -> None:
+    """The vectors mapped from a real hnswlib file (hnswlib's own layout) and the side
+    list give the exact top-k of all rows: the tests' brute force agrees."""
+
+    data = clustered(3000, 20, seed=9)
+    held = np.arange(0, 3000, 30, dtype=np.int64)
+    in_graph = np.setdiff1d(np.arange(3000), held)
+    index = hnswlib.Index(space=metric, dim=20)
+    index.init_index(max_elements=3000, ef_construction=50, M=8)
+    index.add_items(data[in_graph], in_graph)
+    index.save_index(str(tmp_path / "index.bin"))
+    loaded = hnswlib.Index(space=metric, dim=20)
+    loaded.load_index(str(tmp_path / "index.bin"), max_elements=3000)
+    graph = map_vectors(tmp_path / "index.bin", loaded, 20)
+    assert len(graph) == in_graph.size
+    side = SideList.build(data[held], held, metric)
+    queries = clustered(40, 20, seed=9, sample_seed=3)
+    got = exact_labels(graph, side, metric, queries, K)
+    want = brute_force(data, queries, K, metric)
+    assert (got == want).mean() > 0.99  # equal but for a float32 near-tie
+
+
+def test_a_file_that_is_not_hnswlib_layout_is_refused(tmp_path: Path) -> None:
+
+    index = hnswlib.Index(space="l2", dim=8)
+    index.init_index(max_elements=10)
+    index.add_items(clustered(10, 8, seed=1), np.arange(10))
+    index.save_index(str(tmp_path / "index.bin"))
+    with pytest.raises(ArtifactError, match="layout not understood"):
+        map_vectors(tmp_path / "index.bin", index, 16)  # wrong dimension
+    (tmp_path / "short.bin").write_bytes(b"\0" * 10)
+    with pytest.raises(ArtifactError, match="too short"):
+        map_vectors(tmp_path / "short.bin", index, 8)

@@ -13,7 +13,9 @@ sum(rate(found)) / sum(rate(expected)) in PromQL.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import random
 import threading
@@ -30,8 +32,9 @@ from ..sidelist import SideList
 
 log = logging.getLogger("knn-serve")
 
-# Rows scanned per block: bounds the temporary copy of a strided block (16 MiB).
-_BLOCK_BYTES = 16 << 20
+# Rows scanned per block: bounds the temporary copy of a strided block (4 MiB), so
+# the check adds little to the heap (freed blocks are not always returned to the OS).
+_BLOCK_BYTES = 4 << 20
 _MAX_BATCH = 64
 
 
@@ -172,6 +175,11 @@ class LiveRecall:
         return batch
 
     def _run(self) -> None:
+        # Lowest CPU priority for this thread only (Linux: setpriority on a thread id
+        # affects that thread): under contention the search thread and the event
+        # loop go first, and the budget below caps what is left.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         budget = self.settings.cpu_budget
         while (batch := self._batch()) is not None:
             cpu = time.thread_time()
