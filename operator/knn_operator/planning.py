@@ -165,10 +165,38 @@ def _collect_artifacts(
 
 
 def plan(obs: Observed, settings: Settings, now: str) -> Plan:
+    """Builds, then which version serves, then what is kept, then status."""
     out = Plan()
-    spec, old = obs.spec, obs.status
-    target = version_of(spec, obs.rebuild_annotation)
-    builds = _track_build(obs, target, list(old.builds), out, settings, now)
+    target, builds = _builds_stage(obs, settings, now, out)
+    serving = _serving_stage(obs, builds, target, out)
+    builds = _retention_stage(obs, builds, serving, settings, out)
+    out.status = _status_stage(obs, builds, serving, now, out)
+    return out
+
+
+@dataclass(frozen=True)
+class Serving:
+    """Which version serves, and how the target stands."""
+
+    target: BuildRecord
+    verdict: Verdict | None  # the spec's efSearch for the target, once it is built
+    stable: str | None
+    stable_ef: int | None
+
+    @property
+    def refused(self) -> bool:
+        return self.verdict is not None and not self.verdict.accepted
+
+    @property
+    def target_ready(self) -> bool:
+        return self.target.outcome == "Succeeded" and not self.refused
+
+
+def _builds_stage(
+    obs: Observed, settings: Settings, now: str, out: Plan
+) -> tuple[str, list[BuildRecord]]:
+    target = version_of(obs.spec, obs.rebuild_annotation)
+    builds = _track_build(obs, target, list(obs.status.builds), out, settings, now)
     # A build the spec moved away from before it finished: its Job is deleted
     # below, so its record goes too (else they pile up past the status's maxItems).
     for rec in [b for b in builds if b.outcome == "Building" and b.version != target]:
@@ -180,17 +208,25 @@ def plan(obs: Observed, settings: Settings, now: str) -> Plan:
                 f"version {rec.version} was superseded by {target} before it finished",
             )
         )
+    return target, builds
+
+
+def _serving_stage(obs: Observed, builds: list[BuildRecord], target: str, out: Plan) -> Serving:
+    """The stable version: the old one, or the target once its Deployment is available
+    and its efSearch is accepted."""
+    spec = obs.spec
     target_rec = _record(builds, target)
     assert target_rec is not None
-    ef, min_recall = spec.hnsw.ef_search, spec.build.validation.min_recall
-    verdict = judge(target_rec, ef, min_recall) if target_rec.outcome == "Succeeded" else None
-    refused = verdict is not None and not verdict.accepted
-
-    stable = old.stable_version
+    verdict = (
+        judge(target_rec, spec.hnsw.ef_search, spec.build.validation.min_recall)
+        if target_rec.outcome == "Succeeded"
+        else None
+    )
+    stable = obs.status.stable_version
     if stable is not None and _record(builds, stable) is None:
         stable = None  # its record aged out; nothing to serve from
-    ready_target = target_rec.outcome == "Succeeded" and not refused
-    if ready_target and target != stable:
+    draft = Serving(target_rec, verdict, stable, None)
+    if draft.target_ready and target != stable:
         dep = obs.deployments.get(target)
         if dep is not None and dep.is_available:
             out.events.append(
@@ -202,17 +238,24 @@ def plan(obs: Observed, settings: Settings, now: str) -> Plan:
                 )
             )
             stable = target
+    return Serving(
+        target_rec, verdict, stable, _stable_ef(obs, builds, stable, target, draft.refused)
+    )
 
-    # Warm: the stable version and a built target. Kept: the last history.limit
-    # built versions, scaled to zero. Everything older is deleted.
-    stable_ef = _stable_ef(obs, builds, stable, target, refused)
-    warm = {v for v in (stable, target if ready_target else None) if v}
+
+def _retention_stage(
+    obs: Observed, builds: list[BuildRecord], serving: Serving, settings: Settings, out: Plan
+) -> list[BuildRecord]:
+    """Warm: the stable version and a built target. Kept: the last history.limit
+    built versions, scaled to zero. Everything older is deleted."""
+    spec, stable, target = obs.spec, serving.stable, serving.target.version
+    warm = {v for v in (stable, target if serving.target_ready else None) if v}
     kept = _kept_versions(builds, spec.history.limit, warm | {target})
     for v in sorted(kept):
         if v in warm or v in obs.deployments:
             replicas = spec.serving.replicas if v in warm else 0
-            v_ef = stable_ef if v == stable else ef
-            out.apply.append(serving_deployment(obs.owner, spec, v, replicas, settings, v_ef))
+            ef = serving.stable_ef if v == stable else spec.hnsw.ef_search
+            out.apply.append(serving_deployment(obs.owner, spec, v, replicas, settings, ef))
             out.apply.append(version_service(obs.owner, v))
     if stable is not None:
         out.apply.append(stable_service(obs.owner, stable))
@@ -222,22 +265,30 @@ def plan(obs: Observed, settings: Settings, now: str) -> Plan:
     for v, job in sorted(obs.jobs.items()):
         if v not in kept:
             out.delete.append(("Job", job.name))
-    builds = _collect_artifacts(obs, builds, kept, out, settings)
+    return _collect_artifacts(obs, builds, kept, out, settings)
 
+
+def _phase(obs: Observed, serving: Serving, stable_ok: bool) -> Phase:
+    outcome, stable = serving.target.outcome, serving.stable
+    if outcome == "Failed" or (serving.refused and stable is None):
+        return "Failed"
+    if outcome == "Building":
+        return "Building" if stable is None else "Progressing"
+    if serving.target.version != stable and not serving.refused:
+        return "Progressing"
+    if stable_ok:
+        return "Serving"
+    return "Degraded" if obs.status.phase in ("Serving", "Degraded") else "Progressing"
+
+
+def _status_stage(
+    obs: Observed, builds: list[BuildRecord], serving: Serving, now: str, out: Plan
+) -> KnnIndexStatus:
+    old, stable, target_rec = obs.status, serving.stable, serving.target
+    target = target_rec.version
     stable_dep = obs.deployments.get(stable) if stable else None
     stable_ok = stable_dep is not None and stable_dep.is_serving
-    phase: Phase
-    if target_rec.outcome == "Failed" or (refused and stable is None):
-        phase = "Failed"
-    elif target_rec.outcome == "Building":
-        phase = "Building" if stable is None else "Progressing"
-    elif target != stable and not refused:
-        phase = "Progressing"
-    elif stable_ok:
-        phase = "Serving"
-    else:
-        phase = "Degraded" if old.phase in ("Serving", "Degraded") else "Progressing"
-
+    phase = _phase(obs, serving, stable_ok)
     gen = obs.generation
     conds = list(old.conditions)
     conds = set_condition(
@@ -260,8 +311,8 @@ def plan(obs: Observed, settings: Settings, now: str) -> Plan:
         gen,
         now,
     )
-    conds = _serving_spec_condition(conds, old, verdict, gen, now, out)
-    progressing = target != stable and target_rec.outcome != "Failed" and not refused
+    conds = _serving_spec_condition(conds, old, serving.verdict, gen, now, out)
+    progressing = target != stable and target_rec.outcome != "Failed" and not serving.refused
     conds = set_condition(
         conds,
         "Progressing",
@@ -286,12 +337,13 @@ def plan(obs: Observed, settings: Settings, now: str) -> Plan:
         out.events.append(Event(kind, phase, f"phase {old.phase or 'none'} → {phase}"))
 
     stable_rec = _record(builds, stable) if stable else None
+    stable_ef = serving.stable_ef
     message = target_rec.message if target_rec.outcome == "Failed" else None
-    if refused and verdict is not None:
-        message = verdict.message + (
+    if serving.refused and serving.verdict is not None:
+        message = serving.verdict.message + (
             f"; version {stable} keeps serving at efSearch {stable_ef}" if stable else ""
         )
-    out.status = KnnIndexStatus(
+    return KnnIndexStatus(
         phase=phase,
         observed_generation=gen,
         stable_version=stable,
@@ -306,7 +358,6 @@ def plan(obs: Observed, settings: Settings, now: str) -> Plan:
         conditions=conds,
         message=message,
     )
-    return out
 
 
 def _stable_ef(
