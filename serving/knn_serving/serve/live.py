@@ -36,6 +36,11 @@ log = logging.getLogger("knn-serve")
 # the check adds little to the heap (freed blocks are not always returned to the OS).
 _BLOCK_BYTES = 4 << 20
 _MAX_BATCH = 64
+# At most one scan a second: a scan streams every vector through the caches and
+# evicts the graph the search thread works on, so fewer scans with more samples
+# each cost the searches less than many small ones (a scan of 64 queries costs
+# about what a scan of one does: it is bound by memory bandwidth).
+_MIN_SCAN_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -194,4 +199,4 @@ class LiveRecall:
                 log.exception("live recall check failed")
             used = time.thread_time() - cpu
             # Idle long enough that used / (used + idle) <= budget.
-            time.sleep(used * (1.0 / budget - 1.0))
+            time.sleep(max(used * (1.0 / budget - 1.0), _MIN_SCAN_INTERVAL - used))
