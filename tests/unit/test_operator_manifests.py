@@ -7,12 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from knn_contracts.artifact import BuildSummary
 from knn_operator import crdgen, rbac
 from knn_operator.builders.common import Owner
 from knn_operator.builders.deployment import serving_deployment
 from knn_operator.builders.job import builder_job
-from knn_operator.models.knnindex import KnnIndexSpec
+from knn_operator.models.knnindex import KnnIndexSpec, KnnIndexStatus
+from knn_operator.observe import DeploymentState, JobState
+from knn_operator.planning import Observed, Plan, plan
 from knn_operator.settings import Settings
+from knn_operator.versioning import version_of
 
 ROOT = Path(__file__).resolve().parents[2]
 OWNER = Owner("products", "shop", "uid-1")
@@ -107,5 +111,60 @@ def test_serving_pods_carry_identity_probes_and_scrape_annotations() -> None:
     assert c["command"][c["command"].index("--artifact") + 1] == "pvc://artifacts/products/v1"
 
 
-def test_role_and_cluster_role_share_rules() -> None:
-    assert rbac.role("ns")["rules"] == rbac.cluster_role()["rules"]
+# The resource (plural) of each kind the operator writes; a kind missing here fails
+# the test below until its RBAC is thought about.
+RESOURCES = {
+    "Job": ("batch", "jobs"),
+    "Deployment": ("apps", "deployments"),
+    "Service": ("", "services"),
+}
+
+
+def _allowed(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+    return any(
+        group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules
+    )
+
+
+def _plans_of_a_whole_story() -> list[Plan]:
+    """Plans from build to serving to a history overflow: every kind the planner
+    applies (builder and clean-up Jobs, Deployments, Services) and deletes."""
+
+    plans: list[Plan] = []
+    status = KnnIndexStatus()
+    jobs: dict[str, JobState] = {}
+    deps: dict[str, DeploymentState] = {}
+    for token in ("a", "b", "c"):
+        spec = SPEC.model_copy(update={"history": SPEC.history.model_copy(update={"limit": 1})})
+        spec = spec.model_copy(update={"rebuild": spec.rebuild.model_copy(update={"token": token})})
+        v = version_of(spec)
+        summary = BuildSummary(outcome="Succeeded", version=v, vectors=10, recall=1.0)
+        jobs[v] = JobState(f"products-build-{v}", v, True, True, "Complete", summary, "")
+        for _ in range(2):
+            p = plan(
+                Observed(OWNER, 1, spec, status, jobs, deps), Settings(), "2026-12-01T00:00:00Z"
+            )
+            plans.append(p)
+            status = p.status
+            deps[v] = DeploymentState(f"products-{v}", v, 2, 2, 2, True)
+    return plans
+
+
+def test_rbac_grants_every_write_the_planner_makes() -> None:
+    rules = rbac.cluster_role()["rules"]
+    plans = _plans_of_a_whole_story()
+    applied = {(o["apiVersion"], o["kind"]) for p in plans for o in p.apply}
+    deleted = {kind for p in plans for kind, _ in p.delete}
+    assert {k for _, k in applied} == {"Job", "Deployment", "Service"} and deleted
+    for api_version, kind in applied:
+        group, resource = RESOURCES[kind]
+        assert (api_version.split("/")[0] if "/" in api_version else "") == group, api_version
+        # Server-side apply is a patch; the reconciler reads what it owns back.
+        for verb in ("patch", "get", "list", "watch"):
+            assert _allowed(rules, group, resource, verb), (kind, verb)
+    for kind in deleted:
+        assert _allowed(rules, *RESOURCES[kind], "delete"), kind
+    assert rbac.role("ns")["rules"] == rules
+    # And nothing broader than needed on what it does not own.
+    assert not _allowed(rules, "", "secrets", "get")
+    assert not _allowed(rules, "knn.dev", "knnindexes", "patch"), "the operator never writes spec"
