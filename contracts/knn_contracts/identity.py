@@ -37,6 +37,9 @@ class BuildInputs(BaseModel):
     probe_source: str | None = None
     k: int
     min_recall: float
+    # Which rows are held out as probes (the builder's --seed; the operator's Jobs
+    # use the builder's default and leave it unset).
+    seed: int | None = None
     # Content digests, known to the builder only.
     source_sha256: str | None = None
     ids_sha256: str | None = None

@@ -60,16 +60,19 @@ class SideList:
 
     def search(self, queries: npt.NDArray[np.float32], k: int) -> tuple[Labels, Distances]:
         """The min(k, len) nearest side-list rows of each query, nearest first."""
-        n = len(self)
-        take = min(k, n)
-        if take == 0:
+        if not len(self):
             shape = (queries.shape[0], 0)
             return np.zeros(shape, np.int64), np.zeros(shape, np.float32)
-        d = self.distances(queries)
+        return self.nearest(self.distances(queries), k)
+
+    def nearest(self, d: Distances, k: int) -> tuple[Labels, Distances]:
+        """The min(k, len) nearest rows given the (q, len) distances, nearest first."""
+        n = len(self)
+        take = min(k, n)
         part = (
             np.argpartition(d, take - 1, axis=1)[:, :take]
             if take < n
-            else np.tile(np.arange(n), (queries.shape[0], 1))
+            else np.tile(np.arange(n), (d.shape[0], 1))
         )
         pd = np.take_along_axis(d, part, axis=1)
         order = np.argsort(pd, axis=1, kind="stable")
@@ -96,9 +99,13 @@ def merge_into(
     if dists.shape[1] < k:  # the graph alone had fewer than k rows to give
         return merge((labels.astype(np.int64), dists), side.search(queries, k), k)
     d = side.distances(queries)
-    if not (d < dists[:, -1:]).any():
+    rows = np.flatnonzero((d < dists[:, -1:]).any(axis=1))
+    if not rows.size:
         return graph
-    return merge((labels.astype(np.int64), dists), side.search(queries, k), k)
+    out_labels, out_dists = labels.astype(np.int64), dists.copy()
+    merged = merge((out_labels[rows], out_dists[rows]), side.nearest(d[rows], k), k)
+    out_labels[rows], out_dists[rows] = merged
+    return out_labels, out_dists
 
 
 def merge(

@@ -138,8 +138,9 @@ def test_default_versions_follow_the_inputs(tmp_path: Path) -> None:
     # Any input the reuse check compares yields another default version, never exit 3.
     c, _ = succeed(*base_args(tmp_path), "--m", "12")
     d, _ = succeed(*base_args(tmp_path), "--metric", "ip")
-    versions = {a.version, c.version, d.version}
-    assert len(versions) == 3
+    f, _ = succeed(*base_args(tmp_path), "--seed", "7")  # other probe rows held out
+    versions = {a.version, c.version, d.version, f.version}
+    assert len(versions) == 4
     assert {p.name for p in (tmp_path / "out").iterdir()} == versions
     # efSearch is a serving parameter, not part of the build identity.
     e, stderr = succeed(*base_args(tmp_path), "--ef-search", "60")

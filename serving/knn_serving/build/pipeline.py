@@ -20,6 +20,7 @@ import hnswlib
 import numpy as np
 import numpy.typing as npt
 from knn_contracts.artifact import (
+    FORMAT_VERSION,
     IDS_FILE,
     INDEX_FILE,
     PROBES_FILE,
@@ -115,6 +116,7 @@ def build_inputs(
         probe_source=opts.probe_source,
         k=opts.k,
         min_recall=opts.min_recall,
+        seed=None if opts.probe_source else opts.seed,
         source_sha256=source_sha,
         ids_sha256=ids_sha,
         probe_source_sha256=probe_sha,
@@ -151,7 +153,7 @@ def _input_differences(
     v = previous.validation
     graph = (previous.parameters.m, previous.parameters.ef_construction)
     pairs: list[tuple[str, object, object]] = [
-        ("artifact format", previous.format_version, 2),
+        ("artifact format", previous.format_version, FORMAT_VERSION),
         ("source sha256", old.sha256[:12], inputs.sha256[:12]),
         ("format", old.format, inputs.format),
         ("column", old.column, inputs.column),
@@ -328,7 +330,7 @@ def run_build(opts: BuildOptions) -> BuildResult:
         len(probes.queries),
         ladder,
     )
-    curve = measure_curve(index, side, probes, ladder, opts.ef_search)
+    curve = measure_curve(index, side, probes, ladder, opts.ef_search, opts.threads)
     for point in curve:
         log.info(
             "efSearch %4d: recall@%d %.4f, %.0f µs/query (1 thread)",

@@ -132,6 +132,7 @@ class LiveRecall:
         self._record, self._drop = record, drop
         self._queue: queue.Queue[Sample | None] = queue.Queue(maxsize=settings.queue_size)
         self._random = random.random
+        self._stop = threading.Event()  # wakes the checker from its budget sleep
         self._thread = threading.Thread(target=self._run, name="live-recall", daemon=True)
         self._thread.start()
 
@@ -154,13 +155,15 @@ class LiveRecall:
                 self._drop()
 
     def close(self, timeout: float = 5.0) -> None:
-        # Make room for the sentinel: pending samples are not worth a slow exit.
+        """Stop the checker; pending samples are not worth a slow exit."""
+        self._stop.set()
         while True:
             try:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
-        self._queue.put(None)
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
         self._thread.join(timeout)
 
     def _batch(self) -> list[Sample] | None:
@@ -199,4 +202,5 @@ class LiveRecall:
                 log.exception("live recall check failed")
             used = time.thread_time() - cpu
             # Idle long enough that used / (used + idle) <= budget.
-            time.sleep(max(used * (1.0 / budget - 1.0), _MIN_SCAN_INTERVAL - used))
+            if self._stop.wait(max(used * (1.0 / budget - 1.0), _MIN_SCAN_INTERVAL - used)):
+                return
