@@ -25,11 +25,11 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 .PHONY: system-deps
-system-deps: ## install Debian packages used by tests (prometheus, wrk)
+system-deps: ## install Debian packages used by tests and the local cluster (prometheus, wrk, iptables, libseccomp-dev, mmdebstrap)
 	hack/install-system-deps.sh
 
 .PHONY: tools
-tools: ## build kube-apiserver, etcd, kubectl, helm, kubeconform from Go modules (cached)
+tools: ## build the control plane, node (kubelet, containerd, runc, CNI), CoreDNS, BuildKit, etcd, kubectl, helm, kubeconform from Go modules (cached)
 	hack/build-tools.sh >/dev/null
 
 .PHONY: test
@@ -66,6 +66,14 @@ controlplane-up: install ## start etcd + kube-apiserver in the background; write
 .PHONY: controlplane-down
 controlplane-down: $(STAMP) ## stop what controlplane-up started
 	$(PY) -m knn_devtools.controlplane down --dir .local
+
+.PHONY: up
+up: install ## start the local cluster (control plane, node, DNS) in the background; .local/kubeconfig
+	$(PY) -m knn_devtools.cluster up --dir .local
+
+.PHONY: down
+down: $(STAMP) ## stop the local cluster and remove everything it made on this machine
+	$(PY) -m knn_devtools.cluster down --dir .local
 
 .PHONY: generate
 generate: $(STAMP) ## regenerate crds/ and rbac/ from the pydantic models and rbac rules

@@ -55,8 +55,10 @@ from typing import IO, Any, Final, Protocol
 import yaml
 
 from knn_devtools import images, kubeconfig
+from knn_devtools.buildkit import ProductImages
 from knn_devtools.certs import PKI, CertificateAuthority, CertKey
 from knn_devtools.controlplane import ControlPlane, ControlPlaneError, Options
+from knn_devtools.incluster import InClusterOperator, LocalStorage
 from knn_devtools.kubectl import Kubectl, KubectlError
 from knn_devtools.procs import ManagedProcess, ProcessError, free_loopback_ports
 from knn_devtools.tools import cni_bin_dir, ensure_tools
@@ -724,7 +726,14 @@ class ClusterDNS:
         pass  # its pod goes with the node
 
 
-COMPONENTS: Final[dict[str, Callable[[], Component]]] = {"dns": ClusterDNS}
+COMPONENTS: Final[dict[str, Callable[[], Component]]] = {
+    "dns": ClusterDNS,
+    "images": ProductImages,
+    "storage": LocalStorage,
+    "operator": InClusterOperator,
+}
+# What `make up` runs: the whole product.
+FULL_STACK: Final = ("dns", "storage", "images", "operator")
 
 
 # -- configuration documents -----------------------------------------------------------------
@@ -1321,6 +1330,45 @@ __all__ = [
     "ProcessError",
     "sweep",
 ]
+
+
+# -- what a cluster leaves on the host (for the clean-up test) --------------------------------
+
+
+def host_snapshot(cfg: ClusterConfig) -> dict[str, list[str]]:
+    """What :func:`sweep` must leave as it found: processes naming the state
+    directory, mounts, network interfaces, iptables chains, cgroups the node uses,
+    sysctls, and the fixed host paths the node's programs write to."""
+    state = str(cfg.state_dir.resolve())
+    snap: dict[str, list[str]] = {}
+    snap["processes"] = sorted(
+        f"{pid} {' '.join(_cmdline(pid))[:200]}"
+        for pid in _pids_matching(lambda argv: any(state in a for a in argv))
+    )
+    snap["mounts"] = sorted(
+        line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
+    )
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True)
+    snap["links"] = sorted(
+        line.split(": ")[1].split("@")[0] for line in links.stdout.splitlines() if ": " in line
+    )
+    chains = []
+    for tool in ("iptables-save", "ip6tables-save"):
+        out = subprocess.run([tool], capture_output=True, text=True, check=False).stdout
+        table = ""
+        for line in out.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+            elif line.startswith(":"):
+                chains.append(f"{tool} {table} {line[1:].split()[0]}")
+            elif line.startswith("-A"):
+                chains.append(f"{tool} {table} {line}")
+    snap["iptables"] = sorted(chains)
+    snap["cgroups"] = sorted(str(d) for d in _cgroup_dirs())
+    snap["sysctls"] = sorted(f"{k}={v}" for k, v in _read_sysctls(SAVED_SYSCTLS).items())
+    paths = [_DEVICE_PLUGINS, _CONTAINER_LOGS, _CNI_RESULTS, _SHIM_SOCKETS, cfg.run_dir]
+    snap["paths"] = sorted(str(p) for p in paths if p.exists())
+    return snap
 
 
 if __name__ == "__main__":

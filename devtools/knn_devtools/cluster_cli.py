@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
-from knn_devtools.cluster import Cluster, ClusterConfig, ClusterError, sweep
+from knn_devtools.cluster import FULL_STACK, Cluster, ClusterConfig, ClusterError, sweep
 from knn_devtools.images import ImageError
 from knn_devtools.procs import ProcessError
 from knn_devtools.tools import ToolError
@@ -61,7 +61,9 @@ class State:
 
 def config_for(directory: Path) -> ClusterConfig:
     return ClusterConfig(
-        state_dir=directory / "cluster", kubeconfig_path=directory / KUBECONFIG_FILE
+        state_dir=directory / "cluster",
+        kubeconfig_path=directory / KUBECONFIG_FILE,
+        addons=FULL_STACK,
     )
 
 

@@ -1,0 +1,56 @@
+"""Fixtures for the end-to-end tier: a real local cluster (knn_devtools.cluster) that
+the tests start themselves, with their own state directory, ports and address
+ranges (so they never touch a `make up` cluster's `.local`).
+
+Only one node runs per machine (kube-proxy and the kubelet own host-wide iptables
+chains): if `make up` / `make demo` left a cluster running, the fixture fails with a
+message naming it and how to stop it. Missing tools are built first; if they cannot
+be, every test errors with the reason: these tests never skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from knn_devtools.cluster import Cluster
+from knn_devtools.kubectl import Kubectl
+
+if TYPE_CHECKING:  # mypy resolves modules from the repository root...
+    from tests.e2e.e2e_support import e2e_config
+else:  # ...pytest puts this directory on sys.path.
+    from e2e_support import e2e_config
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[Cluster]:
+    """One cluster (control plane, node, DNS, the product's images) for the session."""
+    state = tmp_path_factory.mktemp("e2e-cluster", numbered=True)
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+
+    def echo(line: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"[cluster] {line}")
+
+    with Cluster(e2e_config(state, addons=("dns", "images")), echo=echo) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: Cluster) -> Kubectl:
+    return cluster.kubectl()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The first test pays for the cluster's start, which may build the product's
+    # images (minutes on a fresh machine): a longer limit than the other tiers'.
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.timeout(1800))
