@@ -96,6 +96,10 @@ _CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
 _CGROUP_NAMES: Final = ("kubepods", "buildkit")
 
 
+_MAX_RUN_DIR: Final = 60
+_BUILTIN_CHAINS: Final = frozenset({"INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"})
+
+
 class ClusterError(RuntimeError):
     """The cluster could not be started or stopped (the message says what and why)."""
 
@@ -126,6 +130,14 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9]{0,7}", self.name):
             raise ClusterError(f"cluster name {self.name!r}: use 1-8 lowercase letters/digits")
+        # Unix sockets live under the run directory (the kubelet's pod-resources socket
+        # is its longest, about 45 characters below it); a path is at most 107 bytes.
+        if len(str(self.run_dir.resolve())) > _MAX_RUN_DIR:
+            raise ClusterError(
+                f"state directory {self.state_dir} is too deep: unix socket paths under "
+                f"{self.run_dir} would exceed the kernel's limit; use a path of at most "
+                f"{_MAX_RUN_DIR - 4} characters"
+            )
 
     # -- derived names and addresses ---------------------------------------------------
 
@@ -438,6 +450,15 @@ class Cluster:
             raise ClusterError(f"ctr {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
 
+    def containerd_ready(self) -> bool:
+        if not self.config.containerd_socket.exists():
+            return False
+        try:
+            self.ctr("version", timeout=10)
+        except (ClusterError, subprocess.TimeoutExpired):
+            return False
+        return True
+
     def import_image(self, archive: Path) -> None:
         t0 = time.monotonic()
         self.ctr("images", "import", "--no-unpack=false", str(archive))
@@ -580,21 +601,15 @@ class Containerd:
             [str(cluster.binaries["containerd"]), "--config", str(config_path)],
             env=cluster.node_path_env(),
         )
-        cluster.wait_until(
-            "containerd", lambda: cluster.ctr("version", check=False) != "", proc=proc
-        )
+        cluster.wait_until("containerd", cluster.containerd_ready, proc=proc)
         cluster.import_image(images.pause_image())
 
     def stop(self, cluster: Cluster) -> None:
         # Pods first, through containerd (the kubelet is already stopped): kill and
         # delete every task and container, so the shims exit.
-        if "containerd" in cluster.processes and cfg_socket_alive(cluster):
+        if "containerd" in cluster.processes and cluster.containerd_ready():
             _remove_all_containers(cluster)
         cluster.stop_process("containerd")
-
-
-def cfg_socket_alive(cluster: Cluster) -> bool:
-    return cluster.config.containerd_socket.exists()
 
 
 class Kubelet:
@@ -1359,7 +1374,9 @@ def host_snapshot(cfg: ClusterConfig) -> dict[str, list[str]]:
         for line in out.splitlines():
             if line.startswith("*"):
                 table = line[1:]
-            elif line.startswith(":"):
+            elif line.startswith(":") and line[1:].split()[0] not in _BUILTIN_CHAINS:
+                # Built-in chains show once a table is first used (the kubelet loads
+                # ip6tables' tables); iptables cannot unload a table again.
                 chains.append(f"{tool} {table} {line[1:].split()[0]}")
             elif line.startswith("-A"):
                 chains.append(f"{tool} {table} {line}")

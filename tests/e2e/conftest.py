@@ -10,12 +10,14 @@ be, every test errors with the reason: these tests never skip.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from knn_devtools.cluster import Cluster
+from knn_devtools.cluster import FULL_STACK, Cluster
 from knn_devtools.kubectl import Kubectl
 
 if TYPE_CHECKING:  # mypy resolves modules from the repository root...
@@ -24,20 +26,36 @@ else:  # ...pytest puts this directory on sys.path.
     from e2e_support import e2e_config
 
 
+def _short_dir() -> Iterator[Path]:
+    # Not pytest's tmp_path: unix socket paths under the state directory must stay
+    # short (ClusterConfig checks), and pytest's can be long.
+    path = Path(tempfile.mkdtemp(prefix="knn-e2e-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A fresh directory with a short path, for a cluster's state."""
+    yield from _short_dir()
+
+
 @pytest.fixture(scope="session")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
-) -> Iterator[Cluster]:
-    """One cluster (control plane, node, DNS, the product's images) for the session."""
-    state = tmp_path_factory.mktemp("e2e-cluster", numbered=True)
+def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
+    """One cluster (control plane, node, DNS, storage, the product's images and the
+    operator running in it) for the session."""
+    state = Path(tempfile.mkdtemp(prefix="knn-e2e-"))
     reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
 
     def echo(line: str) -> None:
         if reporter is not None:
             reporter.write_line(f"[cluster] {line}")
 
-    with Cluster(e2e_config(state, addons=("dns", "images")), echo=echo) as c:
-        yield c
+    try:
+        with Cluster(e2e_config(state, addons=FULL_STACK), echo=echo) as c:
+            yield c
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

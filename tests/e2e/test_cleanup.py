@@ -44,8 +44,8 @@ def _diff(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict[str
     return out
 
 
-def test_stop_removes_everything_the_cluster_made(tmp_path: Path) -> None:
-    cfg = e2e_config(tmp_path / "state", addons=())
+def test_stop_removes_everything_the_cluster_made(short_tmp: Path) -> None:
+    cfg = e2e_config(short_tmp, addons=())
     before = host_snapshot(cfg)
     with Cluster(cfg, echo=None) as cluster:
         kubectl = cluster.kubectl()
