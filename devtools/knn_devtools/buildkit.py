@@ -80,8 +80,8 @@ def context_hash(root: Path, dockerfile: str) -> str:
     return h.hexdigest()[:12]
 
 
-def archive_path(image: ProductImage, root: Path = REPO_ROOT) -> Path:
-    return images_dir() / f"{image.repository.rsplit('/', 1)[-1]}-{image.tag(root)}.oci.tar"
+def archive_path(image: ProductImage, tag: str) -> Path:
+    return images_dir() / f"{image.repository.rsplit('/', 1)[-1]}-{tag}.oci.tar"
 
 
 class ProductImages:
@@ -101,8 +101,10 @@ class ProductImages:
         cluster.import_image(python_base_image())
         missing = []
         for image in self.images:
+            # Hashed once: the context may change while a build runs.
             self.names[image.dockerfile] = image.name()
-            archive = archive_path(image)
+            cluster.image_names[image.repository] = self.names[image.dockerfile]
+            archive = archive_path(image, self.names[image.dockerfile].rsplit(":", 1)[1])
             if archive.exists():
                 cluster.import_image(archive)
             else:
@@ -137,7 +139,7 @@ class ProductImages:
         cluster.wait_until("buildkitd", lambda: (root / "buildkitd.sock").exists(), proc=proc)
         for image in images:
             began = time.monotonic()
-            name = image.name()
+            name = self.names[image.dockerfile]
             log = cfg.log_dir / f"buildctl-{image.dockerfile}.log"
             argv = [
                 str(binaries["buildctl"]),
@@ -165,10 +167,15 @@ class ProductImages:
                 )
             build.stop()
             self.build_seconds[image.dockerfile] = time.monotonic() - began
-            archive = archive_path(image)
+            archive = archive_path(image, name.rsplit(":", 1)[1])
             tmp = archive.with_name(f".{archive.name}.tmp")
             cluster.ctr("images", "export", str(tmp), name)
             tmp.replace(archive)
+            # One archive per image: older contexts' builds are only disk use now.
+            stem = image.repository.rsplit("/", 1)[-1]
+            for old in archive.parent.glob(f"{stem}-*.oci.tar"):
+                if old != archive:
+                    old.unlink(missing_ok=True)
             cluster.say(
                 f"built {name} in {self.build_seconds[image.dockerfile]:.0f}s; cached as {archive}"
             )

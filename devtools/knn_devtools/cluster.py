@@ -35,6 +35,7 @@ and stops in reverse; a gateway (Traefik) is one more of them.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import ipaddress
@@ -45,11 +46,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import IO, Any, Final, Protocol
 
 import yaml
@@ -246,6 +248,8 @@ class Cluster:
         self.pki: PKI | None = None
         self.binaries: dict[str, Path] = {}
         self.processes: dict[str, ManagedProcess] = {}
+        # Image repository -> the name (with tag) imported for this run.
+        self.image_names: dict[str, str] = {}
         self.timings: dict[str, float] = {}
         self.startup_seconds = 0.0
 
@@ -290,6 +294,7 @@ class Cluster:
         )
         self.binaries["cni"] = cni_bin_dir()
         self._lock = acquire_host(self.config)
+        _register(self)
         began = time.monotonic()
         try:
             # Leftovers of a crashed earlier run of this same cluster go first.
@@ -325,6 +330,7 @@ class Cluster:
             errors.append(f"sweep: {err}")
         release_host(self._lock)
         self._lock = None
+        _live.discard(self)
         if errors:
             raise ClusterError("errors while stopping: " + "; ".join(errors))
 
@@ -1345,6 +1351,37 @@ __all__ = [
     "ProcessError",
     "sweep",
 ]
+
+
+# -- process-wide safety net: SIGTERM/SIGHUP or interpreter exit stop live clusters ------------
+
+_live: set[Cluster] = set()
+_hooks_installed = False
+
+
+def _register(cluster: Cluster) -> None:
+    global _hooks_installed
+    _live.add(cluster)
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    atexit.register(_stop_all)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                signal.signal(sig, _stop_all_and_redeliver)
+
+
+def _stop_all() -> None:
+    for cluster in list(_live):
+        with contextlib.suppress(Exception):
+            cluster.stop()
+
+
+def _stop_all_and_redeliver(signum: int, frame: FrameType | None) -> None:
+    _stop_all()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
 
 
 # -- what a cluster leaves on the host (for the clean-up test) --------------------------------

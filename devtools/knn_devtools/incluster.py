@@ -118,6 +118,10 @@ def operator_manifests(
                                 "image": operator_image,
                                 "imagePullPolicy": "Never",
                                 "env": [
+                                    # The image's uid 65532 has no passwd entry, and kopf
+                                    # names its identity after getpass.getuser(), which
+                                    # then fails (KeyError) unless $USER is set.
+                                    {"name": "USER", "value": "knn-operator"},
                                     {"name": "KNN_BUILDER_IMAGE", "value": serving_image},
                                     {"name": "KNN_SERVING_IMAGE", "value": serving_image},
                                     {"name": "KNN_IMAGE_PULL_POLICY", "value": "Never"},
@@ -160,7 +164,13 @@ class InClusterOperator:
             "--timeout=60s",
         )
         kubectl.run("apply", "--server-side", "-f", str(REPO_ROOT / "rbac" / "clusterrole.yaml"))
-        kubectl.apply_manifest(operator_manifests(OPERATOR.name(), SERVING.name()))
+        names = cluster.image_names
+        kubectl.apply_manifest(
+            operator_manifests(
+                names.get(OPERATOR.repository) or OPERATOR.name(),
+                names.get(SERVING.repository) or SERVING.name(),
+            )
+        )
         timeout = int(cluster.config.startup_timeout)
         kubectl.run(
             "-n",

@@ -41,7 +41,9 @@ def short_tmp() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
+def cluster(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
     """One cluster (control plane, node, DNS, storage, the product's images and the
     operator running in it) for the session."""
     state = Path(tempfile.mkdtemp(prefix="knn-e2e-"))
@@ -55,6 +57,10 @@ def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
         with Cluster(e2e_config(state, addons=FULL_STACK), echo=echo) as c:
             yield c
     finally:
+        # The components' logs outlive the cluster, in pytest's temporary directory.
+        logs = tmp_path_factory.mktemp("e2e-cluster-logs", numbered=True)
+        shutil.copytree(state / "logs", logs, dirs_exist_ok=True)
+        echo(f"logs kept in {logs}")
         shutil.rmtree(state, ignore_errors=True)
 
 
