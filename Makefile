@@ -56,8 +56,8 @@ bench: install ## run benchmarks; prints ratios against in-process baselines (BE
 	$(PY) -m bench $(BENCH_ARGS)
 
 .PHONY: demo
-demo: $(STAMP) ## main job: build a sample index and serve it locally, then query it
-	$(PY) -m knn_devtools.demo
+demo: install ## main job: the local cluster, a KnnIndex built, served, queried and replaced (DEMO_ARGS=--local: data plane only)
+	$(PY) -m knn_devtools.demo $(DEMO_ARGS)
 
 .PHONY: controlplane-up
 controlplane-up: install ## start etcd + kube-apiserver in the background; writes .local/kubeconfig

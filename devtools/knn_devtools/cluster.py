@@ -1132,19 +1132,24 @@ def _cgroup_dirs() -> Iterator[Path]:
                 yield d
 
 
+def _cgroup_tree(top: Path) -> list[Path]:
+    """``top`` and every cgroup below it, deepest first; tolerates cgroups vanishing."""
+    found = [Path(dirpath) for dirpath, _, _ in os.walk(top, onerror=lambda _: None)]
+    return sorted(found, key=lambda p: -len(p.parts))
+
+
 def _pids_in_cgroups() -> set[int]:
     pids: set[int] = set()
     for top in _cgroup_dirs():
-        for procs in top.rglob("cgroup.procs"):
+        for d in _cgroup_tree(top):
             with contextlib.suppress(OSError, ValueError):
-                pids.update(int(x) for x in procs.read_text().split())
+                pids.update(int(x) for x in (d / "cgroup.procs").read_text().split())
     return pids
 
 
 def _remove_cgroups() -> None:
     for top in _cgroup_dirs():
-        dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-        for d in [*dirs, top]:
+        for d in _cgroup_tree(top):
             for _ in range(20):
                 try:
                     d.rmdir()

@@ -157,10 +157,11 @@ def down(directory: Path, timeout: float = 60.0) -> int:
     pid = running_supervisor(directory)
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
+        # The process itself, not its state file (removed before it has stopped).
         deadline = time.monotonic() + timeout
-        while running_supervisor(directory) == pid and time.monotonic() < deadline:
+        while _cmdline_contains(pid, _MODULE) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if running_supervisor(directory) == pid:
+        if _cmdline_contains(pid, _MODULE):
             os.kill(pid, signal.SIGKILL)
     # Whatever the supervisor did or did not manage: sweep from the recorded state.
     sweep(config_for(directory))
