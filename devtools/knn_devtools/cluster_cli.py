@@ -121,6 +121,8 @@ def up(directory: Path, timeout: float) -> int:
     (directory / STATE_FILE).unlink(missing_ok=True)
     log = config_for(directory).log_dir / "supervisor.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    # The log is appended to across runs: echo only this run's lines.
+    shown = _echo_new_lines(log, 0, echo=False)
     argv = [sys.executable, "-m", _MODULE, "run", "--dir", str(directory)]
     argv += ["--timeout", str(timeout)]
     with open(log, "ab") as out:
@@ -128,7 +130,6 @@ def up(directory: Path, timeout: float) -> int:
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
     # Tools are built and images made by the supervisor: that can take long the first time.
-    shown = 0
     while True:
         state = State.load(directory)
         if state is not None and state.supervisor_pid == supervisor.pid:
@@ -143,13 +144,14 @@ def up(directory: Path, timeout: float) -> int:
         time.sleep(0.2)
 
 
-def _echo_new_lines(log: Path, shown: int) -> int:
+def _echo_new_lines(log: Path, shown: int, *, echo: bool = True) -> int:
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return shown
-    for line in lines[shown:]:
-        print(f"  {line}", flush=True)
+    if echo:
+        for line in lines[shown:]:
+            print(f"  {line}", flush=True)
     return len(lines)
 
 
