@@ -44,6 +44,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -61,8 +62,8 @@ from knn_devtools.buildkit import ProductImages
 from knn_devtools.certs import PKI, CertificateAuthority, CertKey
 from knn_devtools.controlplane import ControlPlane, ControlPlaneError, Options
 from knn_devtools.incluster import InClusterOperator, LocalStorage
-from knn_devtools.kubectl import Kubectl, KubectlError
-from knn_devtools.procs import ManagedProcess, ProcessError, free_loopback_ports
+from knn_devtools.kubectl import Kubectl
+from knn_devtools.procs import ManagedProcess, free_loopback_ports
 from knn_devtools.tools import cni_bin_dir, ensure_tools
 
 CONFIG_FILE: Final = "cluster-config.json"
@@ -93,6 +94,9 @@ _DEVICE_PLUGINS: Final = Path("/var/lib/kubelet/device-plugins")
 _CONTAINER_LOGS: Final = Path("/var/log/containers")
 _CNI_RESULTS: Final = Path("/var/lib/cni/results")
 _SHIM_SOCKETS: Final = Path("/run/containerd/s")
+# containerd (shim sockets, task fifos, runc state of non-CRI containers such as
+# BuildKit's) and buildkitd (its OpenTelemetry socket) use these whatever we configure.
+_RUNTIME_DIRS: Final = (Path("/run/containerd"), Path("/run/buildkit"))
 _CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
 # Cgroups the node's containers live in (kubelet's cgroupfs driver; BuildKit's).
 _CGROUP_NAMES: Final = ("kubepods", "buildkit")
@@ -1005,9 +1009,15 @@ def acquire_host(cfg: ClusterConfig) -> IO[str]:
 
 
 def release_host(lock: IO[str] | None) -> None:
+    """Releases the node lock and removes its files: nothing of ours stays in /run."""
     if lock is None:
         return
     HOST_OWNER.unlink(missing_ok=True)
+    # Still holding the lock: nobody else can be between open and flock on this file
+    # (they would have failed with LOCK_NB), so unlinking it cannot split ownership.
+    HOST_LOCK.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        HOST_LOCK_DIR.rmdir()
     fcntl.flock(lock, fcntl.LOCK_UN)
     lock.close()
 
@@ -1193,18 +1203,53 @@ def _remove_host_paths(cfg: ClusterConfig) -> None:
             with contextlib.suppress(OSError):
                 if link.is_symlink() and str(link.readlink()).startswith(prefix):
                     link.unlink()
+    # libcni's cache (containerd's loopback network too): ours name our network, or a
+    # pod network namespace under our run directory.
     if _CNI_RESULTS.is_dir():
-        for result in _CNI_RESULTS.glob(f"{cfg.cni_network}-*"):
-            result.unlink(missing_ok=True)
-    for d in (
-        _CONTAINER_LOGS,
-        _CNI_RESULTS,
-        _CNI_RESULTS.parent,
-        _SHIM_SOCKETS,
-        _SHIM_SOCKETS.parent,
-    ):
+        for result in _CNI_RESULTS.iterdir():
+            try:
+                cached = json.loads(result.read_text())
+            except (OSError, ValueError):
+                continue
+            if cached.get("networkName") == cfg.cni_network or str(
+                cached.get("netns", "")
+            ).startswith(prefix + "/"):
+                result.unlink(missing_ok=True)
+    for d in (_CONTAINER_LOGS, _CNI_RESULTS, _CNI_RESULTS.parent):
         with contextlib.suppress(OSError):
             d.rmdir()  # only if empty: someone else's runtime may use it
+    _remove_stale_runtime_files()
+
+
+def _bound_unix_sockets() -> set[str]:
+    """Paths of the unix sockets some process has bound (this network namespace)."""
+    bound = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7].startswith("/"):
+                bound.add(fields[7])
+    return bound
+
+
+def _remove_stale_runtime_files() -> None:
+    """containerd's shim sockets, task fifos and runc state under /run/containerd, and
+    buildkitd's /run/buildkit socket, are fixed paths: remove the sockets nobody
+    listens on any more (a killed shim cannot remove its own) and empty directories.
+    A live runtime's files stay."""
+    bound = _bound_unix_sockets()
+    for base in _RUNTIME_DIRS:
+        if not base.is_dir():
+            continue
+        for dirpath, _, filenames in os.walk(base, topdown=False, onerror=lambda _: None):
+            d = Path(dirpath)
+            for name in filenames:
+                path = d / name
+                with contextlib.suppress(OSError):
+                    if stat.S_ISSOCK(path.lstat().st_mode) and str(path) not in bound:
+                        path.unlink()
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
 
 def _cached_binary(tool: str) -> Path | None:
@@ -1348,12 +1393,12 @@ def _remove_all_containers(cluster: Cluster) -> None:
 
 __all__ = [
     "COMPONENTS",
+    "FULL_STACK",
     "Cluster",
     "ClusterConfig",
     "ClusterError",
     "Component",
-    "KubectlError",
-    "ProcessError",
+    "host_snapshot",
     "sweep",
 ]
 
@@ -1425,8 +1470,21 @@ def host_snapshot(cfg: ClusterConfig) -> dict[str, list[str]]:
     snap["iptables"] = sorted(chains)
     snap["cgroups"] = sorted(str(d) for d in _cgroup_dirs())
     snap["sysctls"] = sorted(f"{k}={v}" for k, v in _read_sysctls(SAVED_SYSCTLS).items())
-    paths = [_DEVICE_PLUGINS, _CONTAINER_LOGS, _CNI_RESULTS, _SHIM_SOCKETS, cfg.run_dir]
+    paths = [
+        _DEVICE_PLUGINS,
+        _CONTAINER_LOGS,
+        _CNI_RESULTS,
+        _SHIM_SOCKETS,
+        HOST_LOCK_DIR,
+        cfg.run_dir,
+    ]
     snap["paths"] = sorted(str(p) for p in paths if p.exists())
+    snap["paths"] += sorted(
+        str(Path(dirpath) / name)
+        for base in (*_RUNTIME_DIRS, _CNI_RESULTS)
+        for dirpath, dirnames, filenames in os.walk(base)
+        for name in [*dirnames, *filenames]
+    )
     return snap
 
 

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from knn_devtools.cluster import FULL_STACK, Cluster
+from knn_devtools.cluster import FULL_STACK, Cluster, host_snapshot
 from knn_devtools.kubectl import Kubectl
 
 if TYPE_CHECKING:  # mypy resolves modules from the repository root...
-    from tests.e2e.e2e_support import e2e_config
+    from tests.e2e.e2e_support import e2e_config, host_diff
 else:  # ...pytest puts this directory on sys.path.
-    from e2e_support import e2e_config
+    from e2e_support import e2e_config, host_diff
 
 
 def _short_dir() -> Iterator[Path]:
@@ -53,9 +53,16 @@ def cluster(
         if reporter is not None:
             reporter.write_line(f"[cluster] {line}")
 
+    config = e2e_config(state, addons=FULL_STACK)
+    before = host_snapshot(config)
     try:
-        with Cluster(e2e_config(state, addons=FULL_STACK), echo=echo) as c:
+        with Cluster(config, echo=echo) as c:
             yield c
+        # The whole stack (BuildKit, the operator, every pod) leaves nothing behind
+        # either; test_cleanup.py checks the node alone in detail.
+        left = host_diff(before, host_snapshot(config))
+        if left:
+            pytest.fail(f"the e2e cluster left this on the host: {left}", pytrace=False)
     finally:
         # The components' logs outlive the cluster, in pytest's temporary directory.
         logs = tmp_path_factory.mktemp("e2e-cluster-logs", numbered=True)

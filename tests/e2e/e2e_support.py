@@ -50,3 +50,13 @@ def wait_default_service_account(kubectl: Kubectl, namespace: str = "default") -
         f"ServiceAccount default in {namespace}",
         lambda: kubectl.run("-n", namespace, "get", "sa", "default", check=False).returncode == 0,
     )
+
+
+def host_diff(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict[str, object]:
+    """What differs between two :func:`knn_devtools.cluster.host_snapshot` results."""
+    out: dict[str, object] = {}
+    for key in before.keys() | after.keys():
+        b, a = set(before.get(key, [])), set(after.get(key, []))
+        if a != b:
+            out[key] = {"left behind": sorted(a - b), "removed": sorted(b - a)}
+    return out

@@ -13,9 +13,9 @@ from knn_devtools import images
 from knn_devtools.cluster import Cluster, host_snapshot, sweep
 
 if TYPE_CHECKING:
-    from tests.e2e.e2e_support import e2e_config, wait_default_service_account
+    from tests.e2e.e2e_support import e2e_config, host_diff, wait_default_service_account
 else:
-    from e2e_support import e2e_config, wait_default_service_account
+    from e2e_support import e2e_config, host_diff, wait_default_service_account
 
 POD = f"""
 apiVersion: v1
@@ -35,15 +35,6 @@ spec:
 """
 
 
-def _diff(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key in before.keys() | after.keys():
-        b, a = set(before.get(key, [])), set(after.get(key, []))
-        if a != b:
-            out[key] = {"left behind": sorted(a - b), "removed": sorted(b - a)}
-    return out
-
-
 def test_stop_removes_everything_the_cluster_made(short_tmp: Path) -> None:
     cfg = e2e_config(short_tmp, addons=())
     before = host_snapshot(cfg)
@@ -53,12 +44,12 @@ def test_stop_removes_everything_the_cluster_made(short_tmp: Path) -> None:
         kubectl.apply_manifest(POD)
         kubectl.run("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=120s", timeout=130)
         during = host_snapshot(cfg)
-        made = _diff(before, during)
+        made = host_diff(before, during)
         # The node really changed the host: otherwise this test would prove nothing.
         for key in ("processes", "mounts", "links", "iptables", "cgroups"):
             assert key in made, f"a running node shows no {key}: {made}"
     after = host_snapshot(cfg)
-    assert _diff(before, after) == {}
+    assert host_diff(before, after) == {}
     # A second sweep (what `make down` does after a crash) is harmless on a clean host.
     sweep(cfg, echo=None)
-    assert _diff(before, host_snapshot(cfg)) == {}
+    assert host_diff(before, host_snapshot(cfg)) == {}
