@@ -39,13 +39,15 @@ if command -v flock >/dev/null 2>&1; then
   fi
 fi
 
-# Prints field $2 of `go mod download -json $1` (a module@version).
+# Prints field $2 of `go mod download -json $1` (a module@version), or nothing if
+# the field is absent: Origin is only reported by the call that downloads the module,
+# not by later calls that find it in the module cache.
 mod_field() {
   go mod download -json "$1" | python3 -c 'import json,sys
 d = json.load(sys.stdin)
 if "Error" in d: sys.exit("build-tools: " + d["Error"])
 v = d
-for k in sys.argv[1].split("."): v = v.get(k, "")
+for k in sys.argv[1].split("."): v = v.get(k, "") if isinstance(v, dict) else ""
 print(v)' "$2"
 }
 
@@ -112,7 +114,7 @@ build_kube() {
     local cmds=()
     for n in "${names[@]}"; do cmds+=("k8s.io/kubernetes/cmd/$n@v$v"); done
     # Getting the command packages (not only the module) records every go.sum entry they need.
-    go get "${cmds[@]}" >/dev/null
+    quiet_go_get "$work" "${cmds[@]}"
     local ld="-s -w"
     local pkgs="k8s.io/client-go/pkg/version k8s.io/component-base/version"
     for p in $pkgs; do
@@ -174,6 +176,8 @@ build_helm() {
   # and charts are rendered for Kubernetes v1.20 (.Capabilities.KubeVersion).
   local mod="helm.sh/helm/v3@v$v" commit gomod k8s_minor ld p
   commit=$(mod_field "$mod" Origin.Hash)
+  # Only `helm version` shows it; a module cached without its origin has none.
+  [ -n "$commit" ] || commit=unknown
   gomod=$(mod_field "$mod" GoMod)
   k8s_minor=$(sed -n 's#^[[:space:]]*k8s\.io/client-go v0\.\([0-9]*\)\..*#\1#p' "$gomod")
   [ -n "$k8s_minor" ] || { echo "build-tools: cannot read k8s.io/client-go from $gomod" >&2; exit 1; }
@@ -226,7 +230,16 @@ build_vegeta() {
 throwaway_module() {
   local dir=$1; shift
   printf 'module knn.dev/throwaway\n\ngo 1.26.0\n' >"$dir/go.mod"
-  (cd "$dir" && go get "$@" >/dev/null)
+  quiet_go_get "$dir" "$@"
+}
+
+# `go get` lists every module it adds on stderr: keep that in a log, show it on failure.
+quiet_go_get() {
+  local dir=$1; shift
+  if ! (cd "$dir" && go get "$@" >"$dir/go-get.log" 2>&1); then
+    cat "$dir/go-get.log" >&2
+    return 1
+  fi
 }
 
 build_containerd() {
