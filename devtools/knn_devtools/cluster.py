@@ -64,7 +64,7 @@ from knn_devtools.controlplane import ControlPlane, ControlPlaneError, Options
 from knn_devtools.incluster import InClusterOperator, LocalStorage
 from knn_devtools.kubectl import Kubectl
 from knn_devtools.procs import ManagedProcess, free_loopback_ports
-from knn_devtools.tools import cni_bin_dir, ensure_tools
+from knn_devtools.tools import bin_dir, cni_bin_dir, ensure_tools
 
 CONFIG_FILE: Final = "cluster-config.json"
 # Host-wide: which cluster owns this machine's node-level state right now.
@@ -986,6 +986,19 @@ def _coredns_manifest(image: str, dns_ip: str, domain: str) -> str:
 
 def acquire_host(cfg: ClusterConfig) -> IO[str]:
     """Takes the machine's node lock for this cluster, or refuses naming the holder."""
+    if os.geteuid() != 0:
+        raise ClusterError(
+            "the local cluster needs root: it creates network interfaces, iptables "
+            "chains, mounts and cgroups"
+        )
+    foreign = _foreign_node_processes()
+    if foreign:
+        raise ClusterError(
+            "another Kubernetes node runs on this machine (not started by knn_devtools): "
+            + "; ".join(foreign[:3])
+            + ". Its kubelet and kube-proxy share the host's kubepods cgroups and KUBE-* "
+            "iptables chains with ours; stop it first."
+        )
     HOST_LOCK_DIR.mkdir(parents=True, exist_ok=True)
     lock = open(HOST_LOCK, "a+")  # noqa: SIM115 - held for the cluster's lifetime
     try:
@@ -1037,15 +1050,28 @@ def sweep(cfg: ClusterConfig, *, echo: Callable[[str], None] | None = _say_stder
     # Shims started by our containerd carry its socket in their command line.
     for pid in _pids_matching(lambda argv: _is_our_shim(argv, cfg)):
         _kill(pid)
-    # Container processes, wherever their shims went: every pid in our cgroups.
-    for pid in _pids_in_cgroups():
-        _kill(pid)
-    kube_proxy = _cached_binary("kube-proxy")
-    if kube_proxy is not None and _has_chain("KUBE-SERVICES"):
-        subprocess.run(
-            [str(kube_proxy), "--cleanup", "--v=0"], capture_output=True, check=False, timeout=60
-        )
-    _remove_kubelet_chains()
+    # The kubepods cgroups and the KUBE-* chains are host-wide names: with a node of
+    # someone else's running they are its too, and are left alone (a warning says so).
+    foreign = _foreign_node_processes()
+    if foreign:
+        if echo is not None:
+            echo(
+                "another Kubernetes node runs here; leaving kubepods cgroups and KUBE-* "
+                f"chains alone: {foreign[0]}"
+            )
+    else:
+        # Container processes, wherever their shims went: every pid in the node's cgroups.
+        for pid in _pids_in_cgroups():
+            _kill(pid)
+        kube_proxy = _cached_binary("kube-proxy")
+        if kube_proxy is not None and _has_chain("KUBE-SERVICES"):
+            subprocess.run(
+                [str(kube_proxy), "--cleanup", "--v=0"],
+                capture_output=True,
+                check=False,
+                timeout=60,
+            )
+        _remove_kubelet_chains()
     _remove_guard(cfg)
     for mount in _mounts_under(run):
         subprocess.run(["umount", mount], capture_output=True, check=False)
@@ -1055,7 +1081,8 @@ def sweep(cfg: ClusterConfig, *, echo: Callable[[str], None] | None = _say_stder
         _ip("link", "del", link, check=False)
     for name in (cfg.cni_bridge, cfg.node_bridge):
         _ip("link", "del", name, check=False)
-    _remove_cgroups()
+    if not foreign:
+        _remove_cgroups()
     saved = run / "sysctls.json"
     if saved.exists():
         for key, value in json.loads(saved.read_text()).items():
@@ -1069,6 +1096,20 @@ def sweep(cfg: ClusterConfig, *, echo: Callable[[str], None] | None = _say_stder
     (cfg.state_dir / CONFIG_FILE).unlink(missing_ok=True)
     if echo is not None:
         echo(f"cluster {cfg.name}: host cleaned ({cfg.state_dir})")
+
+
+def _foreign_node_processes() -> list[str]:
+    """kubelet and kube-proxy processes that no cluster of ours started (ours run
+    the binaries of the tools cache)."""
+    ours = str(bin_dir())
+    found = []
+    for pid in _pids_matching(
+        lambda argv: Path(argv[0]).name.split("-v")[0] in ("kubelet", "kube-proxy")
+    ):
+        argv = _cmdline(pid)
+        if argv and not argv[0].startswith(ours):
+            found.append(f"pid {pid} {' '.join(argv)[:120]}")
+    return found
 
 
 def _record_pid(cfg: ClusterConfig, name: str, pid: int) -> None:
@@ -1475,7 +1516,6 @@ def host_snapshot(cfg: ClusterConfig) -> dict[str, list[str]]:
         _CONTAINER_LOGS,
         _CNI_RESULTS,
         _SHIM_SOCKETS,
-        HOST_LOCK_DIR,
         cfg.run_dir,
     ]
     snap["paths"] = sorted(str(p) for p in paths if p.exists())

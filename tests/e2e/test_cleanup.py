@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from knn_devtools import images
-from knn_devtools.cluster import Cluster, host_snapshot, sweep
+from knn_devtools.cluster import HOST_LOCK, HOST_OWNER, Cluster, host_snapshot, sweep
 
 if TYPE_CHECKING:
     from tests.e2e.e2e_support import e2e_config, host_diff, wait_default_service_account
@@ -50,6 +50,8 @@ def test_stop_removes_everything_the_cluster_made(short_tmp: Path) -> None:
             assert key in made, f"a running node shows no {key}: {made}"
     after = host_snapshot(cfg)
     assert host_diff(before, after) == {}
+    # The host lock's files go too (checked apart: a stale one may predate the test).
+    assert not HOST_LOCK.exists() and not HOST_OWNER.exists()
     # A second sweep (what `make down` does after a crash) is harmless on a clean host.
     sweep(cfg, echo=None)
     assert host_diff(before, host_snapshot(cfg)) == {}
