@@ -80,5 +80,6 @@ generate: $(STAMP) ## regenerate crds/ and rbac/ from the pydantic models and rb
 	$(PY) -m knn_operator.crdgen
 
 .PHONY: clean
-clean: ## remove the virtual environment and caches (not the Go-built tools)
+clean: ## stop the local cluster if one runs; remove the virtual environment and caches (not the Go-built tools)
+	if [ -x $(PY) ]; then $(PY) -m knn_devtools.cluster down --dir .local; fi
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .local

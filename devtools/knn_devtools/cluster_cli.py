@@ -26,7 +26,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
-from knn_devtools.cluster import FULL_STACK, Cluster, ClusterConfig, ClusterError, sweep
+from knn_devtools.cluster import (
+    CONFIG_FILE,
+    FULL_STACK,
+    Cluster,
+    ClusterConfig,
+    ClusterError,
+    sweep,
+)
 from knn_devtools.images import ImageError
 from knn_devtools.procs import ProcessError
 from knn_devtools.tools import ToolError
@@ -157,6 +164,10 @@ def _echo_new_lines(log: Path, shown: int, *, echo: bool = True) -> int:
 
 def down(directory: Path, timeout: float = 60.0) -> int:
     pid = running_supervisor(directory)
+    config = config_for(directory)
+    if pid is None and not (config.state_dir / CONFIG_FILE).exists():
+        print(f"no cluster recorded in {directory}")
+        return 0
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
         # The process itself, not its state file (removed before it has stopped).
@@ -166,7 +177,7 @@ def down(directory: Path, timeout: float = 60.0) -> int:
         if _cmdline_contains(pid, _MODULE):
             os.kill(pid, signal.SIGKILL)
     # Whatever the supervisor did or did not manage: sweep from the recorded state.
-    sweep(config_for(directory))
+    sweep(config)
     (directory / STATE_FILE).unlink(missing_ok=True)
     (directory / KUBECONFIG_FILE).unlink(missing_ok=True)
     print("cluster stopped")
