@@ -25,11 +25,11 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 .PHONY: system-deps
-system-deps: ## install Debian packages used by tests (prometheus, wrk)
+system-deps: ## install Debian packages used by tests and the local cluster (prometheus, wrk, iptables, libseccomp-dev, mmdebstrap)
 	hack/install-system-deps.sh
 
 .PHONY: tools
-tools: ## build kube-apiserver, etcd, kubectl, helm, kubeconform from Go modules (cached)
+tools: ## build the control plane, node (kubelet, containerd, runc, CNI), CoreDNS, BuildKit, etcd, kubectl, helm, kubeconform from Go modules (cached)
 	hack/build-tools.sh >/dev/null
 
 .PHONY: test
@@ -56,8 +56,8 @@ bench: install ## run benchmarks; prints ratios against in-process baselines (BE
 	$(PY) -m bench $(BENCH_ARGS)
 
 .PHONY: demo
-demo: $(STAMP) ## main job: build a sample index and serve it locally, then query it
-	$(PY) -m knn_devtools.demo
+demo: install ## main job: the local cluster, a KnnIndex built, served, queried and replaced (DEMO_ARGS=--local: data plane only)
+	$(PY) -m knn_devtools.demo $(DEMO_ARGS)
 
 .PHONY: controlplane-up
 controlplane-up: install ## start etcd + kube-apiserver in the background; writes .local/kubeconfig
@@ -67,10 +67,19 @@ controlplane-up: install ## start etcd + kube-apiserver in the background; write
 controlplane-down: $(STAMP) ## stop what controlplane-up started
 	$(PY) -m knn_devtools.controlplane down --dir .local
 
+.PHONY: up
+up: install ## start the local cluster (control plane, node, DNS) in the background; .local/kubeconfig
+	$(PY) -m knn_devtools.cluster up --dir .local
+
+.PHONY: down
+down: $(STAMP) ## stop the local cluster and remove everything it made on this machine
+	$(PY) -m knn_devtools.cluster down --dir .local
+
 .PHONY: generate
 generate: $(STAMP) ## regenerate crds/ and rbac/ from the pydantic models and rbac rules
 	$(PY) -m knn_operator.crdgen
 
 .PHONY: clean
-clean: ## remove the virtual environment and caches (not the Go-built tools)
+clean: ## stop the local cluster if one runs; remove the virtual environment and caches (not the Go-built tools)
+	if [ -x $(PY) ]; then $(PY) -m knn_devtools.cluster down --dir .local; fi
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .local

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes control plane, etcd, kubectl, helm and kubeconform (and,
-# for `make bench` only, the vegeta load generator) from their Go modules at the versions pinned in hack/versions.env, into a cache
-# outside the repository keyed by version. A tool already in the cache is not
-# rebuilt, so only the first run on a machine is slow.
+# Builds the Kubernetes control plane and node binaries, etcd, kubectl, helm,
+# kubeconform, the local node's runtime (containerd, runc, CNI plugins), CoreDNS and
+# BuildKit (and, for `make bench` only, the vegeta load generator) from their Go
+# modules at the versions pinned in hack/versions.env, into a cache outside the
+# repository keyed by version. A tool already in the cache is not rebuilt, so only
+# the first run on a machine is slow. Independent groups build in parallel
+# (KNN_BUILD_JOBS, default 3: on 2 cores a third build overlaps downloads and
+# linking; peak RSS stays well under 10 GB).
 #
-# Usage: hack/build-tools.sh [TOOL ...]   (default: kube etcd helm kubeconform)
-#   TOOLS: kube etcd helm kubeconform vegeta
+# Usage: hack/build-tools.sh [TOOL ...]
+#   TOOLS: kube etcd helm kubeconform containerd runc cni coredns buildkit vegeta
+#   (default: all but vegeta)
 # Prints the cache bin directory on the last line of stdout.
 set -euo pipefail
 
@@ -34,7 +39,9 @@ if command -v flock >/dev/null 2>&1; then
   fi
 fi
 
-# Prints field $2 of `go mod download -json $1` (a module@version).
+# Prints field $2 of `go mod download -json $1` (a module@version), or nothing if
+# the field is absent: Origin is only reported by the call that downloads the module,
+# not by later calls that find it in the module cache.
 mod_field() {
   go mod download -json "$1" | python3 -c 'import json,sys
 d = json.load(sys.stdin)
@@ -80,15 +87,16 @@ install_bin() {
 
 build_kube() {
   local v=$KUBE_VERSION
-  local names=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-  local missing=0
-  for n in "${names[@]}"; do [ -x "$bin_dir/$n-v$v" ] || missing=1; done
-  if [ $missing = 0 ]; then log "kubernetes v$v cached"; return; fi
+  # Control plane and node in ONE go build: the packages they share compile once.
+  local all=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+  local names=() n
+  for n in "${all[@]}"; do [ -x "$bin_dir/$n-v$v" ] || names+=("$n"); done
+  if [ ${#names[@]} = 0 ]; then log "kubernetes v$v cached"; return; fi
 
   local work
   work=$(mktemp -d "${TMPDIR:-/tmp}/knn-kube-build.XXXXXX")
   trap 'rm -rf "$work"' RETURN
-  log "building kubernetes v$v in $work (first build is slow)"
+  log "building kubernetes v$v (${names[*]}) in $work (first build is slow)"
   (
     cd "$work"
     # k8s.io/kubernetes refers to its staging modules by ./staging paths; a
@@ -106,7 +114,7 @@ build_kube() {
     local cmds=()
     for n in "${names[@]}"; do cmds+=("k8s.io/kubernetes/cmd/$n@v$v"); done
     # Getting the command packages (not only the module) records every go.sum entry they need.
-    go get "${cmds[@]}" >/dev/null
+    quiet_go_get "$work" "${cmds[@]}"
     local ld="-s -w"
     local pkgs="k8s.io/client-go/pkg/version k8s.io/component-base/version"
     for p in $pkgs; do
@@ -114,11 +122,9 @@ build_kube() {
       ld="$ld -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
     done
     mkdir -p out
-    timed kubernetes-v$v go build -trimpath -ldflags "$ld" -o out/ \
-      k8s.io/kubernetes/cmd/kube-apiserver \
-      k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler \
-      k8s.io/kubernetes/cmd/kubectl
+    local pkgs=()
+    for n in "${names[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$n"); done
+    timed kubernetes-v$v go build -trimpath -ldflags "$ld" -o out/ "${pkgs[@]}"
     for n in "${names[@]}"; do install_bin "out/$n" "$bin_dir/$n-v$v"; done
   )
 }
@@ -172,6 +178,8 @@ build_helm() {
   # The proxy does not always send Origin (seen 2026-12-01): the commit is then
   # unknown and `helm version` shows an empty GitCommit, nothing else changes.
   commit=$(mod_field "$mod" Origin.Hash)
+  # Only `helm version` shows it; a module cached without its origin has none.
+  [ -n "$commit" ] || commit=unknown
   gomod=$(mod_field "$mod" GoMod)
   k8s_minor=$(sed -n 's#^[[:space:]]*k8s\.io/client-go v0\.\([0-9]*\)\..*#\1#p' "$gomod")
   [ -n "$k8s_minor" ] || { echo "build-tools: cannot read k8s.io/client-go from $gomod" >&2; exit 1; }
@@ -217,11 +225,159 @@ build_vegeta() {
   )
 }
 
+# A throwaway module in a fresh temporary directory ($1) that requires exactly the
+# given package@version arguments: `go install pkg@version` needs the proxy's
+# version list (refused for some modules) and cannot take replace directives.
+# Getting package paths, not only the module, records every go.sum entry they need.
+throwaway_module() {
+  local dir=$1; shift
+  printf 'module knn.dev/throwaway\n\ngo 1.26.0\n' >"$dir/go.mod"
+  quiet_go_get "$dir" "$@"
+}
+
+# `go get` lists every module it adds on stderr: keep that in a log, show it on failure.
+quiet_go_get() {
+  local dir=$1; shift
+  if ! (cd "$dir" && go get "$@" >"$dir/go-get.log" 2>&1); then
+    cat "$dir/go-get.log" >&2
+    return 1
+  fi
+}
+
+build_containerd() {
+  local v=$CONTAINERD_VERSION n missing=0
+  for n in containerd ctr containerd-shim-runc-v2; do [ -x "$bin_dir/$n-v$v" ] || missing=1; done
+  if [ $missing = 0 ]; then log "containerd v$v cached"; return; fi
+  local work m=github.com/containerd/containerd/v2
+  work=$(mktemp -d "${TMPDIR:-/tmp}/knn-containerd-build.XXXXXX")
+  trap 'rm -rf "$work"' RETURN
+  log "building containerd v$v"
+  throwaway_module "$work" "$m/cmd/containerd@v$v" "$m/cmd/ctr@v$v" "$m/cmd/containerd-shim-runc-v2@v$v"
+  (
+    cd "$work"
+    local ld="-s -w -X $m/version.Version=v$v -X $m/version.Revision=knn-operator"
+    # no_btrfs: the btrfs snapshotter needs btrfs headers; the node uses overlayfs.
+    CGO_ENABLED=1 timed containerd-v$v go build -trimpath -tags no_btrfs -ldflags "$ld" -o out/ \
+      "$m/cmd/containerd" "$m/cmd/ctr" "$m/cmd/containerd-shim-runc-v2"
+    for n in containerd ctr containerd-shim-runc-v2; do install_bin "out/$n" "$bin_dir/$n-v$v"; done
+  )
+}
+
+build_runc() {
+  local v=$RUNC_VERSION
+  if [ -x "$bin_dir/runc-v$v" ]; then log "runc v$v cached"; return; fi
+  if ! pkg-config --exists libseccomp 2>/dev/null; then
+    echo "build-tools: runc needs libseccomp-dev and pkg-config (hack/install-system-deps.sh installs them)" >&2
+    exit 1
+  fi
+  local work
+  work=$(mktemp -d "${TMPDIR:-/tmp}/knn-runc-build.XXXXXX")
+  trap 'rm -rf "$work"' RETURN
+  log "building runc v$v"
+  throwaway_module "$work" "github.com/opencontainers/runc@v$v"
+  (
+    cd "$work"
+    # As runc's Makefile: BUILDTAGS=seccomp; its nsenter is C, so cgo is required.
+    CGO_ENABLED=1 timed runc-v$v go build -trimpath -tags "seccomp urfave_cli_no_docs" \
+      -ldflags "-s -w -X main.version=$v" -o out/runc github.com/opencontainers/runc
+    install_bin out/runc "$bin_dir/runc-v$v"
+  )
+}
+
+# The CNI plugins the node's network config uses; they live in their own directory
+# because containerd's CNI bin_dirs is searched by plugin type name.
+CNI_PLUGINS=(main/bridge main/loopback ipam/host-local meta/portmap)
+build_cni() {
+  local v=$CNI_PLUGINS_VERSION dir="$bin_dir/cni-v$CNI_PLUGINS_VERSION" p missing=0
+  for p in "${CNI_PLUGINS[@]}"; do [ -x "$dir/${p#*/}" ] || missing=1; done
+  if [ $missing = 0 ]; then log "cni plugins v$v cached"; return; fi
+  local work m=github.com/containernetworking/plugins
+  work=$(mktemp -d "${TMPDIR:-/tmp}/knn-cni-build.XXXXXX")
+  trap 'rm -rf "$work"' RETURN
+  log "building cni plugins v$v"
+  local gets=() pkgs=()
+  for p in "${CNI_PLUGINS[@]}"; do gets+=("$m/plugins/$p@v$v"); pkgs+=("$m/plugins/$p"); done
+  throwaway_module "$work" "${gets[@]}"
+  (
+    cd "$work"
+    timed cni-plugins-v$v go build -trimpath \
+      -ldflags "-s -w -X $m/pkg/utils/buildversion.BuildVersion=v$v" -o out/ "${pkgs[@]}"
+    mkdir -p "$dir"
+    for p in "${CNI_PLUGINS[@]}"; do install_bin "out/${p#*/}" "$dir/${p#*/}"; done
+  )
+}
+
+# CoreDNS with only the plugins cluster DNS uses (the full build pulls in every
+# cloud SDK): the same main as coredns.go, a shorter plugin list. Static, so the
+# binary alone makes the image.
+COREDNS_PLUGINS=(errors log health ready cache kubernetes loadbalance loop reload forward)
+build_coredns() {
+  local v=$COREDNS_VERSION
+  if [ -x "$bin_dir/coredns-v$v" ]; then log "coredns v$v cached"; return; fi
+  local work m=github.com/coredns/coredns p
+  work=$(mktemp -d "${TMPDIR:-/tmp}/knn-coredns-build.XXXXXX")
+  trap 'rm -rf "$work"' RETURN
+  log "building coredns v$v"
+  mkdir -p "$work/cmd/coredns"
+  {
+    echo "package main"
+    echo
+    echo "import ("
+    echo "	_ \"$m/core/dnsserver\""
+    for p in "${COREDNS_PLUGINS[@]}"; do echo "	_ \"$m/plugin/$p\""; done
+    echo "	\"$m/coremain\""
+    echo ")"
+    echo
+    echo "func main() { coremain.Run() }"
+  } >"$work/cmd/coredns/main.go"
+  local gets=("$m/coremain@v$v" "$m/core/dnsserver@v$v")
+  for p in "${COREDNS_PLUGINS[@]}"; do gets+=("$m/plugin/$p@v$v"); done
+  throwaway_module "$work" "${gets[@]}"
+  (
+    cd "$work"
+    CGO_ENABLED=0 timed coredns-v$v go build -trimpath \
+      -ldflags "-s -w -X $m/coremain.GitCommit=v$v" -o out/coredns ./cmd/coredns
+    install_bin out/coredns "$bin_dir/coredns-v$v"
+  )
+}
+
+build_buildkit() {
+  local v=$BUILDKIT_VERSION
+  if [ -x "$bin_dir/buildkitd-v$v" ] && [ -x "$bin_dir/buildctl-v$v" ]; then
+    log "buildkit v$v cached"; return
+  fi
+  local work src
+  work=$(mktemp -d "${TMPDIR:-/tmp}/knn-buildkit-build.XXXXXX")
+  trap 'rm -rf "$work"' RETURN
+  log "building buildkit v$v"
+  # `go install` refuses BuildKit (its go.mod has exclude directives) and a
+  # throwaway module would ignore them: build inside a copy of the module itself.
+  src=$(mod_field "github.com/moby/buildkit@v$v" Dir)
+  cp -r "$src" "$work/src"
+  chmod -R u+w "$work/src"
+  (
+    cd "$work/src"
+    CGO_ENABLED=0 timed buildkit-v$v go build -trimpath \
+      -ldflags "-s -w -X github.com/moby/buildkit/version.Version=v$v" -o "$work/out/" \
+      ./cmd/buildkitd ./cmd/buildctl
+    install_bin "$work/out/buildkitd" "$bin_dir/buildkitd-v$v"
+    install_bin "$work/out/buildctl" "$bin_dir/buildctl-v$v"
+  )
+}
+
 # Version-free names point at the pinned build, for PATH use by tests and users.
 link_all() {
   local n
-  for n in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for n in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
     [ -x "$bin_dir/$n-v$KUBE_VERSION" ] && ln -sf "$n-v$KUBE_VERSION" "$bin_dir/$n"
+  done
+  for n in containerd ctr containerd-shim-runc-v2; do
+    [ -x "$bin_dir/$n-v$CONTAINERD_VERSION" ] && ln -sf "$n-v$CONTAINERD_VERSION" "$bin_dir/$n"
+  done
+  [ -x "$bin_dir/runc-v$RUNC_VERSION" ] && ln -sf "runc-v$RUNC_VERSION" "$bin_dir/runc"
+  [ -x "$bin_dir/coredns-v$COREDNS_VERSION" ] && ln -sf "coredns-v$COREDNS_VERSION" "$bin_dir/coredns"
+  for n in buildkitd buildctl; do
+    [ -x "$bin_dir/$n-v$BUILDKIT_VERSION" ] && ln -sf "$n-v$BUILDKIT_VERSION" "$bin_dir/$n"
   done
   [ -x "$bin_dir/etcd-v$ETCD_VERSION" ] && ln -sf "etcd-v$ETCD_VERSION" "$bin_dir/etcd"
   [ -x "$bin_dir/helm-v$HELM_VERSION" ] && ln -sf "helm-v$HELM_VERSION" "$bin_dir/helm"
@@ -230,17 +386,42 @@ link_all() {
   return 0
 }
 
+known=(kube etcd helm kubeconform containerd runc cni coredns buildkit vegeta)
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(etcd helm kubeconform kube)
+# The longest build first, so the parallel ones overlap it.
+[ ${#tools[@]} -gt 0 ] || tools=(kube containerd buildkit etcd coredns helm kubeconform runc cni)
 for t in "${tools[@]}"; do
-  case $t in
-    kube) build_kube ;;
-    etcd) build_etcd ;;
-    helm) build_helm ;;
-    kubeconform) build_kubeconform ;;
-    vegeta) build_vegeta ;;
-    *) echo "build-tools: unknown tool '$t' (known: kube etcd helm kubeconform vegeta)" >&2; exit 2 ;;
+  case " ${known[*]} " in
+    *" $t "*) ;;
+    *) echo "build-tools: unknown tool '$t' (known: ${known[*]})" >&2; exit 2 ;;
   esac
 done
+
+# Each group builds in its own background job, at most $jobs at a time; a failed
+# group fails the run after the others finish (their results stay cached).
+jobs=${KNN_BUILD_JOBS:-3}
+declare -A pids=()
+failed=()
+reap_one() {
+  local t pid
+  wait -n || true
+  for t in "${!pids[@]}"; do
+    pid=${pids[$t]}
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid" || failed+=("$t")
+      unset "pids[$t]"
+    fi
+  done
+}
+for t in "${tools[@]}"; do
+  while [ ${#pids[@]} -ge "$jobs" ]; do reap_one; done
+  "build_$t" &
+  pids[$t]=$!
+done
+while [ ${#pids[@]} -gt 0 ]; do reap_one; done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "build-tools: failed to build: ${failed[*]} (see the messages above)" >&2
+  exit 1
+fi
 link_all
 echo "$bin_dir"

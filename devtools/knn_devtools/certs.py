@@ -45,6 +45,17 @@ class PKIFiles:
 
 
 class CertificateAuthority:
+    @classmethod
+    def load(cls, cert_key: CertKey) -> CertificateAuthority:
+        """The CA of an existing :class:`PKI`, to issue more certificates from it."""
+        key = serialization.load_pem_private_key(cert_key.key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TypeError("the CA key is not an ECDSA key")
+        ca = cls.__new__(cls)
+        ca._key = key
+        ca._cert = x509.load_pem_x509_certificate(cert_key.cert_pem)
+        return ca
+
     def __init__(self, common_name: str) -> None:
         self._key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -152,10 +163,12 @@ class PKI:
     sa_public_key_pem: bytes
 
     @classmethod
-    def generate(cls, *, service_ip: str | None = None) -> PKI:
-        """``service_ip`` is the in-cluster ``kubernetes`` Service address, for pods."""
+    def generate(cls, *, service_ip: str | None = None, extra_ips: tuple[str, ...] = ()) -> PKI:
+        """``service_ip`` is the in-cluster ``kubernetes`` Service address, for pods;
+        ``extra_ips`` are more addresses the apiserver serves on (the node's)."""
         ca = CertificateAuthority("knn-operator local control plane CA")
-        ips = ("127.0.0.1",) if service_ip is None else ("127.0.0.1", service_ip)
+        ips: tuple[str, ...] = ("127.0.0.1",) if service_ip is None else ("127.0.0.1", service_ip)
+        ips += tuple(ip for ip in extra_ips if ip not in ips)
         serving = ca.issue(
             "kube-apiserver",
             dns_names=(

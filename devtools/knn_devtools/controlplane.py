@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import http.client
+import ipaddress
 import os
 import shutil
 import signal
@@ -76,6 +77,16 @@ class Options:
     # Port collisions (another process grabbing a port between probe and bind)
     # are retried with fresh ports this many times.
     port_retries: int = 2
+    # Where kube-apiserver listens and what it advertises as the `kubernetes`
+    # Service's endpoint. Loopback for tests; the local cluster uses the node's
+    # address so that pods reach it through the Service.
+    bind_address: str = "127.0.0.1"
+    service_cidr: str = SERVICE_CIDR
+
+    @property
+    def kubernetes_service_ip(self) -> str:
+        """The first address of the service range, which the `kubernetes` Service gets."""
+        return str(next(ipaddress.ip_network(self.service_cidr).hosts()))
 
     def tools(self) -> list[str]:
         """The binaries these options run."""
@@ -108,11 +119,15 @@ class ControlPlane:
         log_dir: Path | None = None,
         kubeconfig_path: Path | None = None,
         echo: Callable[[str], None] | None = _stderr,
+        pki: PKI | None = None,
     ) -> None:
         """``log_dir`` keeps the components' logs after stop (default: removed with
         the rest); ``kubeconfig_path`` is where the admin kubeconfig is written
-        (default: inside the temporary directory); ``echo`` receives progress lines."""
+        (default: inside the temporary directory); ``echo`` receives progress lines;
+        ``pki`` is used instead of a fresh one (the local cluster issues node and
+        kubelet-client certificates from the same CA before the apiserver starts)."""
         self.options = options if options is not None else Options()
+        self._pki_arg = pki
         self._log_dir_arg = log_dir
         self._kubeconfig_arg = kubeconfig_path
         self._echo = echo
@@ -231,7 +246,9 @@ class ControlPlane:
         _remove_stale_workdirs()
         self._workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX))
         (self._workdir / _OWNER_FILE).write_text(f"{os.getpid()}\n")
-        self._pki = PKI.generate(service_ip=KUBERNETES_SERVICE_IP)
+        self._pki = self._pki_arg or PKI.generate(
+            service_ip=self.options.kubernetes_service_ip, extra_ips=(self.options.bind_address,)
+        )
         self._files = self._pki.write(self._workdir / "pki")
         attempts = self.options.port_retries + 1
         for attempt in range(1, attempts + 1):
@@ -305,8 +322,8 @@ class ControlPlane:
             [
                 str(binary),
                 f"--etcd-servers={self._etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.options.bind_address}",
+                f"--advertise-address={self.options.bind_address}",
                 f"--secure-port={port}",
                 f"--tls-cert-file={files.serving_cert}",
                 f"--tls-private-key-file={files.serving_key}",
@@ -314,7 +331,7 @@ class ControlPlane:
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={files.sa_public_key}",
                 f"--service-account-signing-key-file={files.sa_private_key}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={self.options.service_cidr}",
                 "--authorization-mode=Node,RBAC",
                 # PodSecurity is on by default; naming it keeps it on if defaults change.
                 "--enable-admission-plugins=NodeRestriction,PodSecurity",
@@ -328,10 +345,10 @@ class ControlPlane:
         ctx = self._client_tls()
         self._wait_until(
             proc,
-            lambda: _http_ok("127.0.0.1", port, "/readyz", ctx),
+            lambda: _http_ok(self.options.bind_address, port, "/readyz", ctx),
             "kube-apiserver /readyz",
         )
-        self._server = f"https://127.0.0.1:{port}"
+        self._server = f"https://{self.options.bind_address}:{port}"
         self.timings.apiserver = time.monotonic() - began
 
     def _start_controller_manager(self, binary: Path, kubeconfig_path: Path) -> None:
@@ -348,7 +365,7 @@ class ControlPlane:
                 f"--root-ca-file={files.ca_cert}",
                 f"--cluster-signing-cert-file={files.ca_cert}",
                 f"--cluster-signing-key-file={files.ca_key}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={self.options.service_cidr}",
                 "--profiling=false",
             ],
         )

@@ -132,6 +132,14 @@ def up(directory: Path, options: Options) -> int:
         print(f"control plane already running at {existing.server}")
         print(f"export KUBECONFIG={existing.kubeconfig}")
         return 0
+    from knn_devtools import cluster_cli
+
+    cluster_pid = cluster_cli.running_supervisor(directory)
+    if cluster_pid is not None:
+        raise ControlPlaneError(
+            f"the local cluster (`make up`, supervisor pid {cluster_pid}) is running on "
+            f"{directory} and has its own control plane; stop it with `make down` first"
+        )
     (directory / STATE_FILE).unlink(missing_ok=True)
     # A missing binary is built here, in the foreground, where its progress is visible.
     ensure_tools(*options.tools())

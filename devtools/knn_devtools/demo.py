@@ -1,9 +1,15 @@
-"""`make demo`: the main job on an embedded default.
+"""`make demo`: the whole product on a local Kubernetes cluster, as a user sees it.
 
-Generates a seeded sample of 20,000 document embeddings, builds a versioned
-index with the real `knn-build`, serves it with the real `knn-serve` on
-loopback, waits for readiness, and shows queries, live recall and metrics.
-The local Kubernetes stack replaces this once it lands (DESIGN section 5).
+Brings the local cluster up (``make up``: control plane, a real node, DNS, the product's
+images built from its Dockerfiles, the operator as a Deployment), writes a seeded
+sample of 20,000 embeddings into the cluster's PersistentVolume, applies the
+KnnIndex of examples/local-cluster/products.yaml, follows it from Building to
+Serving, queries it through its Service, then changes the index (a new HNSW
+parameter) and follows the new version replacing the old one. It prints a timeline
+and leaves the cluster up with the commands to explore it (``make down`` stops it).
+
+``--local`` runs the data plane alone instead (``knn-build`` + ``knn-serve`` on
+loopback, no cluster, no root).
 """
 
 from __future__ import annotations
@@ -11,18 +17,31 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 
+from .cluster_cli import KUBECONFIG_FILE, config_for, running_supervisor
+from .cluster_cli import up as cluster_up
+from .incluster import IMAGE_UID
 from .knnserve import KNN_BUILD, serve
+from .kubectl import Kubectl
 from .procs import ProcessError
 from .synthetic import clustered, sample
+from .tools import REPO_ROOT
 
 _READY_TIMEOUT = 120.0
+_EXAMPLE = REPO_ROOT / "examples" / "local-cluster" / "products.yaml"
+_VECTORS, _DIMENSION = 20_000, 64
 
 
 def _say(text: str) -> None:
@@ -31,18 +50,170 @@ def _say(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m knn_devtools.demo", description=__doc__)
-    ap.add_argument("--dir", type=Path, default=Path(".local/demo"), help="work directory")
-    ap.add_argument("--vectors", type=int, default=20_000)
-    ap.add_argument("--dimension", type=int, default=64)
-    ap.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C")
+    ap.add_argument("--dir", type=Path, default=Path(".local"), help="state directory")
+    ap.add_argument("--local", action="store_true", help="data plane only, on loopback")
+    ap.add_argument("--vectors", type=int, default=_VECTORS)
+    ap.add_argument("--dimension", type=int, default=_DIMENSION)
+    ap.add_argument("--serve", action="store_true", help="--local: keep serving until Ctrl-C")
     args = ap.parse_args(argv)
-    work: Path = args.dir
-    work.mkdir(parents=True, exist_ok=True)
+    if args.local:
+        return _local(args.dir / "demo", args.vectors, args.dimension, keep_serving=args.serve)
+    return _cluster(args.dir.resolve())
 
+
+# -- the cluster story -------------------------------------------------------------------
+
+
+@dataclass
+class _Seen:
+    """What the timeline has printed already."""
+
+    phase: str = ""
+    builds: set[tuple[Any, Any]] = field(default_factory=set)
+    events: set[tuple[Any, Any]] = field(default_factory=set)
+
+
+class _Timeline:
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+
+    def say(self, text: str) -> None:
+        print(f"    [{time.monotonic() - self.began:6.1f}s] {text}", flush=True)
+
+
+def _cluster(directory: Path) -> int:
+    began = time.monotonic()
+    if os.geteuid() != 0:
+        raise SystemExit(
+            "demo: the local cluster needs root (network interfaces, iptables, mounts, "
+            "cgroups); run as root, or `make demo DEMO_ARGS=--local` for the data plane alone"
+        )
+    if running_supervisor(directory) is None:
+        _say("starting the local cluster (make up): control plane, node, DNS, images, operator")
+        cluster_up(directory, timeout=1800.0)
+    else:
+        _say(f"the local cluster is already running ({directory / KUBECONFIG_FILE})")
+    kubectl = Kubectl(directory / KUBECONFIG_FILE)
+    timeline = _Timeline()
+
+    data = config_for(directory).run_dir / "data" / "datasets"
+    data.mkdir(parents=True, exist_ok=True)
+    os.chown(data, IMAGE_UID, IMAGE_UID)
+    vectors = clustered(_VECTORS, _DIMENSION, seed=11).astype(np.float32)
+    np.save(data / "products.npy", vectors)
+    _say(f"wrote a seeded sample: {_VECTORS} x {_DIMENSION} embeddings into the PersistentVolume")
+
+    if kubectl.run("-n", "demo", "get", "knn", "products", check=False).returncode == 0:
+        _say("removing the previous demo's KnnIndex")
+        kubectl.run("-n", "demo", "delete", "knn", "products", "--wait=true", timeout=180)
+    _say(f"kubectl apply -f {_EXAMPLE.relative_to(REPO_ROOT)}")
+    timeline = _Timeline()
+    kubectl.run("apply", "-f", str(_EXAMPLE))
+    seen = _Seen()
+    first = _follow(kubectl, timeline, lambda s: s.get("phase") == "Serving", seen)
+    _query(kubectl, vectors[42].tolist(), first["stableVersion"])
+
+    _say("a change: hnsw.m 16 -> 24 (a new version is built, validated, then replaces the old)")
+    timeline = _Timeline()
+    kubectl.run(
+        "-n",
+        "demo",
+        "patch",
+        "knn",
+        "products",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"hnsw": {"m": 24}}}),
+    )
+    old = first["stableVersion"]
+    second = _follow(
+        kubectl,
+        timeline,
+        lambda s: s.get("phase") == "Serving" and s.get("stableVersion") not in (None, old),
+        seen,
+    )
+    _query(kubectl, vectors[42].tolist(), second["stableVersion"])
+    print(kubectl.run("-n", "demo", "get", "knn,deployments,jobs").stdout, flush=True)
+    _say(f"done in {time.monotonic() - began:.0f}s; the cluster stays up. Explore it:")
+    print(f"    export KUBECONFIG={directory / KUBECONFIG_FILE}")
+    print(f"    export PATH={kubectl.binary.parent}:{REPO_ROOT / '.venv' / 'bin'}:$PATH")
+    print("    kubectl -n demo get knn; kubectl -n demo describe knn products")
+    print("    make down   # stops the cluster and removes what it made on this machine")
+    return 0
+
+
+def _follow(
+    kubectl: Kubectl,
+    timeline: _Timeline,
+    done: Callable[[dict[str, Any]], bool],
+    seen: _Seen,
+    timeout: float = 900.0,
+) -> dict[str, Any]:
+    """Prints each new phase, build and Event of demo/products until ``done(status)``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        obj = kubectl.json("-n", "demo", "get", "knn", "products")
+        status = obj.get("status") or {}
+        phase = status.get("phase", "")
+        if phase and phase != seen.phase:
+            timeline.say(f"phase {phase}")
+            seen.phase = phase
+        for b in status.get("builds", []):
+            key = (b.get("version"), b.get("outcome"))
+            if not b.get("outcome") or key in seen.builds:
+                continue
+            seen.builds.add(key)
+            if b["outcome"] == "Building":
+                timeline.say(f"build {b['version']}: started")
+            else:
+                timeline.say(
+                    f"build {b['version']}: {b['outcome']}, {b.get('vectors')} vectors, "
+                    f"recall {b.get('recall')}, {b.get('buildSeconds')} s "
+                    f"{b.get('message') or ''}".rstrip()
+                )
+        events = kubectl.json(
+            "-n", "demo", "get", "events", "--field-selector", "involvedObject.kind=KnnIndex"
+        )["items"]
+        for e in sorted(events, key=lambda e: e.get("lastTimestamp") or ""):
+            uid = (e["metadata"]["uid"], e.get("count"))
+            if uid not in seen.events:
+                seen.events.add(uid)
+                timeline.say(f"event {e['type']} {e['reason']}: {e['message']}")
+        if done(status):
+            return status
+        time.sleep(0.5)
+    raise SystemExit(f"demo: demo/products did not get there in {timeout:.0f}s")
+
+
+def _query(kubectl: Kubectl, vector: list[float], version: str) -> None:
+    vip = kubectl.json("-n", "demo", "get", "service", "products")["spec"]["clusterIP"]
+    body = json.dumps({"vector": vector, "k": 5}).encode()
+    _say(f"POST http://{vip}/v1/query (Service products, ClusterIP through kube-proxy), k=5")
+    answer: dict[str, Any] = {}
+    for _ in range(60):  # kube-proxy programs a new endpoint within a sync period
+        with contextlib.suppress(OSError):
+            request = urllib.request.Request(
+                f"http://{vip}/v1/query", data=body, headers={"content-type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answer = json.load(response)
+            if answer.get("version") == version:
+                break
+        time.sleep(0.5)
+    for i, (doc, dist) in enumerate(zip(answer["ids"], answer["distances"], strict=True)):
+        print(f"    {i + 1}. id {doc}  cosine distance {max(dist, 0.0):.4f}")
+    print(f"    served by version {answer.get('version')}", flush=True)
+
+
+# -- the data plane alone (--local) ------------------------------------------------------
+
+
+def _local(work: Path, vectors: int, dimension: int, *, keep_serving: bool) -> int:
+    work.mkdir(parents=True, exist_ok=True)
     source, ids = work / "products.npy", work / "products-ids.json"
-    _say(f"writing a seeded sample: {args.vectors} x {args.dimension} embeddings to {source}")
-    np.save(source, clustered(args.vectors, args.dimension, seed=11))
-    ids.write_text("[" + ",".join(f'"sku-{i:06d}"' for i in range(args.vectors)) + "]\n")
+    _say(f"writing a seeded sample: {vectors} x {dimension} embeddings to {source}")
+    np.save(source, clustered(vectors, dimension, seed=11))
+    ids.write_text("[" + ",".join(f'"sku-{i:06d}"' for i in range(vectors)) + "]\n")
 
     _say("knn-build: load, build HNSW, validate recall on held-out probes, write the artifact")
     build = subprocess.run(
@@ -81,9 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    summary: {summary}")
     version = json.loads(summary)["version"]
     artifact = work / "artifacts" / version
-
     try:
-        _serve_and_query(artifact, version, work / "logs", args.dimension, keep_serving=args.serve)
+        _serve_and_query(artifact, version, work / "logs", dimension, keep_serving=keep_serving)
     except ProcessError as err:
         raise SystemExit(f"demo: {err}") from None
     _say("done")

@@ -32,7 +32,20 @@ _TOOL_GROUP: Final[dict[str, tuple[str, str]]] = {
     "helm": ("helm", "HELM_VERSION"),
     "kubeconform": ("kubeconform", "KUBECONFORM_VERSION"),
     "vegeta": ("vegeta", "VEGETA_VERSION"),
+    # The local cluster's node (knn_devtools.cluster).
+    "kubelet": ("kube", "KUBE_VERSION"),
+    "kube-proxy": ("kube", "KUBE_VERSION"),
+    "containerd": ("containerd", "CONTAINERD_VERSION"),
+    "ctr": ("containerd", "CONTAINERD_VERSION"),
+    "containerd-shim-runc-v2": ("containerd", "CONTAINERD_VERSION"),
+    "runc": ("runc", "RUNC_VERSION"),
+    "coredns": ("coredns", "COREDNS_VERSION"),
+    "buildkitd": ("buildkit", "BUILDKIT_VERSION"),
+    "buildctl": ("buildkit", "BUILDKIT_VERSION"),
 }
+
+# The CNI plugins hack/build-tools.sh builds into one directory per version.
+CNI_PLUGINS: Final = ("bridge", "host-local", "loopback", "portmap")
 
 
 class ToolError(RuntimeError):
@@ -166,3 +179,22 @@ def _group_of(tool: str) -> tuple[str, str]:
 
 def _is_executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
+
+
+def cni_bin_dir(*, build: bool | None = None) -> Path:
+    """The directory of the pinned CNI plugins (containerd's ``bin_dirs``), built if missing."""
+    version = read_env_file(VERSIONS_FILE)["CNI_PLUGINS_VERSION"]
+    directory = bin_dir() / f"cni-v{version}"
+    if all(_is_executable(directory / p) for p in CNI_PLUGINS):
+        return directory
+    if build is None:
+        build = os.environ.get(NO_BUILD_ENV, "") in ("", "0")
+    if not build:
+        raise ToolError(
+            f"not built: CNI plugins ({directory} is incomplete). "
+            "Run `hack/build-tools.sh cni` (or `make tools`) to build."
+        )
+    build_tools("cni")
+    if not all(_is_executable(directory / p) for p in CNI_PLUGINS):
+        raise ToolError(f"hack/build-tools.sh succeeded but {directory} is still incomplete")
+    return directory

@@ -1,0 +1,186 @@
+"""The product inside the local cluster: shared storage, and the operator as a Deployment.
+
+Two cluster components (see :class:`knn_devtools.cluster.Component`):
+
+* ``storage``: a hostPath PersistentVolume ``knn-local-data`` backed by a
+  directory of the node (:attr:`LocalStorage.path`), which a PVC names with
+  ``volumeName`` (examples/local-cluster/products.yaml). The sample dataset is
+  written there; builder Jobs write their artifacts there and serving pods read
+  them, both through ``pvc://`` URIs, as on a cluster with real storage.
+* ``operator``: the CRDs of crds/, the ClusterRole of rbac/clusterrole.yaml
+  bound to a ServiceAccount, and ``python -m knn_operator`` as a Deployment in
+  ``knn-system`` from the operator image that BuildKit built from
+  Dockerfile.operator; builder Jobs and serving Deployments use the serving image.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import yaml
+
+from knn_devtools.buildkit import OPERATOR, SERVING
+from knn_devtools.tools import REPO_ROOT
+
+if TYPE_CHECKING:
+    from knn_devtools.cluster import Cluster
+
+DATA_PV: Final = "knn-local-data"
+OPERATOR_NAMESPACE: Final = "knn-system"
+# The uid the product's images run as (Dockerfiles: USER 65532).
+IMAGE_UID: Final = 65532
+
+
+def data_dir(cluster: Cluster) -> Path:
+    """The node directory behind the ``knn-local-data`` PersistentVolume."""
+    return cluster.config.run_dir / "data"
+
+
+class LocalStorage:
+    name = "storage"
+
+    def start(self, cluster: Cluster) -> None:
+        path = data_dir(cluster)
+        path.mkdir(parents=True, exist_ok=True)
+        # Builder pods (uid 65532, restricted profile) write artifacts here.
+        os.chown(path, IMAGE_UID, IMAGE_UID)
+        # The hostPath must be reachable by that uid through every parent.
+        for parent in path.parents:
+            if parent == cluster.config.state_dir.parent:
+                break
+            parent.chmod(parent.stat().st_mode | 0o011)
+        pv = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": DATA_PV, "labels": {"knn.dev/local": "data"}},
+            "spec": {
+                "capacity": {"storage": "20Gi"},
+                "accessModes": ["ReadWriteOnce", "ReadOnlyMany"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(path), "type": "Directory"},
+            },
+        }
+        cluster.kubectl().apply_manifest(yaml.safe_dump(pv))
+
+    def stop(self, cluster: Cluster) -> None:
+        pass  # the directory goes with the run directory
+
+
+def operator_manifests(
+    operator_image: str, serving_image: str, *, resync_seconds: float = 10.0
+) -> str:
+    """ServiceAccount, ClusterRoleBinding and Deployment of the operator in knn-system
+    (the ClusterRole itself is rbac/clusterrole.yaml, applied as is)."""
+    ns = OPERATOR_NAMESPACE
+    labels = {"app.kubernetes.io/name": "knn-operator"}
+    docs: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "knn-operator", "namespace": ns},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "knn-operator"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "knn-operator",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "knn-operator", "namespace": ns}],
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "knn-operator", "namespace": ns, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                # One operator at a time: kopf runs standalone, without peering.
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": "knn-operator",
+                        "terminationGracePeriodSeconds": 10,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": [
+                            {
+                                "name": "operator",
+                                "image": operator_image,
+                                "imagePullPolicy": "Never",
+                                "env": [
+                                    # The image's uid 65532 has no passwd entry, and kopf
+                                    # names its identity after getpass.getuser(), which
+                                    # then fails (KeyError) unless $USER is set.
+                                    {"name": "USER", "value": "knn-operator"},
+                                    {"name": "KNN_BUILDER_IMAGE", "value": serving_image},
+                                    {"name": "KNN_SERVING_IMAGE", "value": serving_image},
+                                    {"name": "KNN_IMAGE_PULL_POLICY", "value": "Never"},
+                                    {"name": "KNN_RESYNC_SECONDS", "value": str(resync_seconds)},
+                                ],
+                                "ports": [
+                                    {"name": "metrics", "containerPort": 8081},
+                                    {"name": "liveness", "containerPort": 8082},
+                                ],
+                                "livenessProbe": {
+                                    "httpGet": {"path": "/healthz", "port": 8082},
+                                    "initialDelaySeconds": 10,
+                                    "periodSeconds": 10,
+                                },
+                                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
+                                "securityContext": {
+                                    "allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]},
+                                },
+                            }
+                        ],
+                    },
+                },
+            },
+        },
+    ]
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+class InClusterOperator:
+    name = "operator"
+
+    def start(self, cluster: Cluster) -> None:
+        kubectl = cluster.kubectl()
+        kubectl.run("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+        kubectl.run(
+            "wait",
+            "--for=condition=Established",
+            "crd/knnindexes.knn.dev",
+            "--timeout=60s",
+        )
+        kubectl.run("apply", "--server-side", "-f", str(REPO_ROOT / "rbac" / "clusterrole.yaml"))
+        names = cluster.image_names
+        kubectl.apply_manifest(
+            operator_manifests(
+                names.get(OPERATOR.repository) or OPERATOR.name(),
+                names.get(SERVING.repository) or SERVING.name(),
+            )
+        )
+        timeout = int(cluster.config.startup_timeout)
+        kubectl.run(
+            "-n",
+            OPERATOR_NAMESPACE,
+            "rollout",
+            "status",
+            "deployment/knn-operator",
+            f"--timeout={timeout}s",
+            timeout=timeout + 10,
+        )
+
+    def stop(self, cluster: Cluster) -> None:
+        pass  # its pod goes with the node

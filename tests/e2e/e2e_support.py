@@ -1,0 +1,62 @@
+"""Helpers of the end-to-end tier (imported as `e2e_support`; see conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from knn_devtools.cluster import ClusterConfig
+from knn_devtools.kubectl import Kubectl
+
+T = TypeVar("T")
+
+# Address ranges of the test cluster: different from `make up`'s defaults.
+E2E_POD_CIDR = "10.245.0.0/24"
+E2E_SERVICE_CIDR = "10.97.0.0/16"
+E2E_NODE_IP = "10.251.0.1"
+
+
+def e2e_config(state_dir: Path, *, addons: tuple[str, ...] = ("dns",)) -> ClusterConfig:
+    return ClusterConfig(
+        state_dir=state_dir,
+        name="e2e",
+        node_name="e2e-node",
+        node_ip=E2E_NODE_IP,
+        pod_cidr=E2E_POD_CIDR,
+        service_cidr=E2E_SERVICE_CIDR,
+        addons=addons,
+        startup_timeout=float(os.environ.get("KNN_E2E_STARTUP_TIMEOUT", "240")),
+    )
+
+
+def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 120.0) -> T:
+    """Polls ``probe`` until it returns something truthy; fails naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+def wait_default_service_account(kubectl: Kubectl, namespace: str = "default") -> None:
+    """The ServiceAccount admission refuses pods until the controller made it."""
+    wait_for(
+        f"ServiceAccount default in {namespace}",
+        lambda: kubectl.run("-n", namespace, "get", "sa", "default", check=False).returncode == 0,
+    )
+
+
+def host_diff(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict[str, object]:
+    """What differs between two :func:`knn_devtools.cluster.host_snapshot` results."""
+    out: dict[str, object] = {}
+    for key in before.keys() | after.keys():
+        b, a = set(before.get(key, [])), set(after.get(key, []))
+        if a != b:
+            out[key] = {"left behind": sorted(a - b), "removed": sorted(b - a)}
+    return out
