@@ -9,7 +9,7 @@
 # linking; peak RSS stays well under 10 GB).
 #
 # Usage: hack/build-tools.sh [TOOL ...]
-#   TOOLS: kube etcd helm kubeconform containerd runc cni coredns buildkit vegeta
+#   TOOLS: kube etcd helm kubeconform containerd runc cni coredns buildkit prometheus vegeta
 #   (default: all but vegeta)
 # Prints the cache bin directory on the last line of stdout.
 set -euo pipefail
@@ -365,6 +365,33 @@ build_buildkit() {
   )
 }
 
+# Prometheus with only the Kubernetes service discovery (the local cluster's): built
+# inside its module like BuildKit (its go.mod is the one its release uses). No web UI
+# assets (the `builtinassets` tag needs an npm build); the HTTP API is complete.
+# Only the versioned name is linked: the data-plane tests run Debian's `prometheus`.
+build_prometheus() {
+  local v=$PROMETHEUS_VERSION
+  if [ -x "$bin_dir/prometheus-v$v" ]; then log "prometheus v$v cached"; return; fi
+  local major=${v%%.*} rest=${v#*.}
+  local minor=${rest%%.*} patch=${v##*.}
+  local modv="v0.$((major * 100 + minor)).$patch" work src m=github.com/prometheus/common
+  work=$(mktemp -d "${TMPDIR:-/tmp}/knn-prometheus-build.XXXXXX")
+  trap 'rm -rf "$work"' RETURN
+  log "building prometheus v$v (module $modv)"
+  src=$(mod_field "github.com/prometheus/prometheus@$modv" Dir)
+  cp -r "$src" "$work/src"
+  chmod -R u+w "$work/src"
+  (
+    cd "$work/src"
+    # Its go.work names directories the module zip does not carry.
+    GOWORK=off CGO_ENABLED=0 timed prometheus-v$v go build -trimpath \
+      -tags "remove_all_sd enable_kubernetes_sd" \
+      -ldflags "-s -w -X $m/version.Version=$v -X $m/version.Branch=knn-operator" \
+      -o "$work/out/prometheus" ./cmd/prometheus
+    install_bin "$work/out/prometheus" "$bin_dir/prometheus-v$v"
+  )
+}
+
 # Version-free names point at the pinned build, for PATH use by tests and users.
 link_all() {
   local n
@@ -386,10 +413,10 @@ link_all() {
   return 0
 }
 
-known=(kube etcd helm kubeconform containerd runc cni coredns buildkit vegeta)
+known=(kube etcd helm kubeconform containerd runc cni coredns buildkit prometheus vegeta)
 tools=("$@")
 # The longest build first, so the parallel ones overlap it.
-[ ${#tools[@]} -gt 0 ] || tools=(kube containerd buildkit etcd coredns helm kubeconform runc cni)
+[ ${#tools[@]} -gt 0 ] || tools=(kube containerd buildkit prometheus etcd coredns helm kubeconform runc cni)
 for t in "${tools[@]}"; do
   case " ${known[*]} " in
     *" $t "*) ;;

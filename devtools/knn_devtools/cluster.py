@@ -61,7 +61,7 @@ from knn_devtools import images, kubeconfig
 from knn_devtools.buildkit import ProductImages
 from knn_devtools.certs import PKI, CertificateAuthority, CertKey
 from knn_devtools.controlplane import ControlPlane, ControlPlaneError, Options
-from knn_devtools.incluster import InClusterOperator, LocalStorage
+from knn_devtools.incluster import InClusterOperator, LocalStorage, Prometheus
 from knn_devtools.kubectl import Kubectl
 from knn_devtools.procs import ManagedProcess, free_loopback_ports
 from knn_devtools.tools import bin_dir, cni_bin_dir, ensure_tools
@@ -254,6 +254,8 @@ class Cluster:
         self.processes: dict[str, ManagedProcess] = {}
         # Image repository -> the name (with tag) imported for this run.
         self.image_names: dict[str, str] = {}
+        # Component name -> URL of what it serves on this machine (e.g. prometheus).
+        self.endpoints: dict[str, str] = {}
         self.timings: dict[str, float] = {}
         self.startup_seconds = 0.0
 
@@ -295,6 +297,7 @@ class Cluster:
             "containerd-shim-runc-v2",
             "runc",
             *(["coredns"] if "dns" in self.config.addons else []),
+            *(["prometheus"] if "prometheus" in self.config.addons else []),
         )
         self.binaries["cni"] = cni_bin_dir()
         self._lock = acquire_host(self.config)
@@ -756,9 +759,10 @@ COMPONENTS: Final[dict[str, Callable[[], Component]]] = {
     "images": ProductImages,
     "storage": LocalStorage,
     "operator": InClusterOperator,
+    "prometheus": Prometheus,
 }
 # What `make up` runs: the whole product.
-FULL_STACK: Final = ("dns", "storage", "images", "operator")
+FULL_STACK: Final = ("dns", "storage", "images", "operator", "prometheus")
 
 
 # -- configuration documents -----------------------------------------------------------------

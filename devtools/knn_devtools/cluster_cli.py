@@ -49,6 +49,8 @@ class State:
     kubeconfig: str
     startup_seconds: float
     timings: dict[str, float]
+    # What components serve on this machine, e.g. {"prometheus": "http://127.0.0.1:PORT"}.
+    endpoints: dict[str, str]
 
     def save(self, directory: Path) -> None:
         tmp = directory / f".{STATE_FILE}.tmp"
@@ -141,6 +143,8 @@ def up(directory: Path, timeout: float) -> int:
         state = State.load(directory)
         if state is not None and state.supervisor_pid == supervisor.pid:
             print(f"cluster ready in {state.startup_seconds:.1f}s")
+            for name, url in state.endpoints.items():
+                print(f"{name}: {url}")
             print(f"export KUBECONFIG={state.kubeconfig}")
             return 0
         shown = _echo_new_lines(log, shown)
@@ -190,6 +194,9 @@ def status(directory: Path) -> int:
         print(f"no cluster running for {directory}")
         return 1
     print(f"cluster running (supervisor pid {pid})")
+    state = State.load(directory)
+    for name, url in (state.endpoints if state is not None else {}).items():
+        print(f"{name}: {url}")
     print(f"export KUBECONFIG={directory / KUBECONFIG_FILE}")
     return 0
 
@@ -209,6 +216,7 @@ def run(directory: Path, timeout: float) -> int:
             kubeconfig=str(config.admin_kubeconfig),
             startup_seconds=round(cluster.startup_seconds, 2),
             timings={k: round(v, 2) for k, v in cluster.timings.items()},
+            endpoints=dict(cluster.endpoints),
         ).save(directory)
         try:
             while not stop.wait(1.0):

@@ -184,3 +184,122 @@ class InClusterOperator:
 
     def stop(self, cluster: Cluster) -> None:
         pass  # its pod goes with the node
+
+
+# -- monitoring ------------------------------------------------------------------------
+
+# The serving pods' label (operator/knn_operator/builders/common.py `labels`) and the
+# name of their HTTP port, which also serves /metrics.
+SERVING_POD_SELECTOR: Final = "app.kubernetes.io/name=knn-index"
+SERVING_PORT_NAME: Final = "http"
+
+_PROMETHEUS_RBAC: Final = """\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "knn:prometheus"}
+rules:
+- apiGroups: [""]
+  resources: [pods, services, endpoints, nodes]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "knn:prometheus"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "knn:prometheus"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "knn:prometheus"}
+"""
+
+
+class Prometheus:
+    """Prometheus (built from its Go module with Kubernetes service discovery) on the
+    host, discovering the serving pods through the apiserver (role pod, the serving
+    pods' label, their ``http`` port) and scraping them at their pod IPs with
+    ``honor_labels: true``, so the servers' own ``namespace``/``index``/``version``
+    labels survive. Listens on loopback; its URL is ``cluster.endpoints["prometheus"]``."""
+
+    name = "prometheus"
+    scrape_interval = "2s"
+
+    def start(self, cluster: Cluster) -> None:
+        from knn_devtools.procs import free_loopback_port
+        from knn_devtools.tools import tool_path
+
+        binary = tool_path("prometheus")
+        cfg = cluster.config
+        assert cluster.control_plane is not None
+        cluster.kubectl().apply_manifest(_PROMETHEUS_RBAC)
+        cert, key = cluster.issue("prometheus", "knn:prometheus")
+        base = cfg.run_dir / "prometheus"
+        base.mkdir(parents=True, exist_ok=True)
+        tls = {
+            "ca_file": str(cfg.run_dir / "pki" / "ca.crt"),
+            "cert_file": str(cert),
+            "key_file": str(key),
+        }
+        config = {
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "evaluation_interval": self.scrape_interval,
+            },
+            "scrape_configs": [
+                {
+                    "job_name": "knn-serving",
+                    "honor_labels": True,
+                    "kubernetes_sd_configs": [
+                        {
+                            "role": "pod",
+                            "api_server": cluster.control_plane.server,
+                            "tls_config": tls,
+                            "selectors": [{"role": "pod", "label": SERVING_POD_SELECTOR}],
+                        }
+                    ],
+                    "relabel_configs": [
+                        {
+                            "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+                            "regex": SERVING_PORT_NAME,
+                            "action": "keep",
+                        },
+                        {
+                            "source_labels": ["__meta_kubernetes_pod_phase"],
+                            "regex": "Running",
+                            "action": "keep",
+                        },
+                        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                    ],
+                }
+            ],
+        }
+        path = base / "prometheus.yml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        port = free_loopback_port()
+        proc = cluster.spawn(
+            "prometheus",
+            [
+                str(binary),
+                f"--config.file={path}",
+                f"--storage.tsdb.path={base / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--storage.tsdb.retention.time=1d",
+            ],
+        )
+        url = f"http://127.0.0.1:{port}"
+        cluster.wait_until("prometheus /-/ready", lambda: _http_ok(f"{url}/-/ready"), proc=proc)
+        cluster.endpoints["prometheus"] = url
+
+    def stop(self, cluster: Cluster) -> None:
+        cluster.stop_process("prometheus")
+        cluster.endpoints.pop("prometheus", None)
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False

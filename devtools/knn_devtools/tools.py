@@ -42,6 +42,9 @@ _TOOL_GROUP: Final[dict[str, tuple[str, str]]] = {
     "coredns": ("coredns", "COREDNS_VERSION"),
     "buildkitd": ("buildkit", "BUILDKIT_VERSION"),
     "buildctl": ("buildkit", "BUILDKIT_VERSION"),
+    # The local cluster's Prometheus (Kubernetes service discovery); the data-plane
+    # tests run Debian's `prometheus` from PATH instead.
+    "prometheus": ("prometheus", "PROMETHEUS_VERSION"),
 }
 
 # The CNI plugins hack/build-tools.sh builds into one directory per version.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -128,6 +129,28 @@ def test_build_serve_query(
     assert len(answer["ids"]) == 5
     assert answer["distances"] == sorted(answer["distances"])
     assert answer["version"] == status["stableVersion"]
+
+
+def test_prometheus_discovers_and_scrapes_the_serving_pod(
+    cluster: Cluster, kubectl: Kubectl
+) -> None:
+    """Prometheus finds the serving pod through the apiserver and keeps the server's own
+    identity labels (honor_labels), as the analysis queries expect."""
+    version = _status(kubectl)["stableVersion"]
+    url = cluster.endpoints["prometheus"]
+    selector = f'namespace="demo",index="products",version="{version}"'
+    query = urllib.parse.quote(f"knn_recall_ratio{{{selector}}}")
+
+    def series() -> list[dict[str, Any]] | None:
+        with urllib.request.urlopen(f"{url}/api/v1/query?query={query}", timeout=5) as r:
+            result: list[dict[str, Any]] = json.load(r)["data"]["result"]
+        return result or None
+
+    found = wait_for("knn_recall_ratio of demo/products in Prometheus", series, timeout=90)
+    labels = found[0]["metric"]
+    assert labels["job"] == "knn-serving"
+    assert labels["pod"].startswith(f"products-{version}-")
+    assert float(found[0]["value"][1]) >= 0.9
 
 
 def test_bad_source_fails_with_the_builders_message_and_stable_keeps_serving(
