@@ -118,10 +118,6 @@ def operator_manifests(
                                 "image": operator_image,
                                 "imagePullPolicy": "Never",
                                 "env": [
-                                    # The image's uid 65532 has no passwd entry, and kopf
-                                    # names its identity after getpass.getuser(), which
-                                    # then fails (KeyError) unless $USER is set.
-                                    {"name": "USER", "value": "knn-operator"},
                                     {"name": "KNN_BUILDER_IMAGE", "value": serving_image},
                                     {"name": "KNN_SERVING_IMAGE", "value": serving_image},
                                     {"name": "KNN_IMAGE_PULL_POLICY", "value": "Never"},

@@ -9,12 +9,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import socket
 import sys
+from typing import Any, cast
 
 import kopf
 from prometheus_client import start_http_server
 
 from .handlers import knnindex  # noqa: F401  (registers the handlers)
+
+
+def identity() -> str:
+    """Who this operator is, without kopf's getpass.getuser(): the images run as a
+    uid with no passwd entry (65532), where that raises KeyError at start."""
+    return os.environ.get("POD_ID") or f"knn-operator@{socket.gethostname()}/{os.getpid()}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             namespaces=args.namespace,
             standalone=True,
             liveness_endpoint=f"http://{args.bind}:{args.liveness_port}/healthz",
+            identity=cast(Any, identity()),
         )
     )
     return 0
