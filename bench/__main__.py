@@ -291,13 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         # some queries cost more than others, so different sets would bias it.
         load = queries[:1024]
         if args.only == "live":
-            bodies = [orjson.dumps({"vector": q.tolist(), "k": k}) for q in load]
-            rows += live_rows(
-                args,
-                artifact,
-                d / "logs",
-                lambda url: Loader(url, "/v1/query", bodies, args.connections, args.seconds),
-            )
+            rows += _live_section(args, artifact, d / "logs", load)
             _print_table(args, rows)
             return 0
         server_args = ["--log-level", "warning", "--workers", "1", "--batch-threads", "1"]
@@ -328,15 +322,22 @@ def main(argv: list[str] | None = None) -> int:
                 ours = Loader(url, "/v1/query", single_bodies, args.connections, args.seconds)
                 rows += peer_rows(args, d, data, load, truth, ours)
                 print(*rows[-4:], sep="\n", flush=True)
-        bodies = [orjson.dumps({"vector": q.tolist(), "k": k}) for q in load]
-        rows += live_rows(
-            args,
-            artifact,
-            d / "logs",
-            lambda url: Loader(url, "/v1/query", bodies, args.connections, args.seconds),
-        )
+        rows += _live_section(args, artifact, d / "logs", load)
     _print_table(args, rows)
     return 0
+
+
+def _live_section(
+    args: argparse.Namespace, artifact: Path, logs: Path, load: npt.NDArray[np.float32]
+) -> Rows:
+    """Live recall on against off, with the single-query bodies of the serving section."""
+    bodies = [orjson.dumps({"vector": q.tolist(), "k": args.k}) for q in load]
+    return live_rows(
+        args,
+        artifact,
+        logs,
+        lambda url: Loader(url, "/v1/query", bodies, args.connections, args.seconds),
+    )
 
 
 def _build_only(args: argparse.Namespace, d: Path) -> None:
