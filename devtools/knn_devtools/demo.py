@@ -168,7 +168,8 @@ def _follow(
             else:
                 timeline.say(
                     f"build {b['version']}: {b['outcome']}, {b.get('vectors')} vectors, "
-                    f"recall {b.get('recall')}, {b.get('buildSeconds')} s "
+                    f"recall {b.get('recall')} at efSearch {b.get('efSearch')} (the smallest "
+                    f"that reaches minRecall), {b.get('buildSeconds')} s "
                     f"{b.get('message') or ''}".rstrip()
                 )
         events = kubectl.json(

@@ -97,32 +97,33 @@ def _track_build(
     started = rec.started if rec else None
     s = job.summary
     if job.succeeded and s is not None and s.outcome == "Succeeded":
+        rec = BuildRecord(
+            version=target,
+            outcome="Succeeded",
+            vectors=s.vectors,
+            recall=s.recall,
+            ef_search=s.ef_search,
+            recall_curve=[
+                RecallPoint(ef_search=c.ef_search, recall=c.recall, latency_us=c.latency_us)
+                for c in s.recall_curve()
+            ],
+            build_seconds=s.build_seconds,
+            artifact=s.artifact or artifact_uri(obs.spec, target),
+            sha256=s.sha256,
+            started=started,
+            finished=now,
+        )
+        ef = obs.spec.hnsw.ef_search
+        at = recorded_recall(rec, ef)
+        recall = f"recall {at} at efSearch {ef}" if at is not None else f"recall {s.recall}"
         plan.events.append(
             Event(
                 "Normal",
                 "BuildSucceeded",
-                f"version {target}: {s.vectors} vectors, recall {s.recall}, {s.build_seconds}s",
+                f"version {target}: {s.vectors} vectors, {recall}, {s.build_seconds}s",
             )
         )
-        return _upsert(
-            builds,
-            BuildRecord(
-                version=target,
-                outcome="Succeeded",
-                vectors=s.vectors,
-                recall=s.recall,
-                ef_search=s.ef_search,
-                recall_curve=[
-                    RecallPoint(ef_search=c.ef_search, recall=c.recall, latency_us=c.latency_us)
-                    for c in s.recall_curve()
-                ],
-                build_seconds=s.build_seconds,
-                artifact=s.artifact or artifact_uri(obs.spec, target),
-                sha256=s.sha256,
-                started=started,
-                finished=now,
-            ),
-        )
+        return _upsert(builds, rec)
     if job.succeeded:
         message = "builder Job completed but left no build summary in its termination message"
     else:
