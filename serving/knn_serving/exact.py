@@ -13,7 +13,8 @@ from knn_contracts.artifact import Metric
 DEFAULT_BLOCK_BYTES = 256 << 20
 
 
-def _unit(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+def unit_rows(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Each row scaled to length 1 (a zero row stays zero)."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     unit: npt.NDArray[np.float32] = (x / norms).astype(np.float32, copy=False)
@@ -34,13 +35,30 @@ def exact_topk(
     `exclude[i]` (if ≥ 0) is a data row that query i must not return: the
     query's own row when probes are taken from the data (leave-one-out).
     """
+    rows, _ = exact_topk_distances(
+        data, queries, k, metric, exclude=exclude, block_bytes=block_bytes
+    )
+    return rows
+
+
+def exact_topk_distances(
+    data: npt.NDArray[np.generic],
+    queries: npt.NDArray[np.float32],
+    k: int,
+    metric: Metric,
+    *,
+    exclude: npt.NDArray[np.int64] | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """exact_topk, with hnswlib's distances (squared L2; 1 - inner product;
+    1 - cosine similarity), so the rows merge with an index's or a side list's."""
     n = data.shape[0]
     q = queries.shape[0]
     if k > n - (1 if exclude is not None and (exclude >= 0).any() else 0):
         raise ValueError(f"k={k} exceeds the {n} vectors available")
     qs = np.ascontiguousarray(queries, dtype=np.float32)
     if metric == "cosine":
-        qs = _unit(qs)
+        qs = unit_rows(qs)
     best_d = np.full((q, k), np.inf, dtype=np.float32)
     best_i = np.full((q, k), -1, dtype=np.int64)
     rows = max(k, block_bytes // (4 * max(q, 1) * 2 + 4 * data.shape[1]))
@@ -48,7 +66,7 @@ def exact_topk(
     for start in range(0, n, rows):
         block = np.asarray(data[start : start + rows], dtype=np.float32)
         if metric == "cosine":
-            block = _unit(block)
+            block = unit_rows(block)
         dots = qs @ block.T  # (q, b)
         if metric == "l2":
             dist = np.einsum("ij,ij->i", block, block)[None, :] - 2.0 * dots
@@ -72,7 +90,10 @@ def exact_topk(
         best_d = np.take_along_axis(all_d, sel, axis=1)
         best_i = np.take_along_axis(all_i, sel, axis=1)
     order = np.argsort(best_d, axis=1, kind="stable")
-    return np.take_along_axis(best_i, order, axis=1)
+    # The scan ranks by a distance without the query's own constant term.
+    offset = np.einsum("ij,ij->i", qs, qs)[:, None] if metric == "l2" else 1.0
+    dists = (np.take_along_axis(best_d, order, axis=1) + offset).astype(np.float32)
+    return np.take_along_axis(best_i, order, axis=1), dists
 
 
 def drop_self(

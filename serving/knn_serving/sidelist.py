@@ -15,14 +15,10 @@ import numpy as np
 import numpy.typing as npt
 from knn_contracts.artifact import Metric
 
+from .exact import unit_rows
+
 Labels = npt.NDArray[np.int64]
 Distances = npt.NDArray[np.float32]
-
-
-def _unit(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return np.ascontiguousarray(x / norms, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -36,7 +32,7 @@ class SideList:
     def build(cls, vectors: npt.NDArray[np.float32], labels: Labels, metric: Metric) -> SideList:
         v = np.ascontiguousarray(vectors, dtype=np.float32)
         if metric == "cosine":
-            v = _unit(v)
+            v = unit_rows(v)
         sq = np.einsum("ij,ij->i", v, v).astype(np.float32)
         return cls(v, np.ascontiguousarray(labels, dtype=np.int64), metric, sq)
 
@@ -49,7 +45,7 @@ class SideList:
 
     def distances(self, queries: npt.NDArray[np.float32]) -> Distances:
         """(q, n) distances from each query to each side-list row."""
-        q = _unit(queries) if self.metric == "cosine" else queries
+        q = unit_rows(queries) if self.metric == "cosine" else queries
         dots = q @ self.vectors.T
         if self.metric == "l2":
             qq = np.einsum("ij,ij->i", q, q)[:, None]

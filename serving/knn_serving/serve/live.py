@@ -27,8 +27,9 @@ import numpy as np
 import numpy.typing as npt
 from knn_contracts.artifact import Metric
 
+from ..exact import exact_topk_distances
 from ..hnswfile import GraphVectors
-from ..sidelist import SideList
+from ..sidelist import SideList, merge
 
 log = logging.getLogger("knn-serve")
 
@@ -65,50 +66,18 @@ Drop = Callable[[], None]
 def exact_labels(
     graph: GraphVectors, side: SideList, metric: Metric, queries: npt.NDArray[np.float32], k: int
 ) -> npt.NDArray[np.int64]:
-    """Exact top-k labels of each query over graph and side-list rows, one pass
-    over the mapped vectors in blocks. Distances are hnswlib's (graph vectors are
-    stored unit-length under cosine)."""
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    if metric == "cosine":
-        norms = np.linalg.norm(q, axis=1, keepdims=True)
-        q = (q / np.where(norms == 0, 1.0, norms)).astype(np.float32)
-    n = len(graph)
-    dim = q.shape[1]
-    rows = max(k, _BLOCK_BYTES // (4 * dim))
-    best_d = np.full((q.shape[0], 0), np.inf, dtype=np.float32)
-    best_l = np.zeros((q.shape[0], 0), dtype=np.int64)
-    qq = np.einsum("ij,ij->i", q, q)[:, None]
-    for start in range(0, n, rows):
-        block = np.ascontiguousarray(graph.vectors[start : start + rows])
-        dots = q @ block.T
-        if metric == "l2":
-            d = qq - 2.0 * dots + np.einsum("ij,ij->i", block, block)[None, :]
-        else:
-            d = 1.0 - dots
-        labels = np.broadcast_to(graph.labels[start : start + rows].astype(np.int64), d.shape)
-        best_l, best_d = _keep_best(best_l, best_d, labels, d.astype(np.float32), k)
-    if len(side):
-        sl, sd = side.search(q, k)
-        best_l, best_d = _keep_best(best_l, best_d, sl, sd, k)
-    order = np.argsort(best_d, axis=1, kind="stable")
-    return np.take_along_axis(best_l, order, axis=1)
-
-
-def _keep_best(
-    la: npt.NDArray[np.int64],
-    da: npt.NDArray[np.float32],
-    lb: npt.NDArray[np.int64],
-    db: npt.NDArray[np.float32],
-    k: int,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-    labels = np.concatenate([la, lb], axis=1)
-    dists = np.concatenate([da, db], axis=1)
-    take = min(k, dists.shape[1])
-    if take < dists.shape[1]:
-        part = np.argpartition(dists, take - 1, axis=1)[:, :take]
-    else:
-        part = np.tile(np.arange(dists.shape[1]), (dists.shape[0], 1))
-    return np.take_along_axis(labels, part, axis=1), np.take_along_axis(dists, part, axis=1)
+    """Exact top-k labels of each query over graph and side-list rows, nearest first:
+    one blocked pass over the mapped vectors (knn_serving.exact), merged with the
+    side list by hnswlib's distances."""
+    take = min(k, len(graph))
+    rows, dists = exact_topk_distances(
+        graph.vectors, queries, take, metric, block_bytes=_BLOCK_BYTES
+    )
+    labels = graph.labels[rows].astype(np.int64)
+    if not len(side):
+        return labels
+    merged, _ = merge((labels, dists), side.search(queries, k), k)
+    return merged
 
 
 def hits(sample: Sample, exact: npt.NDArray[np.int64]) -> int:
