@@ -7,9 +7,11 @@ operator applies `status` through the status subresource and never sends
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
+import aiohttp
 from knn_contracts import api
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -30,6 +32,35 @@ KIND_API_VERSION = {kind: av for (av, kind) in _PLURALS}
 
 NotFound = 404
 Conflict = 409
+
+
+class KubeError(Exception):
+    """An API call that failed, with the API server's own status and message, so the
+    rest of the operator never sees a client library's exception type."""
+
+    def __init__(self, status: int, reason: str, message: str, method: str, path: str) -> None:
+        super().__init__(f"{method} {path}: {status} {reason}: {message}")
+        self.status, self.reason, self.message = status, reason, message
+
+    @property
+    def retryable(self) -> bool:
+        """Worth retrying unchanged: conflicts, throttling, server errors, no answer (0).
+        Not: a manifest the API server refuses (422, 400) or a missing permission (403),
+        which only a change of spec, code or RBAC fixes (retried with a long backoff)."""
+        return self.status in (0, Conflict, 429) or self.status >= 500
+
+
+def _translate(e: Exception, method: str, path: str) -> KubeError:
+    if isinstance(e, ApiException):
+        reason, message = str(e.reason or ""), str(e.body or "")
+        try:
+            doc = json.loads(e.body) if e.body else {}
+            reason = str(doc.get("reason") or reason)
+            message = str(doc.get("message") or message)
+        except (ValueError, TypeError, AttributeError):
+            pass
+        return KubeError(int(e.status or 0), reason, message, method, path)
+    return KubeError(0, type(e).__name__, str(e) or repr(e), method, path)
 
 
 def _path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
@@ -63,17 +94,25 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> Body:
-        result = await self.client.call_api(
+        try:
+            result = await self._raw(method, path, body, query or [], content_type)
+        except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as e:
+            raise _translate(e, method, path) from e
+        return result if isinstance(result, dict) else {}
+
+    async def _raw(
+        self, method: str, path: str, body: Any, query: list[tuple[str, str]], content_type: str
+    ) -> Any:
+        return await self.client.call_api(
             path,
             method,
-            query_params=query or [],
+            query_params=query,
             header_params={"Content-Type": content_type, "Accept": "application/json"},
             body=body,
             response_types_map={200: "object", 201: "object"},
             auth_settings=["BearerToken"],
             _return_http_data_only=True,
         )
-        return result if isinstance(result, dict) else {}
 
     async def apply(self, obj: Body, *, status: bool = False) -> Body:
         """Server-side apply; `status=True` applies to the status subresource."""
@@ -90,7 +129,7 @@ class Kube:
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Body | None:
         try:
             return await self._call("GET", _path(api_version, kind, namespace, name))
-        except ApiException as e:
+        except KubeError as e:
             if e.status == NotFound:
                 return None
             raise
@@ -114,6 +153,6 @@ class Kube:
                     "propagationPolicy": "Background",
                 },
             )
-        except ApiException as e:
+        except KubeError as e:
             if e.status != NotFound:
                 raise

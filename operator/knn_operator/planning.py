@@ -11,6 +11,7 @@ available replaces the stable version directly.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ from .models.common import Condition
 from .models.knnindex import BuildRecord, KnnIndexSpec, KnnIndexStatus, Phase, RecallPoint
 from .observe import DeploymentState, JobState
 from .settings import Settings
+from .timeutil import iso
 from .versioning import version_of
 
 # Succeeded records are bounded by history.limit (older ones leave once their
@@ -58,6 +60,15 @@ class Plan:
     delete: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
     status: KnnIndexStatus = field(default_factory=KnnIndexStatus)
     events: list[Event] = field(default_factory=list)
+    # Seconds until the plan wants another look even if nothing changes (a pause
+    # ending, the next analysis, a warm stable to scale down); None: only on events.
+    requeue_after: float | None = None
+
+    def wake_within(self, seconds: float) -> None:
+        """Ask to run again within `seconds` (the earliest of all requests wins)."""
+        seconds = max(0.0, seconds)
+        if self.requeue_after is None or seconds < self.requeue_after:
+            self.requeue_after = seconds
 
 
 def _record(builds: list[BuildRecord], version: str) -> BuildRecord | None:
@@ -72,7 +83,12 @@ def _upsert(builds: list[BuildRecord], rec: BuildRecord) -> list[BuildRecord]:
 
 
 def _track_build(
-    obs: Observed, target: str, builds: list[BuildRecord], plan: Plan, settings: Settings, now: str
+    obs: Observed,
+    target: str,
+    builds: list[BuildRecord],
+    plan: Plan,
+    settings: Settings,
+    now: dt.datetime,
 ) -> list[BuildRecord]:
     """Create the target's Job, or fold its outcome into the build records."""
     rec = _record(builds, target)
@@ -89,10 +105,10 @@ def _track_build(
                     f"building version {target} in Job {job_name(obs.owner, target)}",
                 )
             )
-        return _upsert(builds, BuildRecord(version=target, outcome="Building", started=now))
+        return _upsert(builds, BuildRecord(version=target, outcome="Building", started=iso(now)))
     if not job.finished:
         if rec is None:
-            rec = BuildRecord(version=target, outcome="Building", started=now)
+            rec = BuildRecord(version=target, outcome="Building", started=iso(now))
         return _upsert(builds, rec)
     started = rec.started if rec else None
     s = job.summary
@@ -111,7 +127,7 @@ def _track_build(
             artifact=s.artifact or artifact_uri(obs.spec, target),
             sha256=s.sha256,
             started=started,
-            finished=now,
+            finished=iso(now),
         )
         ef = obs.spec.hnsw.ef_search
         at = recorded_recall(rec, ef)
@@ -132,7 +148,7 @@ def _track_build(
     return _upsert(
         builds,
         BuildRecord(
-            version=target, outcome="Failed", message=message, started=started, finished=now
+            version=target, outcome="Failed", message=message, started=started, finished=iso(now)
         ),
     )
 
@@ -165,7 +181,7 @@ def _collect_artifacts(
     return builds
 
 
-def plan(obs: Observed, settings: Settings, now: str) -> Plan:
+def plan(obs: Observed, settings: Settings, now: dt.datetime) -> Plan:
     """Builds, then which version serves, then what is kept, then status."""
     out = Plan()
     target, builds = _builds_stage(obs, settings, now, out)
@@ -194,7 +210,7 @@ class Serving:
 
 
 def _builds_stage(
-    obs: Observed, settings: Settings, now: str, out: Plan
+    obs: Observed, settings: Settings, now: dt.datetime, out: Plan
 ) -> tuple[str, list[BuildRecord]]:
     target = version_of(obs.spec, obs.rebuild_annotation)
     builds = _track_build(obs, target, list(obs.status.builds), out, settings, now)
@@ -283,7 +299,7 @@ def _phase(obs: Observed, serving: Serving, stable_ok: bool) -> Phase:
 
 
 def _status_stage(
-    obs: Observed, builds: list[BuildRecord], serving: Serving, now: str, out: Plan
+    obs: Observed, builds: list[BuildRecord], serving: Serving, now: dt.datetime, out: Plan
 ) -> KnnIndexStatus:
     old, stable, target_rec = obs.status, serving.stable, serving.target
     target = target_rec.version
@@ -384,7 +400,7 @@ def _serving_spec_condition(
     old: KnnIndexStatus,
     verdict: Verdict | None,
     gen: int,
-    now: str,
+    now: dt.datetime,
     out: Plan,
 ) -> list[Condition]:
     """ServingSpecAccepted, and a Warning Event when a refusal is new or changes."""

@@ -1,8 +1,9 @@
-"""Run the planner for one KnnIndex and carry out its plan.
+"""Run the planner for one object of a kind and carry out its plan.
 
 Reconciles of one object never overlap: requests that arrive while one runs
 mark the object dirty and the running reconcile goes round once more, so a
-burst of child events costs one or two passes, not one per event.
+burst of child events costs one or two passes, not one per event. The plan
+says when it wants to run again; errors retry with a bounded backoff.
 """
 
 from __future__ import annotations
@@ -12,142 +13,108 @@ import datetime as dt
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Any
 
-from knn_contracts import api
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from . import metrics
-from .builders.common import Owner
-from .builders.job import BUILDER_COMPONENT, GC_COMPONENT
-from .kube import Body, Kube
-from .models.knnindex import KnnIndexSpec, KnnIndexStatus, Phase
-from .observe import DeploymentState, JobState, deployment_state, job_state
-from .planning import Event, Observed, plan
+from .kinds import Children, Key, Kind
+from .kube import Body, Kube, KubeError
+from .models.common import ObjectMeta
+from .planning import Event
+from .schedule import Backoff, Wakeups
 from .settings import Settings
 
 log = logging.getLogger("knn_operator")
-Key = tuple[str, str]  # (namespace, name)
 EventSink = Callable[[Body, str, str, str], None]
 
 
-@dataclass
-class Children:
-    """Owned objects as the watch caches see them, looked up by owner."""
-
-    jobs: Callable[[Key], Iterable[Body]]
-    deployments: Callable[[Key], Iterable[Body]]
-    builder_pods: Callable[[Key, str], Iterable[Body]]
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _by_version(bodies: Iterable[Body]) -> dict[str, Body]:
-    out: dict[str, Body] = {}
-    for b in bodies:
-        v = (b.get("metadata", {}).get("labels") or {}).get(api.LABEL_VERSION)
-        if v:
-            out[v] = b
-    return out
-
-
-def _component(bodies: Iterable[Body], component: str) -> list[Body]:
-    return [
-        b
-        for b in bodies
-        if (b.get("metadata", {}).get("labels") or {}).get(api.LABEL_COMPONENT) == component
-    ]
-
-
-def observe(body: Body, children: Children) -> Observed:
-    meta = body["metadata"]
-    key = (meta["namespace"], meta["name"])
-    owner = Owner(meta["name"], meta["namespace"], meta["uid"])
-    spec = KnnIndexSpec.model_validate(body.get("spec") or {})
-    try:
-        status = KnnIndexStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        log.warning("%s/%s: unreadable status; starting afresh", *key)
-        status = KnnIndexStatus()
-    all_jobs = list(children.jobs(key))
-    jobs: dict[str, JobState] = {
-        v: job_state(j, children.builder_pods(key, v))
-        for v, j in _by_version(_component(all_jobs, BUILDER_COMPONENT)).items()
-    }
-    gc_jobs = {
-        v: job_state(j, ()) for v, j in _by_version(_component(all_jobs, GC_COMPONENT)).items()
-    }
-    deps: dict[str, DeploymentState] = {
-        v: deployment_state(d) for v, d in _by_version(children.deployments(key)).items()
-    }
-    annotations = meta.get("annotations") or {}
-    return Observed(
-        owner,
-        int(meta.get("generation") or 0),
-        spec,
-        status,
-        jobs,
-        deps,
-        annotations.get(api.ANNOTATION_REBUILD),
-        gc_jobs,
-    )
-
-
-def _status_doc(status: KnnIndexStatus) -> dict[str, Any]:
+def _status_doc(status: BaseModel) -> dict[str, Any]:
     return status.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
 @dataclass
 class Reconciler:
+    kind: Kind
     kube: Kube
     settings: Settings
     children: Children
     post_event: EventSink
+    clock: Callable[[], dt.datetime] = utcnow
+    backoff: Backoff = field(default_factory=Backoff)
     phases: dict[Key, str] = field(default_factory=dict)
-    _locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    _running: set[Key] = field(default_factory=set)
     _dirty: set[Key] = field(default_factory=set)
+    _failures: dict[Key, int] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _wakeups: Wakeups[Key] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._wakeups = Wakeups(self._spawn)
+
+    def _spawn(self, key: Key) -> None:
+        task = asyncio.get_running_loop().create_task(self.request(key))
+        self._tasks.add(task)  # a task nobody references can be collected mid-flight
+        task.add_done_callback(self._tasks.discard)
 
     async def request(self, key: Key) -> None:
         self._dirty.add(key)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        if lock.locked():
+        if key in self._running:
             return
-        async with lock:
+        self._running.add(key)
+        try:
             while key in self._dirty:
                 self._dirty.discard(key)
-                start = time.perf_counter()
-                try:
-                    await self._once(key)
-                except Exception:
-                    metrics.RECONCILE_ERRORS.labels(api.KNN_INDEX_KIND).inc()
-                    log.exception("%s/%s: reconcile failed; will retry", *key)
-                    asyncio.get_running_loop().call_later(
-                        5.0, lambda: asyncio.ensure_future(self.request(key))
-                    )
-                finally:
-                    metrics.RECONCILE_DURATION.labels(api.KNN_INDEX_KIND).observe(
-                        time.perf_counter() - start
-                    )
+                await self._guarded(key)
+        finally:
+            self._running.discard(key)
+
+    async def _guarded(self, key: Key) -> None:
+        label = self.kind.kind
+        start = time.perf_counter()
+        try:
+            requeue = await self._once(key)
+        except Exception as e:
+            metrics.RECONCILE_ERRORS.labels(label).inc()
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            retryable = not isinstance(e, KubeError) or e.retryable
+            delay = self.backoff.delay(failures, retryable)
+            if isinstance(e, KubeError):
+                log.error("%s/%s: %s; retry in %.0fs", *key, e, delay)
+            else:
+                log.exception("%s/%s: reconcile failed; retry in %.0fs", *key, delay)
+            self._wakeups.at_most_in(key, delay)
+        else:
+            self._failures.pop(key, None)
+            if requeue is not None:
+                self._wakeups.at_most_in(key, requeue)
+        finally:
+            metrics.RECONCILE_DURATION.labels(label).observe(time.perf_counter() - start)
 
     def forget(self, key: Key) -> None:
         self.phases.pop(key, None)
+        self._failures.pop(key, None)
+        self._wakeups.cancel(key)
         self._update_phase_gauge()
 
-    async def _once(self, key: Key) -> None:
-        body = await self.kube.get(api.API_VERSION, api.KNN_INDEX_KIND, *key)
+    async def _once(self, key: Key) -> float | None:
+        k = self.kind
+        body = await self.kube.get(k.api_version, k.kind, *key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.forget(key)
-            return
+            return None
         try:
-            obs = observe(body, self.children)
+            obs = k.observe(body, self.children)
         except ValidationError as e:
             await self._refuse(body, e)
-            return
-        result = plan(obs, self.settings, now_iso())
+            return None
+        result = k.plan(obs, self.settings, self.clock())
         for obj in result.apply:
             await self.kube.apply(obj)
         for kind, name in result.delete:
@@ -157,17 +124,16 @@ class Reconciler:
             await self.kube.apply(self._status_patch(body, new_status), status=True)
         for ev in result.events:
             self._event(body, ev)
-        self.phases[key] = result.status.phase or "Pending"
+        self.phases[key] = str(getattr(result.status, "phase", None) or "Pending")
         self._update_phase_gauge()
+        return result.requeue_after
 
     def _status_patch(self, body: Body, status: Mapping[str, Any]) -> Body:
+        meta = ObjectMeta.model_validate(body["metadata"])
         return {
-            "apiVersion": api.API_VERSION,
-            "kind": api.KNN_INDEX_KIND,
-            "metadata": {
-                "name": body["metadata"]["name"],
-                "namespace": body["metadata"]["namespace"],
-            },
+            "apiVersion": self.kind.api_version,
+            "kind": self.kind.kind,
+            "metadata": {"name": meta.name, "namespace": meta.namespace},
             "status": dict(status),
         }
 
@@ -176,7 +142,11 @@ class Reconciler:
         first = error.errors()[0]
         where = "spec." + ".".join(str(x) for x in first["loc"])
         message = f"{where}: {first['msg']}"
-        status = KnnIndexStatus.model_validate(body.get("status") or {}).model_copy(
+        try:
+            old = self.kind.status_model.model_validate(body.get("status") or {})
+        except ValidationError:
+            old = self.kind.status_model()
+        status = old.model_copy(
             update={
                 "phase": "Failed",
                 "message": message,
@@ -191,5 +161,5 @@ class Reconciler:
 
     def _update_phase_gauge(self) -> None:
         tally = Tally(self.phases.values())
-        for phase in get_args(Phase):
-            metrics.OBJECTS.labels(api.KNN_INDEX_KIND, phase).set(tally.get(phase, 0))
+        for phase in self.kind.phases:
+            metrics.OBJECTS.labels(self.kind.kind, phase).set(tally.get(phase, 0))

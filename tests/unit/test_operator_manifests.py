@@ -3,6 +3,7 @@ equal what the generators produce (models and CRD cannot drift)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -141,9 +142,8 @@ def _plans_of_a_whole_story() -> list[Plan]:
         summary = BuildSummary(outcome="Succeeded", version=v, vectors=10, recall=1.0)
         jobs[v] = JobState(f"products-build-{v}", v, True, True, "Complete", summary, "")
         for _ in range(2):
-            p = plan(
-                Observed(OWNER, 1, spec, status, jobs, deps), Settings(), "2026-12-01T00:00:00Z"
-            )
+            obs = Observed(OWNER, 1, spec, status, jobs, deps)
+            p = plan(obs, Settings(), dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
             plans.append(p)
             status = p.status
             deps[v] = DeploymentState(f"products-{v}", v, 2, 2, 2, True)

@@ -6,6 +6,7 @@ real Job/Deployment bodies; tests/integration drives the same path for real.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from knn_operator.versioning import version_of
 
 OWNER = Owner("products", "shop", "uid-1")
 SETTINGS = Settings()
-NOW = "2026-11-22T00:00:00Z"
+NOW = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
 
 
 def spec(**overrides: Any) -> KnnIndexSpec:
@@ -231,9 +232,8 @@ def test_plan_is_idempotent() -> None:
     v = version_of(s)
     st = _serving(s)
     a = plan(observed(s, st, {v: done_job(v)}, {v: dep(v, 2)}), SETTINGS, NOW)
-    b = plan(
-        observed(s, a.status, {v: done_job(v)}, {v: dep(v, 2)}), SETTINGS, "2030-01-01T00:00:00Z"
-    )
+    later = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    b = plan(observed(s, a.status, {v: done_job(v)}, {v: dep(v, 2)}), SETTINGS, later)
     assert a.status == b.status  # transition times kept when nothing changed
     assert a.apply == b.apply and not b.events
 

@@ -74,3 +74,17 @@ class Condition(Model):
     last_transition_time: str
     reason: str
     message: str = ""
+
+
+class ObjectMeta(BaseModel):
+    """The metadata the operator reads of its own resources (everything else is ignored)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    name: str
+    namespace: str = ""
+    uid: str = ""
+    generation: int = 0
+    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    deletion_timestamp: str | None = None

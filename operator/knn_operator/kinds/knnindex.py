@@ -1,0 +1,83 @@
+"""KnnIndex as a kind: how to observe one and its children, and its planner."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import get_args
+
+from knn_contracts import api
+from pydantic import ValidationError
+
+from ..builders.common import Owner
+from ..builders.job import BUILDER_COMPONENT, GC_COMPONENT
+from ..kube import Body
+from ..models.common import ObjectMeta
+from ..models.knnindex import KnnIndexSpec, KnnIndexStatus, Phase
+from ..observe import DeploymentState, JobState, deployment_state, job_state
+from ..planning import Observed, plan
+from . import Children, Kind
+
+log = logging.getLogger("knn_operator")
+
+
+def _by_version(bodies: Iterable[Body]) -> dict[str, Body]:
+    out: dict[str, Body] = {}
+    for b in bodies:
+        v = (b.get("metadata", {}).get("labels") or {}).get(api.LABEL_VERSION)
+        if v:
+            out[v] = b
+    return out
+
+
+def _component(bodies: Iterable[Body], component: str) -> list[Body]:
+    return [
+        b
+        for b in bodies
+        if (b.get("metadata", {}).get("labels") or {}).get(api.LABEL_COMPONENT) == component
+    ]
+
+
+def observe(body: Body, children: Children) -> Observed:
+    meta = ObjectMeta.model_validate(body["metadata"])
+    key = (meta.namespace, meta.name)
+    owner = Owner(meta.name, meta.namespace, meta.uid)
+    spec = KnnIndexSpec.model_validate(body.get("spec") or {})
+    try:
+        status = KnnIndexStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        log.warning("%s/%s: unreadable status; starting afresh", *key)
+        status = KnnIndexStatus()
+    all_jobs = list(children.jobs(key))
+    jobs: dict[str, JobState] = {
+        v: job_state(j, children.builder_pods(key, v))
+        for v, j in _by_version(_component(all_jobs, BUILDER_COMPONENT)).items()
+    }
+    gc_jobs = {
+        v: job_state(j, ()) for v, j in _by_version(_component(all_jobs, GC_COMPONENT)).items()
+    }
+    deps: dict[str, DeploymentState] = {
+        v: deployment_state(d) for v, d in _by_version(children.deployments(key)).items()
+    }
+    return Observed(
+        owner,
+        meta.generation,
+        spec,
+        status,
+        jobs,
+        deps,
+        meta.annotations.get(api.ANNOTATION_REBUILD),
+        gc_jobs,
+    )
+
+
+KNN_INDEX = Kind(
+    kind=api.KNN_INDEX_KIND,
+    plural=api.KNN_INDEX_PLURAL,
+    api_version=api.API_VERSION,
+    owner_label=api.LABEL_INDEX,
+    status_model=KnnIndexStatus,
+    phases=get_args(Phase),
+    observe=observe,
+    plan=plan,
+)
