@@ -52,3 +52,35 @@ def version_of(inputs: BuildInputs) -> str:
     """'v' + the first VERSION_LENGTH hex digits of the inputs' sha256."""
     key = inputs.model_dump_json()
     return "v" + hashlib.sha256(key.encode()).hexdigest()[:VERSION_LENGTH]
+
+
+# A revision is what serves: one version's artifact with one serving
+# configuration. Its id is the version, a dash and this many hex digits of the
+# serving inputs' digest, so `<index>-<revision>` still fits a Service name
+# (63) with the longest index name the CRD allows (47).
+REVISION_SUFFIX_LENGTH = 5
+
+
+class ServingInputs(BaseModel):
+    """Everything that can change a server's answers or latency. Replicas are not
+    here: scaling is done in place, never by a rollout."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str
+    ef_search: int
+    image: str
+    workers: int
+    resources: str = ""  # canonical JSON of requests and limits
+    probe_interval_seconds: int | None = None
+
+
+def revision_of(inputs: ServingInputs) -> str:
+    key = inputs.model_dump_json()
+    digest = hashlib.sha256(key.encode()).hexdigest()[:REVISION_SUFFIX_LENGTH]
+    return f"{inputs.version}-{digest}"
+
+
+def version_of_revision(revision: str) -> str:
+    """The artifact version a revision serves (a revision id starts with it)."""
+    return revision.rsplit("-", 1)[0] if "-" in revision else revision

@@ -23,6 +23,7 @@ from .builders.job import artifact_gc_job, builder_job
 from .builders.service import stable_service, version_service
 from .conditions import set_condition
 from .efsearch import Verdict, judge, recorded_recall
+from .events import Event
 from .models.common import Condition
 from .models.knnindex import BuildRecord, KnnIndexSpec, KnnIndexStatus, Phase, RecallPoint
 from .observe import DeploymentState, JobState
@@ -45,13 +46,6 @@ class Observed:
     deployments: Mapping[str, DeploymentState]  # by version
     rebuild_annotation: str | None = None
     gc_jobs: Mapping[str, JobState] = field(default_factory=dict)  # artifact clean-up, by version
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 @dataclass

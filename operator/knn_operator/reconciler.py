@@ -23,7 +23,7 @@ from . import metrics
 from .kinds import Children, Key, Kind
 from .kube import Body, Kube, KubeError
 from .models.common import ObjectMeta
-from .planning import Event
+from .events import Event
 from .schedule import Backoff, Wakeups
 from .settings import Settings
 

@@ -303,19 +303,81 @@ class AnalysisStatus(Model):
     last_measurements: list[Measurement] = Field(default_factory=list, max_length=50)
 
 
+RevisionState = Literal["Stable", "Canary", "Warm", "RolledBack", "Superseded", "Retired"]
+
+
+class RevisionRecord(Model):
+    """One serving revision: a version's artifact with one serving configuration."""
+
+    revision: str = Field(description="<version>-<digest of the serving inputs>")
+    version: str = Field(description="the artifact version it serves")
+    ef_search: int
+    state: RevisionState
+    since: str = Field(description="when it entered this state")
+    scale_down_at: str | None = Field(
+        default=None, description="Warm: when it scales to zero (scaleDownDelaySeconds)"
+    )
+    message: str = ""
+
+
+class RolloutState(Model):
+    """The canary's progress through spec.rollout.steps: everything a restarted
+    operator needs to continue where it was."""
+
+    revision: str
+    started_at: str
+    step: int = Field(default=0, description="index of the current step; len(steps) when done")
+    step_started_at: str | None = Field(
+        default=None, description="when the current step began (its weight was reached)"
+    )
+    weight: int = Field(default=0, description="the weight the steps ask for now")
+    paused_reason: str | None = Field(
+        default=None, description="held until knn.dev/promote: an indefinite pause or analysis"
+    )
+    next_analysis_at: str | None = None
+    analysis_runs: int = Field(default=0, description="analysis runs that counted")
+
+
+class RolledBack(Model):
+    revision: str
+    cause: str = Field(description="AnalysisFailed | AnalysisInconclusive | AbortedByUser")
+    message: str
+    at: str
+
+
+class HandledActions(Model):
+    """The value of each action annotation the operator has acted on (it never
+    writes metadata, so a new value is a new request)."""
+
+    promote: str | None = None
+    abort: str | None = None
+    retry: str | None = None
+
+
 class KnnIndexStatus(Model):
     phase: Phase | None = None
     observed_generation: int | None = None
     stable_version: str | None = None
+    stable_revision: str | None = None
     canary_version: str | None = None
-    canary_weight: int | None = None
+    canary_revision: str | None = None
+    canary_weight: int | None = Field(
+        default=None, description="the canary's share of traffic as the router reports it"
+    )
     current_step: int | None = None
-    recall: float | None = None
+    recall: float | None = Field(
+        default=None, description="the serving revision's recorded recall at its efSearch"
+    )
     serving_ef_search: int | None = Field(
         default=None, description="the efSearch the stable version serves with"
     )
     target_version: str | None = None
+    target_revision: str | None = None
     builds: list[BuildRecord] = Field(default_factory=list, max_length=50)
+    revisions: list[RevisionRecord] = Field(default_factory=list, max_length=20)
+    rollout: RolloutState | None = None
+    rolled_back: RolledBack | None = None
+    handled_actions: HandledActions = Field(default_factory=HandledActions)
     analysis: AnalysisStatus | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
     message: str | None = None
