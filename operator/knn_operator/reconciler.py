@@ -20,10 +20,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from . import metrics
+from .events import Event
 from .kinds import Children, Key, Kind
 from .kube import Body, Kube, KubeError
 from .models.common import ObjectMeta
-from .events import Event
 from .schedule import Backoff, Wakeups
 from .settings import Settings
 
