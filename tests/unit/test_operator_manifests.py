@@ -16,6 +16,7 @@ from knn_operator.builders.job import builder_job
 from knn_operator.models.knnindex import KnnIndexSpec, KnnIndexStatus
 from knn_operator.observe import DeploymentState, JobState
 from knn_operator.planning import Observed, Plan, plan
+from knn_operator.planning.serving import revision_for
 from knn_operator.settings import Settings
 from knn_operator.versioning import version_of
 
@@ -61,6 +62,9 @@ def test_crd_schema_names_every_model_field() -> None:
     walk(KnnIndexSpec, schema, "spec")
 
 
+REV = revision_for(SPEC, Settings(), "v1", dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+
+
 def _pod(obj: dict[str, Any]) -> Any:
     return obj["spec"]["template"]["spec"]
 
@@ -68,7 +72,7 @@ def _pod(obj: dict[str, Any]) -> Any:
 def test_job_and_deployment_meet_the_restricted_profile() -> None:
     for obj in (
         builder_job(OWNER, SPEC, "v1", Settings()),
-        serving_deployment(OWNER, SPEC, "v1", 2, Settings()),
+        serving_deployment(OWNER, SPEC, REV, 2, Settings()),
     ):
         pod = _pod(obj)
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -90,7 +94,7 @@ def test_pvc_sources_are_mounted_read_only_and_storage_writable_for_the_builder(
         if "persistentVolumeClaim" in v
     }
     assert vols == {"vectors": True, "artifacts": False}
-    dep = serving_deployment(OWNER, SPEC, "v1", 2, Settings())
+    dep = serving_deployment(OWNER, SPEC, REV, 2, Settings())
     vols = {
         v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"]["readOnly"]
         for v in _pod(dep)["volumes"]
@@ -100,7 +104,7 @@ def test_pvc_sources_are_mounted_read_only_and_storage_writable_for_the_builder(
 
 
 def test_serving_pods_carry_identity_probes_and_scrape_annotations() -> None:
-    dep = serving_deployment(OWNER, SPEC, "v1", 2, Settings())
+    dep = serving_deployment(OWNER, SPEC, REV, 2, Settings())
     tmpl = dep["spec"]["template"]
     assert tmpl["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     c = tmpl["spec"]["containers"][0]

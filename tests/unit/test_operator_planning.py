@@ -16,6 +16,7 @@ from knn_operator.builders.common import Owner
 from knn_operator.models.knnindex import KnnIndexSpec, KnnIndexStatus
 from knn_operator.observe import DeploymentState, JobState
 from knn_operator.planning import Observed, Plan, plan
+from knn_operator.planning.serving import revision_for
 from knn_operator.settings import Settings
 from knn_operator.versioning import version_of
 
@@ -39,8 +40,25 @@ def observed(
     jobs: dict[str, JobState] | None = None,
     deps: dict[str, DeploymentState] | None = None,
     generation: int = 1,
+    annotations: dict[str, str] | None = None,
 ) -> Observed:
-    return Observed(OWNER, generation, s, status or KnnIndexStatus(), jobs or {}, deps or {})
+    """`deps` may be keyed by version: a version's Deployment is then the revision
+    status records for it (the stable's), or the one the spec asks for."""
+    st = status or KnnIndexStatus()
+    by_revision = {}
+    for key, d in (deps or {}).items():
+        rev = key if "-" in key else revision(s, key, st)
+        by_revision[rev] = DeploymentState(
+            f"products-{rev}", key, d.replicas, d.available, d.updated, d.observed_current
+        )
+    return Observed(
+        OWNER, generation, s, st, jobs or {}, by_revision, annotations=annotations or {}
+    )
+
+
+def revision(s: KnnIndexSpec, version: str, status: KnnIndexStatus | None = None) -> str:
+    recorded = [r.revision for r in (status.revisions if status else []) if r.version == version]
+    return recorded[-1] if recorded else revision_for(s, SETTINGS, version, NOW).revision
 
 
 def done_job(version: str, ok: bool = True, message: str = "") -> JobState:

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from knn_contracts import api
+from knn_contracts.identity import version_of_revision
 
 from ..models.common import Resources
 from ..models.knnindex import KnnIndexSpec
@@ -35,17 +36,33 @@ class Owner:
         }
 
 
+# Per kind: the label naming the owner on everything it owns, and the app name.
+OWNER_LABELS = {api.KNN_INDEX_KIND: api.LABEL_INDEX, api.CLUSTER_MODEL_KIND: api.LABEL_MODEL}
+APP_NAMES = {api.KNN_INDEX_KIND: "knn-index", api.CLUSTER_MODEL_KIND: "cluster-model"}
+
+
 def labels(
-    owner: Owner, version: str | None = None, component: str | None = None
+    owner: Owner,
+    version: str | None = None,
+    component: str | None = None,
+    *,
+    revision: str | None = None,
 ) -> dict[str, str]:
+    """A revision id starts with its version; the version label is derived from it.
+    A revision id without a suffix is a Deployment made before revisions existed
+    (named by version): it gets no revision label, since a selector cannot change."""
     out = {
-        "app.kubernetes.io/name": "knn-index",
+        "app.kubernetes.io/name": APP_NAMES[owner.kind],
         "app.kubernetes.io/instance": owner.name,
         "app.kubernetes.io/managed-by": "knn-operator",
-        api.LABEL_INDEX: owner.name,
+        OWNER_LABELS[owner.kind]: owner.name,
     }
+    if revision:
+        version = version_of_revision(revision)
     if version:
         out[api.LABEL_VERSION] = version
+    if revision and revision != version:
+        out[api.LABEL_REVISION] = revision
     if component:
         out[api.LABEL_COMPONENT] = component
     return out
@@ -60,8 +77,8 @@ def metadata(owner: Owner, name: str, lbls: dict[str, str]) -> Manifest:
     }
 
 
-def deployment_name(owner: Owner, version: str) -> str:
-    return f"{owner.name}-{version}"
+def deployment_name(owner: Owner, revision: str) -> str:
+    return f"{owner.name}-{revision}"
 
 
 def job_name(owner: Owner, version: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..models.knnindex import KnnIndexSpec
+from ..models.knnindex import KnnIndexSpec, RevisionRecord
 from ..settings import Settings
 from .common import (
     Manifest,
@@ -10,12 +10,12 @@ from .common import (
     artifact_uri,
     container,
     deployment_name,
-    labels,
     metadata,
     pod_spec,
     resources,
     storage_mounts,
 )
+from .service import revision_selector
 
 SERVING_CONTAINER = "serve"
 
@@ -23,19 +23,19 @@ SERVING_CONTAINER = "serve"
 def serving_deployment(
     owner: Owner,
     spec: KnnIndexSpec,
-    version: str,
+    rev: RevisionRecord,
     replicas: int,
     settings: Settings,
-    ef_search: int | None = None,
 ) -> Manifest:
-    """`ef_search` overrides spec.hnsw.efSearch: the stable version keeps the one it
-    serves with while a new one is refused (efsearch.judge)."""
+    """One revision, made from its record (the spec may have moved on to a newer
+    revision); the spec gives only where artifacts live and their credentials."""
+    revision, version = rev.revision, rev.version
     mounts = storage_mounts(spec, settings, read_only=True)
-    selector = labels(owner, version, "serving")
+    selector = revision_selector(owner, revision)
     port = settings.serving_port
     main = container(
         SERVING_CONTAINER,
-        spec.serving.image or settings.serving_image,
+        rev.image,
         [
             "knn-serve",
             "--artifact",
@@ -43,15 +43,15 @@ def serving_deployment(
             "--port",
             str(port),
             "--workers",
-            str(spec.serving.workers),
+            str(rev.workers),
             "--probe-interval",
-            str(spec.serving.probe_interval_seconds),
+            str(rev.probe_interval_seconds),
             "--ef-search",
-            str(ef_search or spec.hnsw.ef_search),
+            str(rev.ef_search),
         ],
         settings,
         mounts,
-        resources(spec.serving.resources, {"cpu": "500m", "memory": "512Mi"}),
+        resources(rev.resources, {"cpu": "500m", "memory": "512Mi"}),
         env=[
             {"name": "KNN_INDEX_NAME", "value": owner.name},
             {
@@ -74,7 +74,7 @@ def serving_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata(owner, deployment_name(owner, version), selector),
+        "metadata": metadata(owner, deployment_name(owner, revision), selector),
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": selector},

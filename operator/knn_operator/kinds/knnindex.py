@@ -21,13 +21,19 @@ from . import Children, Kind
 log = logging.getLogger("knn_operator")
 
 
-def _by_version(bodies: Iterable[Body]) -> dict[str, Body]:
+def _by_label(bodies: Iterable[Body], *keys: str) -> dict[str, Body]:
+    """Bodies by the first of `keys` they carry as a label."""
     out: dict[str, Body] = {}
     for b in bodies:
-        v = (b.get("metadata", {}).get("labels") or {}).get(api.LABEL_VERSION)
+        lbls = b.get("metadata", {}).get("labels") or {}
+        v = next((lbls[k] for k in keys if lbls.get(k)), None)
         if v:
             out[v] = b
     return out
+
+
+def _by_version(bodies: Iterable[Body]) -> dict[str, Body]:
+    return _by_label(bodies, api.LABEL_VERSION)
 
 
 def _component(bodies: Iterable[Body], component: str) -> list[Body]:
@@ -57,8 +63,13 @@ def observe(body: Body, children: Children) -> Observed:
         v: job_state(j, ()) for v, j in _by_version(_component(all_jobs, GC_COMPONENT)).items()
     }
     deps: dict[str, DeploymentState] = {
-        v: deployment_state(d) for v, d in _by_version(children.deployments(key)).items()
+        # Deployments made before revisions existed carry only a version label.
+        r: deployment_state(d)
+        for r, d in _by_label(
+            children.deployments(key), api.LABEL_REVISION, api.LABEL_VERSION
+        ).items()
     }
+    actions = (api.ANNOTATION_PROMOTE, api.ANNOTATION_ABORT, api.ANNOTATION_RETRY)
     return Observed(
         owner,
         meta.generation,
@@ -68,6 +79,7 @@ def observe(body: Body, children: Children) -> Observed:
         deps,
         meta.annotations.get(api.ANNOTATION_REBUILD),
         gc_jobs,
+        {a: meta.annotations[a] for a in actions if a in meta.annotations},
     )
 
 

@@ -312,6 +312,12 @@ class RevisionRecord(Model):
     revision: str = Field(description="<version>-<digest of the serving inputs>")
     version: str = Field(description="the artifact version it serves")
     ef_search: int
+    # The rest of what it serves with: a revision's Deployment is made from its
+    # record, never from a spec that may since have moved on.
+    image: str
+    workers: int
+    resources: Resources | None = None
+    probe_interval_seconds: int
     state: RevisionState
     since: str = Field(description="when it entered this state")
     scale_down_at: str | None = Field(

@@ -1,0 +1,36 @@
+"""Decide, from what is observed, what a KnnIndex needs. Pure: no I/O, no clock.
+
+The planner is level-based: given the spec, the last status and the owned
+objects as they are now, it returns the objects to apply, those to delete, the
+new status, the Events for transitions and when it wants to look again.
+Running it twice on the same input gives the same plan, which is what makes a
+restarted operator resume from status alone.
+
+Stages, each a small pure function: builds (Jobs and build records) → serving
+(target revision, rollout state machine) → revisions (their roles) →
+retention (Deployments, Services, deletions, artifacts) → status.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from ..events import Event
+from ..settings import Settings
+from .builds import builds_stage
+from .retention import retention_stage, revisions_stage
+from .serving import serving_stage
+from .status import status_stage
+from .types import Observed, Plan
+
+__all__ = ["Event", "Observed", "Plan", "plan"]
+
+
+def plan(obs: Observed, settings: Settings, now: dt.datetime) -> Plan:
+    out = Plan()
+    target, builds = builds_stage(obs, settings, now, out)
+    serving = serving_stage(obs, builds, target, settings, now, out)
+    revisions = revisions_stage(obs, builds, serving, now, out)
+    builds = retention_stage(obs, builds, serving, revisions, settings, out)
+    out.status = status_stage(obs, builds, serving, revisions, now, out)
+    return out

@@ -1,0 +1,141 @@
+"""What runs and what is kept: the revision records, each revision's Deployment at
+the replicas its role and the router ask for, the Services, and what is deleted.
+Pure."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from knn_contracts import rollout as names
+from knn_contracts.identity import version_of_revision
+
+from ..builders.common import deployment_name
+from ..builders.deployment import serving_deployment
+from ..builders.service import revision_service
+from ..events import Event
+from ..models.knnindex import BuildRecord, RevisionRecord, RevisionState
+from ..routers.replicas import ReplicaRouter
+from ..settings import Settings
+from ..timeutil import iso, parse_iso, seconds_until
+from .builds import collect_artifacts, kept_versions, record
+from .serving import Serving
+from .types import Observed, Plan
+
+LIVE: frozenset[str] = frozenset(
+    {names.REVISION_STABLE, names.REVISION_CANARY, names.REVISION_WARM}
+)
+MAX_REVISION_RECORDS = 20
+
+
+def _legacy(
+    obs: Observed, builds: list[BuildRecord], serving: Serving, revision: str
+) -> RevisionRecord:
+    """A stable from before revisions were recorded: its Deployment was made from
+    the spec, at the efSearch status says it served with."""
+    rec = record(builds, version_of_revision(revision))
+    ef = obs.status.serving_ef_search or (rec.ef_search if rec else None) or obs.spec.hnsw.ef_search
+    return serving.target_revision.model_copy(
+        update={"revision": revision, "version": version_of_revision(revision), "ef_search": ef}
+    )
+
+
+def revisions_stage(
+    obs: Observed,
+    builds: list[BuildRecord],
+    serving: Serving,
+    now: dt.datetime,
+    out: Plan,
+) -> list[RevisionRecord]:
+    """status.revisions after this pass's decision: each revision's role, Warm timers."""
+    o = serving.outcome
+    recs = {r.revision: r for r in obs.status.revisions}
+    for rev in (o.stable, o.promoted_from):
+        if rev is not None and rev not in recs:
+            recs[rev] = _legacy(obs, builds, serving, rev)
+    if o.canary is not None and o.canary not in recs:
+        recs[o.canary] = serving.target_revision
+
+    def mark(rev: str | None, state: RevisionState, **extra: str | None) -> None:
+        if rev is None or rev not in recs:
+            return
+        old = recs[rev]
+        since = old.since if old.state == state else iso(now)
+        recs[rev] = old.model_copy(update={"state": state, "since": since, **extra})
+
+    for r in list(recs.values()):  # a role nobody holds any more
+        if r.state in (names.REVISION_STABLE, names.REVISION_CANARY) and r.revision not in (
+            o.stable,
+            o.canary,
+        ):
+            mark(r.revision, "Retired")
+    keeps_warm = serving.router is not None and serving.router.keeps_warm
+    if o.promoted_from is not None:
+        if keeps_warm:
+            until = now + dt.timedelta(seconds=obs.spec.rollout.scale_down_delay_seconds)
+            mark(o.promoted_from, "Warm", scale_down_at=iso(until))
+        else:
+            mark(o.promoted_from, "Retired")
+    mark(o.superseded, "Superseded")
+    mark(o.aborted, "RolledBack")
+    mark(o.canary, "Canary")
+    mark(o.stable, "Stable")
+    for r in list(recs.values()):
+        if r.state == names.REVISION_WARM:
+            end = parse_iso(r.scale_down_at) or now
+            if end <= now:
+                mark(r.revision, "Retired", scale_down_at=None)
+                done = f"revision {r.revision} scaled to zero"
+                out.events.append(Event("Normal", names.EVENT_SCALED_DOWN, done))
+            else:
+                out.wake_within(seconds_until(end, now))
+    return _bounded(list(recs.values()), obs.spec.history.limit)
+
+
+def _bounded(recs: list[RevisionRecord], limit: int) -> list[RevisionRecord]:
+    """Live revisions, then the most recent others up to history.limit."""
+    live = [r for r in recs if r.state in LIVE]
+    rest = sorted((r for r in recs if r.state not in LIVE), key=lambda r: r.since)
+    room = max(0, min(limit, MAX_REVISION_RECORDS - len(live)))
+    return live + (rest[-room:] if room else [])
+
+
+def _replicas(obs: Observed, serving: Serving, rec: RevisionRecord) -> int:
+    o, n = serving.outcome, obs.spec.serving.replicas
+    router = serving.router or ReplicaRouter()
+    if rec.state == names.REVISION_CANARY:
+        return n if o.stable is None else router.split(n, o.weight).canary
+    if rec.state == names.REVISION_STABLE:
+        return router.split(n, o.weight).stable if o.canary else n
+    return n if rec.state == names.REVISION_WARM else 0
+
+
+def retention_stage(
+    obs: Observed,
+    builds: list[BuildRecord],
+    serving: Serving,
+    revisions: list[RevisionRecord],
+    settings: Settings,
+    out: Plan,
+) -> list[BuildRecord]:
+    """Deployments and Services of recorded revisions; older ones, Jobs and artifacts
+    of versions beyond history deleted."""
+    spec, owner = obs.spec, obs.owner
+    kept_revisions = {r.revision for r in revisions}
+    for rec in revisions:
+        replicas = _replicas(obs, serving, rec)
+        if replicas > 0 or rec.revision in obs.deployments:
+            out.apply.append(serving_deployment(owner, spec, rec, replicas, settings))
+            out.apply.append(revision_service(owner, rec.revision))
+    if revisions:
+        router = serving.router or ReplicaRouter()
+        o = serving.outcome
+        out.apply.extend(router.objects(owner, o.stable, o.canary, o.weight))
+    for rev, dep in sorted(obs.deployments.items()):
+        if rev not in kept_revisions:
+            out.delete += [("Deployment", dep.name), ("Service", deployment_name(owner, rev))]
+    pinned = {r.version for r in revisions} | {serving.target.version}
+    kept = kept_versions(builds, spec.history.limit, pinned)
+    for v, job in sorted(obs.jobs.items()):
+        if v not in kept:
+            out.delete.append(("Job", job.name))
+    return collect_artifacts(obs, builds, kept, out, settings)

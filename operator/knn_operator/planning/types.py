@@ -1,0 +1,47 @@
+"""What the planner reads (Observed) and what it returns (Plan). Pure data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..builders.common import Manifest, Owner
+from ..events import Event
+from ..models.knnindex import KnnIndexSpec, KnnIndexStatus
+from ..observe import DeploymentState, JobState
+from ..rollout.machine import AnalysisVerdict
+
+
+@dataclass(frozen=True)
+class Observed:
+    owner: Owner
+    generation: int
+    spec: KnnIndexSpec
+    status: KnnIndexStatus
+    jobs: Mapping[str, JobState]  # builder Jobs, by version
+    deployments: Mapping[str, DeploymentState]  # serving Deployments, by revision
+    rebuild_annotation: str | None = None
+    gc_jobs: Mapping[str, JobState] = field(default_factory=dict)  # artifact clean-up, by version
+    # knn.dev/promote, /abort, /retry as they are on the object now.
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    # The canary analysis measured before this pass, when one was due.
+    analysis: AnalysisVerdict | None = None
+
+
+@dataclass
+class Plan:
+    apply: list[Manifest] = field(default_factory=list)
+    delete: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
+    status: KnnIndexStatus = field(default_factory=KnnIndexStatus)
+    events: list[Event] = field(default_factory=list)
+    # Seconds until the plan wants another look even if nothing changes (a pause
+    # ending, the next analysis); None: only when something it watches changes.
+    requeue_after: float | None = None
+
+    def wake_within(self, seconds: float | None) -> None:
+        """Ask to run again within `seconds` (the earliest of all requests wins)."""
+        if seconds is None:
+            return
+        seconds = max(0.0, seconds)
+        if self.requeue_after is None or seconds < self.requeue_after:
+            self.requeue_after = seconds
