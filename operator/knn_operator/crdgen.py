@@ -96,8 +96,8 @@ def _conditions_as_map(status: dict[str, Any]) -> None:
 
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-    {"name": "Stable", "type": "string", "jsonPath": ".status.stableVersion"},
-    {"name": "Canary", "type": "string", "jsonPath": ".status.canaryVersion"},
+    {"name": "Stable", "type": "string", "jsonPath": ".status.stableRevision"},
+    {"name": "Canary", "type": "string", "jsonPath": ".status.canaryRevision"},
     {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight"},
     {"name": "Recall", "type": "number", "jsonPath": ".status.recall"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
