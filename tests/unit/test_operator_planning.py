@@ -41,6 +41,7 @@ def observed(
     deps: dict[str, DeploymentState] | None = None,
     generation: int = 1,
     annotations: dict[str, str] | None = None,
+    gc_jobs: dict[str, JobState] | None = None,
 ) -> Observed:
     """`deps` may be keyed by version: a version's Deployment is then the revision
     status records for it (the stable's), or the one the spec asks for."""
@@ -52,13 +53,24 @@ def observed(
             f"products-{rev}", key, d.replicas, d.available, d.updated, d.observed_current
         )
     return Observed(
-        OWNER, generation, s, st, jobs or {}, by_revision, annotations=annotations or {}
+        OWNER,
+        generation,
+        s,
+        st,
+        jobs or {},
+        by_revision,
+        gc_jobs=gc_jobs or {},
+        annotations=annotations or {},
     )
 
 
 def revision(s: KnnIndexSpec, version: str, status: KnnIndexStatus | None = None) -> str:
     recorded = [r.revision for r in (status.revisions if status else []) if r.version == version]
     return recorded[-1] if recorded else revision_for(s, SETTINGS, version, NOW).revision
+
+
+def dep_name(s: KnnIndexSpec, version: str, status: KnnIndexStatus | None = None) -> str:
+    return f"products-{revision(s, version, status)}"
 
 
 def done_job(version: str, ok: bool = True, message: str = "") -> JobState:
@@ -118,9 +130,10 @@ def test_build_success_creates_serving_and_records_summary() -> None:
     v = version_of(s)
     first = plan(observed(s), SETTINGS, NOW)
     p = plan(observed(s, first.status, {v: done_job(v)}), SETTINGS, NOW)
-    assert ("Deployment", f"products-{v}") in kinds(p)
-    assert ("Service", f"products-{v}") in kinds(p)
-    assert ("Service", "products") not in kinds(p)  # nothing stable until available
+    assert ("Deployment", dep_name(s, v)) in kinds(p)
+    assert ("Service", dep_name(s, v)) in kinds(p)
+    assert p.status.stable_revision is None  # nothing stable until available
+    assert p.status.canary_revision == revision(s, v)
     rec = p.status.builds[-1]
     assert rec.outcome == "Succeeded" and rec.recall == 0.97 and rec.vectors == 100
     assert p.status.phase == "Progressing"
@@ -134,9 +147,12 @@ def test_available_deployment_becomes_stable_and_ready() -> None:
     st = plan(observed(s, st, {v: done_job(v)}), SETTINGS, NOW).status
     p = plan(observed(s, st, {v: done_job(v)}, {v: dep(v, 2)}), SETTINGS, NOW)
     assert p.status.phase == "Serving" and p.status.stable_version == v
+    assert p.status.stable_revision == revision(s, v) and p.status.canary_revision is None
     assert cond(p, "Ready") == "True" and cond(p, "Progressing") == "False"
-    stable = next(o for o in p.apply if o["metadata"]["name"] == "products")
-    assert stable["spec"]["selector"][api.LABEL_VERSION] == v
+    index = next(o for o in p.apply if o["metadata"]["name"] == "products")
+    # The replica router: one Service selects every serving revision of the index.
+    assert index["spec"]["selector"][api.LABEL_INDEX] == "products"
+    assert api.LABEL_VERSION not in index["spec"]["selector"]
     assert p.status.recall == 0.97
 
 
@@ -149,13 +165,17 @@ def test_failed_build_touches_nothing_that_serves() -> None:
     st = plan(observed(s2, serving, {v: done_job(v)}, {v: dep(v, 2)}), SETTINGS, NOW).status
     failed = done_job(v2, ok=False, message="recall@10 0.5 is below --min-recall 0.95")
     p = plan(observed(s2, st, {v: done_job(v), v2: failed}, {v: dep(v, 2)}), SETTINGS, NOW)
-    assert p.status.phase == "Failed"
+    # The stable keeps serving: a failed rebuild is not a Failed index.
+    assert p.status.phase == "Serving"
     assert "below --min-recall" in (p.status.message or "")
     assert p.status.stable_version == v
     assert cond(p, "Ready") == "True" and cond(p, "Built") == "False"
-    assert ("Deployment", f"products-{v2}") not in kinds(p)
-    stable = next(o for o in p.apply if o["metadata"]["name"] == "products")
-    assert stable["spec"]["selector"][api.LABEL_VERSION] == v
+    assert cond(p, "Progressing") == "False"
+    progressing = next(c for c in p.status.conditions if c.type == "Progressing")
+    assert progressing.reason == "BuildFailed"
+    assert not [n for k, n in kinds(p) if k == "Deployment" and v2 in n]
+    stable = next(o for o in p.apply if o["kind"] == "Deployment")
+    assert stable["spec"]["replicas"] == 2 and v in stable["metadata"]["name"]
     assert any(e.type == "Warning" and e.reason == "BuildFailed" for e in p.events)
     # A failed version is not retried by itself.
     again = plan(
@@ -199,18 +219,42 @@ def test_only_artifact_inputs_change_the_version(change: dict[str, Any], rebuild
     assert (version_of(spec(**change)) != version_of(spec())) is rebuilds
 
 
-def test_serving_change_updates_in_place() -> None:
+def test_replicas_alone_scale_in_place() -> None:
     s = spec()
     v = version_of(s)
     st = _serving(s)
-    s2 = spec(serving={"replicas": 5}, hnsw={"efSearch": 128})
+    s2 = spec(serving={"replicas": 5})
     p = plan(observed(s2, st, {v: done_job(v)}, {v: dep(v, 2)}, generation=2), SETTINGS, NOW)
+    assert [n for k, n in kinds(p) if k == "Deployment"] == [dep_name(s, v)]
     d = next(o for o in p.apply if o["kind"] == "Deployment")
     assert d["spec"]["replicas"] == 5
-    cmd = d["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert cmd[cmd.index("--ef-search") + 1] == "128"
     assert not any(o["kind"] == "Job" for o in p.apply)
-    assert p.status.observed_generation == 2
+    assert p.status.observed_generation == 2 and p.status.canary_revision is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"hnsw": {"efSearch": 128}},
+        {"serving": {"workers": 2}},
+        {"serving": {"image": "registry.local/knn-serving:2"}},
+        {"serving": {"resources": {"requests": {"cpu": "2"}}}},
+    ],
+)
+def test_a_serving_change_is_a_new_revision_of_the_same_version(change: dict[str, Any]) -> None:
+    s = spec()
+    v = version_of(s)
+    st = _serving(s)
+    s2 = spec(**change)
+    assert version_of(s2) == v  # no rebuild
+    p = plan(observed(s2, st, {v: done_job(v)}, {v: dep(v, 2)}, generation=2), SETTINGS, NOW)
+    new = revision(s2, v)
+    assert new != st.stable_revision and p.status.canary_revision == new
+    assert p.status.stable_revision == st.stable_revision  # still serving, unchanged
+    old = next(o for o in p.apply if o["metadata"]["name"] == f"products-{st.stable_revision}")
+    cmd = old["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert cmd[cmd.index("--ef-search") + 1] == "64" and old["spec"]["replicas"] == 2
+    assert not any(o["kind"] == "Job" for o in p.apply)
 
 
 def test_new_version_replaces_stable_when_available_then_history_trims() -> None:
@@ -227,7 +271,7 @@ def test_new_version_replaces_stable_when_available_then_history_trims() -> None
     assert p.status.stable_version == v2 and p.status.phase == "Serving"
     assert "Promoted" in [e.reason for e in p.events]
     # history.limit 1: the old version's Deployment, Service and Job go.
-    assert ("Deployment", f"products-{v1}") in p.delete
+    assert ("Deployment", dep_name(s1, v1)) in p.delete
     assert ("Job", f"products-build-{v1}") in p.delete
 
 
@@ -240,7 +284,7 @@ def test_history_keeps_old_versions_scaled_to_zero() -> None:
     jobs = {v1: done_job(v1), v2: done_job(v2)}
     st = plan(observed(s2, st, jobs, {v1: dep(v1, 2)}), SETTINGS, NOW).status
     p = plan(observed(s2, st, jobs, {v1: dep(v1, 2), v2: dep(v2, 2)}), SETTINGS, NOW)
-    old = [o for o in p.apply if o["kind"] == "Deployment" and o["metadata"]["name"].endswith(v1)]
+    old = [o for o in p.apply if o["kind"] == "Deployment" and v1 in o["metadata"]["name"]]
     assert old and old[0]["spec"]["replicas"] == 0
     assert not p.delete
 
@@ -286,9 +330,7 @@ def test_versions_beyond_history_have_their_artifacts_deleted_then_forgotten() -
     assert cmd == ["knn-artifact", "delete", f"s3://artifacts/products/{v1}"]
     assert any(b.version == v1 for b in p.status.builds), "record kept until deletion succeeds"
     gc_done = JobState(f"products-gc-{v1}", v1, True, True, "Complete", None, "")
-    obs = Observed(
-        OWNER, 1, s2, p.status, {v2: done_job(v2)}, {v2: dep(v2, 2)}, None, {v1: gc_done}
-    )
+    obs = observed(s2, p.status, {v2: done_job(v2)}, {v2: dep(v2, 2)}, gc_jobs={v1: gc_done})
     q = plan(obs, SETTINGS, NOW)
     assert [b.version for b in q.status.builds] == [v2]
     assert "ArtifactDeleted" in [e.reason for e in q.events]
@@ -302,14 +344,12 @@ def test_failed_artifact_deletion_is_reported_once() -> None:
     failed = JobState(
         f"products-gc-{v1}", v1, True, False, "BackoffLimitExceeded", None, "permission denied"
     )
-    obs = Observed(OWNER, 1, s2, st, {v2: done_job(v2)}, {v2: dep(v2, 2)}, None, {v1: failed})
+    obs = observed(s2, st, {v2: done_job(v2)}, {v2: dep(v2, 2)}, gc_jobs={v1: failed})
     p = plan(obs, SETTINGS, NOW)
     rec = next(b for b in p.status.builds if b.version == v1)
     assert "permission denied" in rec.message
     assert [e.reason for e in p.events] == ["ArtifactDeletionFailed"]
-    obs2 = Observed(
-        OWNER, 1, s2, p.status, {v2: done_job(v2)}, {v2: dep(v2, 2)}, None, {v1: failed}
-    )
+    obs2 = observed(s2, p.status, {v2: done_job(v2)}, {v2: dep(v2, 2)}, gc_jobs={v1: failed})
     assert not plan(obs2, SETTINGS, NOW).events
 
 
@@ -336,10 +376,8 @@ def curved_job(version: str) -> JobState:
     return JobState(job.name, version, True, True, "Complete", summary, "")
 
 
-def deployment_ef(p: Plan, version: str) -> str:
-    d = next(
-        o for o in p.apply if o["kind"] == "Deployment" and o["metadata"]["name"].endswith(version)
-    )
+def deployment_ef(p: Plan, revision: str | None) -> str:
+    d = next(o for o in p.apply if o["metadata"]["name"] == f"products-{revision}")
     args: list[str] = d["spec"]["template"]["spec"]["containers"][0]["command"]
     return args[args.index("--ef-search") + 1]
 
@@ -378,7 +416,7 @@ def test_a_first_version_at_a_refused_ef_search_is_not_served() -> None:
     s = spec(hnsw={"efSearch": 16})
     v = version_of(s)
     p = plan(observed(s, None, {v: curved_job(v)}), SETTINGS, NOW)
-    assert ("Deployment", f"products-{v}") not in kinds(p)
+    assert not [k for k, _ in kinds(p) if k == "Deployment"]
     assert p.status.phase == "Failed" and p.status.stable_version is None
     assert cond(p, "ServingSpecAccepted") == "False" and cond(p, "Ready") == "False"
     accepted = next(c for c in p.status.conditions if c.type == "ServingSpecAccepted")
@@ -396,7 +434,7 @@ def test_a_first_version_at_a_refused_ef_search_is_not_served() -> None:
     # Raising efSearch needs no rebuild: same version, served at once.
     up = spec(hnsw={"efSearch": 64})
     p = plan(observed(up, again.status, {v: curved_job(v)}), SETTINGS, NOW)
-    assert ("Deployment", f"products-{v}") in kinds(p) and deployment_ef(p, v) == "64"
+    assert deployment_ef(p, revision(up, v)) == "64"
     assert cond(p, "ServingSpecAccepted") == "True" and p.status.phase == "Progressing"
 
 
@@ -404,16 +442,19 @@ def test_a_refused_ef_search_change_leaves_the_stable_version_serving_as_it_was(
     _, v, st = serving_at(64)
     low = spec(hnsw={"efSearch": 16})
     p = plan(observed(low, st, {v: curved_job(v)}, {v: dep(v, 2)}, generation=2), SETTINGS, NOW)
-    assert deployment_ef(p, v) == "64", "the stable version keeps its efSearch"
+    assert deployment_ef(p, st.stable_revision) == "64", "the stable keeps its efSearch"
+    assert p.status.canary_revision is None, "a refused revision gets no canary"
     assert p.status.phase == "Serving" and cond(p, "Ready") == "True"
     assert cond(p, "ServingSpecAccepted") == "False" and cond(p, "Progressing") == "False"
     assert p.status.serving_ef_search == 64 and p.status.recall == 0.953
     assert p.status.message is not None
-    assert p.status.message.endswith(f"; version {v} keeps serving at efSearch 64")
+    assert p.status.message.endswith(
+        f"; revision {st.stable_revision} keeps serving at efSearch 64"
+    )
     assert [e.reason for e in p.events] == ["EfSearchRefused"]
     # The refusal persists across reconciles (status only), without new Events.
     p2 = plan(observed(low, p.status, {v: curved_job(v)}, {v: dep(v, 2)}, 2), SETTINGS, NOW)
-    assert deployment_ef(p2, v) == "64" and p2.events == []
+    assert deployment_ef(p2, st.stable_revision) == "64" and p2.events == []
 
 
 def test_an_ef_search_between_measured_ones_gets_the_lower_ones_recall() -> None:
@@ -428,16 +469,131 @@ def test_an_ef_search_between_measured_ones_gets_the_lower_ones_recall() -> None
     assert "efSearch 48 has a recorded recall of 0.8630" in (p.status.message or "")
     ok = spec(hnsw={"efSearch": 100})
     p = plan(observed(ok, st, {v: curved_job(v)}, {v: dep(v, 2)}, 2), SETTINGS, NOW)
-    assert cond(p, "ServingSpecAccepted") == "True" and deployment_ef(p, v) == "100"
-    assert p.status.serving_ef_search == 100 and p.status.recall == 0.953
+    assert cond(p, "ServingSpecAccepted") == "True"
+    assert deployment_ef(p, p.status.canary_revision) == "100"
+    # The stable serves at 64 until the canary at 100 is promoted.
+    assert p.status.serving_ef_search == 64 and p.status.recall == 0.953
 
 
 def test_records_without_a_curve_are_served_unchecked() -> None:
     s = spec(hnsw={"efSearch": 16})
     v = version_of(s)
     p = plan(observed(s, None, {v: done_job(v)}), SETTINGS, NOW)
-    assert ("Deployment", f"products-{v}") in kinds(p)
+    assert ("Deployment", dep_name(s, v)) in kinds(p)
     assert cond(p, "ServingSpecAccepted") == "True"
     assert next(c for c in p.status.conditions if c.type == "ServingSpecAccepted").reason == (
         "NoRecallCurve"
     )
+
+
+# --- rollouts through the planner: revisions, the replica router, actions ----------------------
+
+STEPPED = {"steps": [{"setWeight": 20}, {"pause": {"duration": "60s"}}, {"setWeight": 50}]}
+
+
+def replicas_of(p: Plan) -> dict[str, int]:
+    return {
+        o["metadata"]["name"].removeprefix("products-"): o["spec"]["replicas"]
+        for o in p.apply
+        if o["kind"] == "Deployment"
+    }
+
+
+def test_a_canary_earns_traffic_by_replica_ratio_step_by_step_then_is_promoted() -> None:
+    _, v, st = serving_at(64)
+    s2 = spec(hnsw={"efSearch": 96}, rollout=STEPPED)
+    old, new = st.stable_revision, revision(s2, v)
+    assert old is not None
+    jobs = {v: curved_job(v)}
+
+    def step(st: KnnIndexStatus, canary: int, at: float = 0) -> Plan:
+        deps = {old: dep(old, 2), new: dep(new, canary, replicas=canary)} if canary else {
+            old: dep(old, 2)
+        }
+        when = NOW + dt.timedelta(seconds=at)
+        return plan(observed(s2, st, jobs, deps), SETTINGS, when)
+
+    p = step(st, 0)
+    assert replicas_of(p) == {old: 2, new: 1}  # weight 20 of 2 replicas: 1 canary (33%)
+    assert p.status.phase == "Progressing" and p.status.current_step == 0
+    assert cond(p, "Progressing") == "True"
+    p = step(p.status, 1, at=1)  # the canary is up: 1 of 3 pods
+    assert p.status.canary_weight == 33 and p.status.current_step == 1
+    assert p.requeue_after == 60.0  # the pause
+    p = step(p.status, 1, at=61)
+    assert replicas_of(p) == {old: 2, new: 2} and p.status.current_step == 2
+    p = step(p.status, 2, at=62)
+    assert p.status.stable_revision == new and p.status.canary_revision is None
+    assert p.status.serving_ef_search == 96 and p.status.phase == "Serving"
+    assert replicas_of(p) == {old: 0, new: 2}  # the replica router cannot keep it warm
+    states = {r.revision: r.state for r in p.status.revisions}
+    assert states == {new: "Stable", old: "Retired"}
+    assert "Promoted" in [e.reason for e in p.events]
+
+
+def _mid_rollout() -> tuple[KnnIndexSpec, str, str, str, KnnIndexStatus]:
+    _, v, st = serving_at(64)
+    s2 = spec(hnsw={"efSearch": 96}, rollout=STEPPED)
+    old, new = st.stable_revision, revision(s2, v)
+    assert old is not None
+    p = plan(observed(s2, st, {v: curved_job(v)}, {old: dep(old, 2)}), SETTINGS, NOW)
+    return s2, v, old, new, p.status
+
+
+def test_the_abort_annotation_rolls_back_once_and_retry_starts_again() -> None:
+    s2, v, old, new, st = _mid_rollout()
+    jobs, deps = {v: curved_job(v)}, {old: dep(old, 2), new: dep(new, 1, replicas=1)}
+    p = plan(observed(s2, st, jobs, deps, annotations={api.ANNOTATION_ABORT: "1"}), SETTINGS, NOW)
+    assert replicas_of(p) == {old: 2, new: 0}  # one write: the canary to zero
+    assert p.status.phase == "RolledBack" and p.status.rolled_back is not None
+    assert p.status.rolled_back.cause == "AbortedByUser"
+    assert p.status.handled_actions.abort == "1" and cond(p, "Ready") == "True"
+    assert {r.revision: r.state for r in p.status.revisions}[new] == "RolledBack"
+    # The same annotation value is not acted on again; the rollback holds.
+    again = plan(
+        observed(s2, p.status, jobs, deps, annotations={api.ANNOTATION_ABORT: "1"}), SETTINGS, NOW
+    )
+    assert again.status.phase == "RolledBack" and not again.events
+    retry = {api.ANNOTATION_ABORT: "1", api.ANNOTATION_RETRY: "a"}
+    r = plan(observed(s2, again.status, jobs, deps, annotations=retry), SETTINGS, NOW)
+    assert r.status.canary_revision == new and r.status.rolled_back is None
+    assert r.status.phase == "Progressing" and r.status.handled_actions.retry == "a"
+
+
+def test_a_spec_change_mid_rollout_supersedes_the_canary_and_scales_it_down() -> None:
+    _, v, old, new, st = _mid_rollout()
+    s3 = spec(hnsw={"efSearch": 128}, rollout=STEPPED)
+    newer = revision(s3, v)
+    deps = {old: dep(old, 2), new: dep(new, 1, replicas=1)}
+    p = plan(observed(s3, st, {v: curved_job(v)}, deps), SETTINGS, NOW)
+    assert replicas_of(p) == {old: 2, new: 0, newer: 1}
+    assert p.status.canary_revision == newer and p.status.current_step == 0
+    assert {r.revision: r.state for r in p.status.revisions}[new] == "Superseded"
+
+
+def test_a_stable_from_before_revisions_keeps_its_deployment_and_selector() -> None:
+    s = spec()
+    v = version_of(s)
+    legacy = KnnIndexStatus(
+        phase="Serving", stable_version=v, serving_ef_search=64, builds=_serving(s).builds
+    )
+    obs = Observed(OWNER, 1, s, legacy, {v: done_job(v)}, {v: dep(v, 2)})  # keyed by version
+    p = plan(obs, SETTINGS, NOW)
+    assert p.status.stable_revision == v and p.status.phase == "Progressing"
+    d = next(o for o in p.apply if o["metadata"]["name"] == f"products-{v}")
+    assert api.LABEL_REVISION not in d["spec"]["selector"]["matchLabels"]  # immutable
+    assert d["spec"]["replicas"] == 2
+    assert p.status.canary_revision == revision(s, v)  # moves on through a rollout
+
+
+def test_a_router_this_version_lacks_holds_the_rollout_with_a_warning() -> None:
+    _, v, st = serving_at(64)
+    s2 = spec(hnsw={"efSearch": 96}, rollout={"trafficRouter": {"gatewayAPI": {"httpRoute": "r"}}})
+    old = st.stable_revision
+    assert old is not None
+    p = plan(observed(s2, st, {v: curved_job(v)}, {old: dep(old, 2)}), SETTINGS, NOW)
+    assert p.status.canary_revision is None and p.status.stable_revision == old
+    assert "gatewayAPI is not available" in (p.status.message or "")
+    assert [e.reason for e in p.events] == ["TrafficRouterUnavailable"]
+    again = plan(observed(s2, p.status, {v: curved_job(v)}, {old: dep(old, 2)}), SETTINGS, NOW)
+    assert not again.events

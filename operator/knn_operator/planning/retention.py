@@ -92,10 +92,11 @@ def revisions_stage(
 
 
 def _bounded(recs: list[RevisionRecord], limit: int) -> list[RevisionRecord]:
-    """Live revisions, then the most recent others up to history.limit."""
+    """Live revisions, then the most recent others while the total is within
+    history.limit (live ones count: a limit of 1 keeps only what serves)."""
     live = [r for r in recs if r.state in LIVE]
     rest = sorted((r for r in recs if r.state not in LIVE), key=lambda r: r.since)
-    room = max(0, min(limit, MAX_REVISION_RECORDS - len(live)))
+    room = max(0, min(limit, MAX_REVISION_RECORDS) - len(live))
     return live + (rest[-room:] if room else [])
 
 
