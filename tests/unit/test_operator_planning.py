@@ -507,9 +507,11 @@ def test_a_canary_earns_traffic_by_replica_ratio_step_by_step_then_is_promoted()
     jobs = {v: curved_job(v)}
 
     def step(st: KnnIndexStatus, canary: int, at: float = 0) -> Plan:
-        deps = {old: dep(old, 2), new: dep(new, canary, replicas=canary)} if canary else {
-            old: dep(old, 2)
-        }
+        deps = (
+            {old: dep(old, 2), new: dep(new, canary, replicas=canary)}
+            if canary
+            else {old: dep(old, 2)}
+        )
         when = NOW + dt.timedelta(seconds=at)
         return plan(observed(s2, st, jobs, deps), SETTINGS, when)
 
