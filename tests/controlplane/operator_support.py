@@ -701,6 +701,36 @@ def wait_job(
     )
 
 
+def serving_deployments(kubectl: Kubectl, namespace: str, name: str, version: str) -> list[str]:
+    """Names of the serving Deployments of `version` (one per revision of it)."""
+    selector = f"knn.dev/index={name},knn.dev/version={version},knn.dev/component=serving"
+    return sorted(d["metadata"]["name"] for d in items(kubectl, "deployments", namespace, selector))
+
+
+def wait_serving_deployment(
+    kubectl: Kubectl,
+    namespace: str,
+    name: str,
+    version: str,
+    operator: OperatorProcess | None = None,
+) -> str:
+    """Waits for the serving Deployment of `version` (a revision `<name>-<version>-<digest>`)
+    and returns its name; with several revisions of it, the one status names as target."""
+
+    def found() -> str | None:
+        names = serving_deployments(kubectl, namespace, name, version)
+        if len(names) <= 1:
+            return names[0] if names else None
+        target = status_of(kubectl, namespace, name).get("targetRevision")
+        return f"{name}-{target}" if f"{name}-{target}" in names else None
+
+    return wait_for(
+        f"a serving Deployment of {namespace}/{name} version {version}",
+        found,
+        diagnostics=operator.log_tail if operator is not None else None,
+    )
+
+
 def build_and_serve(
     kubectl: Kubectl,
     namespace: str,
@@ -715,12 +745,7 @@ def build_and_serve(
     diagnostics = operator.log_tail if operator is not None else None
     wait_job(kubectl, namespace, name, version, operator)
     complete_build(kubectl, namespace, f"{name}-build-{version}", result or summary(version))
-    dep = f"{name}-{version}"
-    wait_for(
-        f"Deployment {namespace}/{dep}",
-        lambda: get(kubectl, "deployment", dep, namespace),
-        diagnostics=diagnostics,
-    )
+    dep = wait_serving_deployment(kubectl, namespace, name, version, operator)
     make_available(kubectl, namespace, dep)
     wait_for(
         f"KnnIndex {namespace}/{name} Serving version {version}",

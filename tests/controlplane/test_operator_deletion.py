@@ -95,12 +95,13 @@ def test_deleting_the_index_deletes_its_jobs_deployments_and_services(
     ops.wait_job(kubectl, ns, name, v2, operator)
 
     owned = _owned(kubectl, ns, name)
+    [dep_name] = ops.serving_deployments(kubectl, ns, name, v1)
     [pod] = owned.pop("pods")
     assert pod.startswith(f"{name}-build-{v1}-")
     assert owned == {
         "jobs": sorted([f"{name}-build-{v1}", f"{name}-build-{v2}"]),
-        "deployments": [f"{name}-{v1}"],
-        "services": sorted([name, f"{name}-{v1}"]),
+        "deployments": [dep_name],
+        "services": sorted([name, dep_name]),
     }
     neighbour_before = _owned(kubectl, ns, keep)
 

@@ -50,7 +50,7 @@ def test_build_serve_story(
     operator = start_operator()
     ns, name = namespace, "products"
     version = version_for(SPEC)
-    job_name, dep_name = f"{name}-build-{version}", f"{name}-{version}"
+    job_name = f"{name}-build-{version}"
 
     ops.apply(kubectl, ns, ops.knn_index(name, SPEC))
     index = ops.get(kubectl, "knn", name, ns)
@@ -110,7 +110,7 @@ def test_build_serve_story(
         "Event BuildStarted",
         lambda: ("Normal", "BuildStarted") in ops.event_reasons(kubectl, ns, name),
     )
-    assert ops.get(kubectl, "deployment", dep_name, ns) is None, "served before it was built"
+    assert not ops.serving_deployments(kubectl, ns, name, version), "served before it was built"
 
     # -- the build completes ----------------------------------------------------------
     built = ops.summary(version, vectors=123_456, recall=0.9731, build_seconds=17.25)
@@ -134,11 +134,11 @@ def test_build_serve_story(
     assert rec["sha256"] == built.sha256
     assert rec["artifact"] == built.artifact
 
-    dep = ops.wait_for(
-        f"Deployment {dep_name}",
-        lambda: ops.get(kubectl, "deployment", dep_name, ns),
-        diagnostics=operator.log_tail,
-    )
+    dep_name = ops.wait_serving_deployment(kubectl, ns, name, version, operator)
+    revision = dep_name.removeprefix(f"{name}-")
+    assert revision.startswith(f"{version}-"), "a revision id starts with its version"
+    dep = ops.get(kubectl, "deployment", dep_name, ns)
+    assert dep is not None
     svc = ops.wait_for(f"Service {dep_name}", lambda: ops.get(kubectl, "service", dep_name, ns))
     assert dep["spec"]["replicas"] == 2
     assert dep["metadata"]["ownerReferences"][0]["uid"] == index["metadata"]["uid"]
@@ -154,8 +154,9 @@ def test_build_serve_story(
     assert serve["command"][0] == "knn-serve"
     assert _arg(serve["command"], "--artifact") == f"s3://artifacts/products/{version}"
     assert _arg(serve["command"], "--ef-search") == "80"
-    assert svc["spec"]["selector"]["knn.dev/version"] == version
+    assert svc["spec"]["selector"]["knn.dev/revision"] == revision
     assert svc["spec"]["selector"] == template["metadata"]["labels"]
+    assert ops.status_of(kubectl, ns, name)["targetRevision"] == revision
 
     status = ops.wait_phase(kubectl, ns, name, "Progressing", operator)
     assert ops.condition({"status": status}, "Ready")["status"] == "False"  # type: ignore[index]
@@ -168,11 +169,14 @@ def test_build_serve_story(
         "wait", "--for=condition=Ready", f"knn/{name}", "-n", ns, "--timeout=60s", timeout=70
     )
     stable = ops.wait_for(f"Service {name}", lambda: ops.get(kubectl, "service", name, ns))
-    assert stable["spec"]["selector"]["knn.dev/version"] == version
+    # The replica router: the index's Service selects every serving revision.
+    assert stable["spec"]["selector"]["knn.dev/index"] == name
     assert stable["spec"]["selector"]["knn.dev/component"] == "serving"
+    assert "knn.dev/version" not in stable["spec"]["selector"]
     final = ops.get(kubectl, "knn", name, ns)
     assert final is not None
     assert final["status"]["stableVersion"] == version
+    assert final["status"]["stableRevision"] == revision
     assert final["status"]["recall"] == pytest.approx(0.9731)
     assert final["status"]["observedGeneration"] == final["metadata"]["generation"]
     ops.wait_for(
@@ -188,7 +192,7 @@ def test_build_serve_story(
     header, *rows = table.splitlines()
     assert header.split() == ["NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "RECALL", "AGE"]
     [row] = rows
-    assert row.split()[:4] == [name, "Serving", version, "0.9731"], table
+    assert row.split()[:4] == [name, "Serving", revision, "0.9731"], table
     described = kubectl.run("describe", "knn", name, "-n", ns).stdout
     events_section = described.split("Events:", 1)[1]
     for reason in ("BuildStarted", "BuildSucceeded", "Promoted"):
@@ -246,7 +250,8 @@ def test_failed_new_version_leaves_the_stable_version_serving(
     v1 = ops.expected_version({})
     ops.apply(kubectl, ns, ops.knn_index(name))
     ops.build_and_serve(kubectl, ns, name, v1, operator)
-    before_dep = ops.get(kubectl, "deployment", f"{name}-{v1}", ns)
+    [v1_dep] = ops.serving_deployments(kubectl, ns, name, v1)
+    before_dep = ops.get(kubectl, "deployment", v1_dep, ns)
     before_svc = ops.get(kubectl, "service", name, ns)
     assert before_dep is not None and before_svc is not None
 
@@ -257,7 +262,17 @@ def test_failed_new_version_leaves_the_stable_version_serving(
     ops.wait_job(kubectl, ns, name, v2, operator)
     ops.fail_build(kubectl, ns, f"{name}-build-{v2}", "source has 12 vectors, fewer than k")
 
-    status = ops.wait_phase(kubectl, ns, name, "Failed", operator)
+    # A failed rebuild beside a serving stable is not a Failed index.
+    status = ops.wait_for(
+        "Built=False with the stable still Serving",
+        lambda: (
+            s
+            if (s := ops.status_of(kubectl, ns, name)).get("phase") == "Serving"
+            and (ops.condition({"status": s}, "Built") or {}).get("status") == "False"
+            else None
+        ),
+        diagnostics=operator.log_tail,
+    )
     assert "fewer than k" in status["message"]
     assert status["stableVersion"] == v1
     assert ops.condition({"status": status}, "Built")["status"] == "False"  # type: ignore[index]
@@ -265,14 +280,13 @@ def test_failed_new_version_leaves_the_stable_version_serving(
     assert ready is not None and ready["status"] == "True", "the stable version still serves"
     kubectl.run("wait", "--for=condition=Ready", f"knn/{name}", "-n", ns, "--timeout=10s")
 
-    after_dep = ops.get(kubectl, "deployment", f"{name}-{v1}", ns)
+    after_dep = ops.get(kubectl, "deployment", v1_dep, ns)
     after_svc = ops.get(kubectl, "service", name, ns)
     assert after_dep is not None and after_svc is not None
     assert after_dep["metadata"]["generation"] == before_dep["metadata"]["generation"]
     assert after_dep["spec"] == before_dep["spec"]
     assert after_svc["spec"]["selector"] == before_svc["spec"]["selector"]
-    assert after_svc["spec"]["selector"]["knn.dev/version"] == v1
-    assert ops.get(kubectl, "deployment", f"{name}-{v2}", ns) is None
+    assert not ops.serving_deployments(kubectl, ns, name, v2)
 
 
 def _jobs(kubectl: Kubectl, ns: str, name: str) -> set[str]:
@@ -296,6 +310,7 @@ def test_artifact_changes_build_a_new_version(
     assert v1 != v2
     ops.apply(kubectl, ns, ops.knn_index(name))
     ops.build_and_serve(kubectl, ns, name, v1, operator)
+    [v1_dep] = ops.serving_deployments(kubectl, ns, name, v1)
 
     ops.apply(kubectl, ns, ops.knn_index(name, change))
     job = ops.wait_job(kubectl, ns, name, v2, operator)
@@ -312,14 +327,16 @@ def test_artifact_changes_build_a_new_version(
 
     # The new version takes over once built and available.
     ops.build_and_serve(kubectl, ns, name, v2, operator)
-    stable = ops.get(kubectl, "service", name, ns)
-    assert stable is not None and stable["spec"]["selector"]["knn.dev/version"] == v2
+    assert ops.status_of(kubectl, ns, name)["stableVersion"] == v2
     # The previous version stays, scaled to zero, within history.limit.
-    old = ops.get(kubectl, "deployment", f"{name}-{v1}", ns)
-    assert old is not None and old["spec"]["replicas"] == 0
+    old = ops.wait_for(
+        "the old revision at zero replicas",
+        lambda: _at_replicas(ops.get(kubectl, "deployment", v1_dep, ns), 0),
+    )
+    assert old
 
 
-def test_serving_changes_update_the_deployment_in_place(
+def test_replicas_scale_in_place_and_a_serving_change_is_a_new_revision(
     kubectl: Kubectl, namespace: str, start_operator: ops.OperatorStarter
 ) -> None:
     operator = start_operator()
@@ -328,53 +345,66 @@ def test_serving_changes_update_the_deployment_in_place(
     version = ops.expected_version(base)
     ops.apply(kubectl, ns, ops.knn_index(name, base))
     ops.build_and_serve(kubectl, ns, name, version, operator)
-    dep_name = f"{name}-{version}"
+    [dep_name] = ops.serving_deployments(kubectl, ns, name, version)
     before = ops.get(kubectl, "deployment", dep_name, ns)
     assert before is not None
 
-    change = {"serving": {"replicas": 5}, "hnsw": {"efSearch": 128}}
-    assert ops.expected_version(change) == version, "serving parameters are not artifact inputs"
-    ops.apply(kubectl, ns, ops.knn_index(name, change))
-    index = ops.get(kubectl, "knn", name, ns)
-    assert index is not None and index["metadata"]["generation"] == 2
-
-    def updated() -> dict[str, Any] | None:
-        dep = ops.get(kubectl, "deployment", dep_name, ns)
-        if dep is None or dep["spec"]["replicas"] != 5:
-            return None
-        command = dep["spec"]["template"]["spec"]["containers"][0]["command"]
-        return dep if _arg(command, "--ef-search") == "128" else None
-
-    after = ops.wait_for(
-        "the Deployment with 5 replicas and --ef-search 128", updated, diagnostics=operator.log_tail
-    )
-    assert after["metadata"]["uid"] == before["metadata"]["uid"], "updated, not replaced"
-    assert after["metadata"]["generation"] > before["metadata"]["generation"]
-    ops.wait_for(
-        "status.observedGeneration 2",
-        lambda: ops.status_of(kubectl, ns, name).get("observedGeneration") == 2,
+    # Replicas alone: the same Deployment scales; no rollout, no alarm.
+    ops.apply(kubectl, ns, ops.knn_index(name, {**base, "serving": {"replicas": 5}}))
+    scaled = ops.wait_for(
+        "the Deployment at 5 replicas",
+        lambda: _at_replicas(ops.get(kubectl, "deployment", dep_name, ns), 5),
         diagnostics=operator.log_tail,
     )
-    # While the Deployment controller scales and rolls the pods, the two old replicas
-    # keep serving (its Available condition holds): still Serving and Ready, no alarm.
+    assert scaled
     ops.wait_reconciles(operator, 2)
     status = ops.status_of(kubectl, ns, name)
-    assert status["phase"] == "Serving", status
+    assert status["phase"] == "Serving" and status.get("canaryRevision") is None, status
     assert ops.condition({"status": status}, "Ready")["status"] == "True"  # type: ignore[index]
     assert ("Warning", "Degraded") not in ops.event_reasons(kubectl, ns, name)
     ops.make_available(kubectl, ns, dep_name)
-    ops.wait_reconciles(operator, 1)
-    status = ops.wait_phase(kubectl, ns, name, "Serving", operator)
-    assert status["stableVersion"] == version
-    assert status["targetVersion"] == version
+
+    # efSearch: a new revision of the same version, through the rollout (no steps: it
+    # replaces the stable once available, and says so).
+    change = {"serving": {"replicas": 5}, "hnsw": {"efSearch": 128}}
+    assert ops.expected_version(change) == version, "serving parameters are not artifact inputs"
+    ops.apply(kubectl, ns, ops.knn_index(name, change))
+    new_dep = ops.wait_for(
+        "a second revision's Deployment",
+        lambda: next(
+            (d for d in ops.serving_deployments(kubectl, ns, name, version) if d != dep_name),
+            None,
+        ),
+        diagnostics=operator.log_tail,
+    )
+    new = ops.get(kubectl, "deployment", new_dep, ns)
+    assert new is not None
+    assert _arg(new["spec"]["template"]["spec"]["containers"][0]["command"], "--ef-search") == "128"
+    old = ops.get(kubectl, "deployment", dep_name, ns)
+    assert old is not None and old["metadata"]["generation"] == scaled["metadata"]["generation"]
     assert _jobs(kubectl, ns, name) == {f"{name}-build-{version}"}, "no rebuild"
-    assert {c["type"]: c["observedGeneration"] for c in status["conditions"]} == {
-        "Built": 2,
-        "Ready": 2,
-        "Progressing": 2,
-        "Degraded": 2,
-        "ServingSpecAccepted": 2,
-    }
+    ops.make_available(kubectl, ns, new_dep)
+    status = ops.wait_for(
+        "the new revision stable",
+        lambda: (
+            s
+            if (s := ops.status_of(kubectl, ns, name)).get("stableRevision")
+            == new_dep.removeprefix(f"{name}-")
+            else None
+        ),
+        diagnostics=operator.log_tail,
+    )
+    assert status["servingEfSearch"] == 128 and status["observedGeneration"] == 3
+    assert ("Normal", "PromotedWithoutSteps") in ops.event_reasons(kubectl, ns, name)
+    retired = ops.wait_for(
+        "the old revision scaled to zero",
+        lambda: _at_replicas(ops.get(kubectl, "deployment", dep_name, ns), 0),
+    )
+    assert retired
+
+
+def _at_replicas(dep: dict[str, Any] | None, replicas: int) -> dict[str, Any] | None:
+    return dep if dep is not None and dep["spec"]["replicas"] == replicas else None
 
 
 def test_spec_change_during_a_build_supersedes_it(
@@ -412,8 +442,9 @@ def test_stable_version_losing_its_replicas_degrades_then_recovers(
     version = ops.expected_version({})
     ops.apply(kubectl, ns, ops.knn_index(name))
     ops.build_and_serve(kubectl, ns, name, version, operator)
+    [dep_name] = ops.serving_deployments(kubectl, ns, name, version)
 
-    ops.make_unavailable(kubectl, ns, f"{name}-{version}")
+    ops.make_unavailable(kubectl, ns, dep_name)
     status = ops.wait_phase(kubectl, ns, name, "Degraded", operator)
     assert ops.condition({"status": status}, "Ready")["status"] == "False"  # type: ignore[index]
     assert ops.condition({"status": status}, "Degraded")["status"] == "True"  # type: ignore[index]
@@ -423,7 +454,7 @@ def test_stable_version_losing_its_replicas_degrades_then_recovers(
         lambda: ("Warning", "Degraded") in ops.event_reasons(kubectl, ns, name),
     )
 
-    ops.make_available(kubectl, ns, f"{name}-{version}")
+    ops.make_available(kubectl, ns, dep_name)
     status = ops.wait_phase(kubectl, ns, name, "Serving", operator)
     assert ops.condition({"status": status}, "Degraded")["status"] == "False"  # type: ignore[index]
     kubectl.run("wait", "--for=condition=Ready", f"knn/{name}", "-n", ns, "--timeout=30s")
@@ -440,7 +471,9 @@ def test_longest_allowed_name_gets_its_job_deployment_and_services(
     job = ops.wait_job(kubectl, ns, name, version, operator)
     assert len(job["metadata"]["name"]) == 63
     ops.build_and_serve(kubectl, ns, name, version, operator)
-    assert ops.get(kubectl, "service", f"{name}-{version}", ns) is not None
+    [dep_name] = ops.serving_deployments(kubectl, ns, name, version)
+    assert len(dep_name) == 63, "<name>-<revision> at the longest name fits a Service name"
+    assert ops.get(kubectl, "service", dep_name, ns) is not None
     assert ops.get(kubectl, "service", name, ns) is not None
 
 
@@ -485,9 +518,11 @@ def test_an_ef_search_under_the_recorded_recall_gate_is_refused(
     assert status["phase"] == "Serving" and status["stableVersion"] == version
     assert ops.condition({"status": status}, "Ready")["status"] == "True"  # type: ignore[index]
     assert status["servingEfSearch"] == 64
-    assert status["message"].endswith(f"; version {version} keeps serving at efSearch 64")
-    dep = ops.get(kubectl, "deployment", f"{name}-{version}", ns)
+    stable = status["stableRevision"]
+    assert status["message"].endswith(f"; revision {stable} keeps serving at efSearch 64")
+    assert ops.serving_deployments(kubectl, ns, name, version) == [f"{name}-{stable}"]
+    dep = ops.get(kubectl, "deployment", f"{name}-{stable}", ns)
     assert dep is not None
     assert _arg(dep["spec"]["template"]["spec"]["containers"][0]["command"], "--ef-search") == "64"
     table = kubectl.run("get", "knn", name, "-n", ns).stdout
-    assert re.search(rf"{name}\s+Serving\s+{version}\s+0\.953", table), table
+    assert re.search(rf"{name}\s+Serving\s+{stable}\s+0\.953", table), table

@@ -26,7 +26,7 @@ def test_killed_operator_resumes_without_duplicates(
     operator = start_operator()
     ns, name = namespace, "products"
     version = ops.expected_version({})
-    job_name, dep_name = f"{name}-build-{version}", f"{name}-{version}"
+    job_name = f"{name}-build-{version}"
     ops.apply(kubectl, ns, ops.knn_index(name))
     job = ops.wait_job(kubectl, ns, name, version, operator)
     ops.wait_phase(kubectl, ns, name, "Building", operator)
@@ -36,11 +36,7 @@ def test_killed_operator_resumes_without_duplicates(
     ops.complete_build(kubectl, ns, job_name, ops.summary(version, recall=0.961))
     operator.start()
 
-    ops.wait_for(
-        f"Deployment {dep_name} after the restart",
-        lambda: ops.get(kubectl, "deployment", dep_name, ns),
-        diagnostics=operator.log_tail,
-    )
+    dep_name = ops.wait_serving_deployment(kubectl, ns, name, version, operator)
     jobs = ops.items(kubectl, "jobs", ns, f"knn.dev/index={name}")
     assert [j["metadata"]["uid"] for j in jobs] == [job["metadata"]["uid"]], "Job recreated"
     status = ops.wait_phase(kubectl, ns, name, "Progressing", operator)
@@ -97,12 +93,8 @@ def test_same_name_in_two_namespaces_does_not_interfere(
 
     # Each namespace's build result lands in its own index only.
     ops.complete_build(kubectl, b, f"{name}-build-{version}", ops.summary(version, recall=0.9555))
-    ops.wait_for(
-        f"Deployment {b}/{name}-{version}",
-        lambda: ops.get(kubectl, "deployment", f"{name}-{version}", b),
-        diagnostics=operator.log_tail,
-    )
-    ops.make_available(kubectl, b, f"{name}-{version}")
+    dep_b = ops.wait_serving_deployment(kubectl, b, name, version, operator)
+    ops.make_available(kubectl, b, dep_b)
     status_b = ops.wait_phase(kubectl, b, name, "Serving", operator)
     status_a = ops.status_of(kubectl, a, name)
     assert status_b["recall"] == pytest.approx(0.9555)

@@ -127,9 +127,9 @@ def retention_stage(
         if replicas > 0 or rec.revision in obs.deployments:
             out.apply.append(serving_deployment(owner, spec, rec, replicas, settings))
             out.apply.append(revision_service(owner, rec.revision))
-    if revisions:
+    o = serving.outcome
+    if o.stable is not None:  # clients find the index once something serves
         router = serving.router or ReplicaRouter()
-        o = serving.outcome
         out.apply.extend(router.objects(owner, o.stable, o.canary, o.weight))
     for rev, dep in sorted(obs.deployments.items()):
         if rev not in kept_revisions:
