@@ -135,3 +135,25 @@ def test_bad_ef_search_option_is_refused(artifact: sv.Artifact, tmp_path: Path) 
         timeout=60,
     )
     assert out.returncode != 0 and "--ef-search must be between 1 and" in out.stderr
+
+
+def test_a_revision_labels_every_series_and_must_belong_to_the_artifact(
+    artifact: sv.Artifact, tmp_path: Path
+) -> None:
+    version = artifact.manifest.version
+    revision = f"{version}-0a1b2"
+    with sv.serve(artifact.directory, tmp_path / "ok", args=["--revision", revision]) as s:
+        with s.client() as c:
+            assert c.post("/v1/query", json={"vector": [0.5] * DIM}).status_code == 200
+            text = c.get("/metrics").text
+    series = [line for line in text.splitlines() if line.startswith("knn_") and "{" in line]
+    assert series and all(f'version="{revision}"' in line for line in series), series[:5]
+    with (
+        sv.serve(
+            artifact.directory, tmp_path / "bad", ready=False, args=["--revision", "v0000beef-0a1b2"]
+        ) as s,
+        s.client() as c,
+    ):
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        assert f"not a revision of the artifact's version {version}" in r.json()["detail"]

@@ -48,6 +48,8 @@ def serving_deployment(
             str(rev.probe_interval_seconds),
             "--ef-search",
             str(rev.ef_search),
+            "--revision",
+            revision,
         ],
         settings,
         mounts,

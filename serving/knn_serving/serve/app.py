@@ -149,7 +149,12 @@ async def _load(state: State) -> None:
         log.error("%s", state.error)
         return
     m = loaded.manifest
-    state.metrics.set_version(m)
+    try:
+        state.metrics.set_version(m)
+    except ValueError as e:
+        state.error = f"artifact refused: {e}"
+        log.error("%s", state.error)
+        return
     state.limits = Limits(
         dimension=m.dimension,
         count=m.count,

@@ -74,6 +74,13 @@ def parser() -> argparse.ArgumentParser:
         help="'index' label on every metric (env KNN_INDEX_NAME)",
     )
     p.add_argument(
+        "--revision",
+        default=os.environ.get("KNN_REVISION", ""),
+        help="the operator's revision id (<version>-<digest>): the 'version' label on "
+        "every metric, so two revisions of one artifact are told apart (env "
+        "KNN_REVISION; default: the artifact's version)",
+    )
+    p.add_argument(
         "--namespace",
         default=os.environ.get("KNN_NAMESPACE", "default"),
         help="'namespace' label on every metric (env KNN_NAMESPACE)",
@@ -144,7 +151,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     threads = args.batch_threads or max(1, available_cpus() // args.workers)
     return Settings(
         artifact=args.artifact,
-        identity=Identity(args.index_name, args.namespace),
+        identity=Identity(args.index_name, args.namespace, revision=args.revision),
         probe_interval=args.probe_interval,
         batch_threads=threads,
         max_batch=args.max_batch,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from knn_contracts import metrics as names
 from knn_contracts.artifact import Manifest
+from knn_contracts.identity import version_of_revision
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as mp
 
@@ -24,6 +25,9 @@ class Identity:
     index: str
     namespace: str
     version: str = ""
+    # The operator's revision id (`<version>-<digest>`): the `version` label then
+    # tells two revisions of one artifact apart (a canary at another efSearch).
+    revision: str = ""
 
     def values(self) -> tuple[str, str, str]:
         return (self.index, self.version, self.namespace)
@@ -97,7 +101,15 @@ class ServingMetrics:
         self._codes: dict[int, Counter] = {}
 
     def set_version(self, manifest: Manifest) -> None:
-        self.identity = Identity(self.identity.index, self.identity.namespace, manifest.version)
+        """Label series with the revision when one was given, else the artifact version.
+        Raises ValueError for a revision of another version (a misconfigured pod)."""
+        i = self.identity
+        if i.revision and version_of_revision(i.revision) != manifest.version:
+            raise ValueError(
+                f"--revision {i.revision} is not a revision of the artifact's version "
+                f"{manifest.version}"
+            )
+        self.identity = Identity(i.index, i.namespace, i.revision or manifest.version, i.revision)
         v = self._v = self.identity.values()
         self._codes = {}
         self.observe = self.duration.labels(*v).observe
