@@ -142,10 +142,10 @@ def test_a_revision_labels_every_series_and_must_belong_to_the_artifact(
 ) -> None:
     version = artifact.manifest.version
     revision = f"{version}-0a1b2"
-    with sv.serve(artifact.directory, tmp_path / "ok", args=["--revision", revision]) as s:
-        with s.client() as c:
-            assert c.post("/v1/query", json={"vector": [0.5] * DIM}).status_code == 200
-            text = c.get("/metrics").text
+    ok = sv.serve(artifact.directory, tmp_path / "ok", args=["--revision", revision])
+    with ok as s, s.client() as c:
+        assert c.post("/v1/query", json={"vector": [0.5] * DIM}).status_code == 200
+        text = c.get("/metrics").text
     series = [line for line in text.splitlines() if line.startswith("knn_") and "{" in line]
     assert series and all(f'version="{revision}"' in line for line in series), series[:5]
     with (
