@@ -148,12 +148,9 @@ def test_a_revision_labels_every_series_and_must_belong_to_the_artifact(
         text = c.get("/metrics").text
     series = [line for line in text.splitlines() if line.startswith("knn_") and "{" in line]
     assert series and all(f'version="{revision}"' in line for line in series), series[:5]
-    with (
-        sv.serve(
-            artifact.directory, tmp_path / "bad", ready=False, args=["--revision", "v0000beef-0a1b2"]
-        ) as s,
-        s.client() as c,
-    ):
+    other = ["--revision", "v0000beef-0a1b2"]
+    bad = sv.serve(artifact.directory, tmp_path / "bad", ready=False, args=other)
+    with bad as s, s.client() as c:
         r = c.get("/readyz")
         assert r.status_code == 503
         assert f"not a revision of the artifact's version {version}" in r.json()["detail"]
