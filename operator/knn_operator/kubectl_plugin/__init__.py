@@ -1,0 +1,1 @@
+"""`kubectl knn`: read a KnnIndex's rollout and act on it through annotations."""
