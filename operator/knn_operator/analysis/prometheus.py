@@ -10,6 +10,7 @@ unreachable address, or more than one series (aggregate the query).
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import ssl
@@ -40,11 +41,9 @@ class Prometheus:
         headers = {"Accept": "application/json"}
         if creds.bearer_token:
             headers["Authorization"] = f"Bearer {creds.bearer_token}"
-        self._auth = (
-            aiohttp.BasicAuth(creds.username, creds.password or "")
-            if creds.username is not None
-            else None
-        )
+        elif creds.username is not None:
+            pair = f"{creds.username}:{creds.password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         self._ssl: ssl.SSLContext | bool = (
             ssl.create_default_context(cadata=creds.ca_pem) if creds.ca_pem else True
         )
@@ -61,7 +60,6 @@ class Prometheus:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
-                auth=self._auth,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             )
         return self._session
