@@ -25,6 +25,12 @@ LABEL_VERSION: Final = "version"
 LABEL_NAMESPACE: Final = "namespace"
 LABEL_CODE: Final = "code"
 LABEL_K: Final = "k"
+# Who asked: the query-duration histogram is split by source, so the p95 of live
+# traffic excludes the probe replay, and a revision with too little live traffic
+# can still be judged on its replay's latency (search time only, no HTTP).
+LABEL_SOURCE: Final = "source"
+SOURCE_LIVE: Final = "live"  # a client's query over HTTP
+SOURCE_PROBE: Final = "probe"  # one probe of the held-out replay, timed on the search thread
 
 # Latency buckets in seconds: dense below 50 ms where p95 thresholds live.
 QUERY_DURATION_BUCKETS: Final = (

@@ -236,6 +236,62 @@ INVALID: list[tuple[str, Callable[[Spec], None], str, str]] = [
         "Unsupported value",
     ),
     (
+        "analysis-without-checks",
+        setting({"prometheus": {"address": "http://prom:9090"}}, "rollout", "analysis"),
+        "spec.rollout.analysis",
+        "analysis needs at least one threshold or custom metric",
+    ),
+    (
+        "custom-metric-named-like-a-builtin",
+        setting([{"name": "recall", "query": "up", "min": 1}], "rollout", "analysis", "metrics"),
+        "spec.rollout.analysis.metrics[0].name",
+        "a custom metric may not take a built-in check name",
+    ),
+    (
+        "custom-metric-names-repeat",
+        setting(
+            [{"name": "qps", "query": "up", "min": 1}, {"name": "qps", "query": "up", "max": 1}],
+            "rollout",
+            "analysis",
+            "metrics",
+        ),
+        "spec.rollout.analysis.metrics",
+        "custom metric names must be unique",
+    ),
+    (
+        "prometheus-timeout-not-below-interval",
+        changed({"rollout": {"analysis": {"prometheus": {"timeout": "30s"}}}}),
+        "spec.rollout.analysis.prometheus.timeout",
+        "prometheus.timeout must be shorter than interval",
+    ),
+    (
+        "prometheus-auth-bearer-and-basic",
+        changed(
+            {
+                "rollout": {
+                    "analysis": {
+                        "prometheus": {
+                            "auth": {
+                                "secretName": "prom",
+                                "bearerTokenKey": "t",
+                                "usernameKey": "u",
+                                "passwordKey": "p",
+                            }
+                        }
+                    }
+                }
+            }
+        ),
+        "spec.rollout.analysis.prometheus.auth",
+        "give bearerTokenKey, or usernameKey and passwordKey",
+    ),
+    (
+        "ca-bundle-over-http",
+        changed({"rollout": {"analysis": {"prometheus": {"caBundle": {"secretName": "ca"}}}}}),
+        "spec.rollout.analysis.prometheus.caBundle",
+        "caBundle needs an https:// address",
+    ),
+    (
         "p95-latency-0",
         setting({"p95LatencyMs": 0}, "rollout", "analysis", "thresholds"),
         "spec.rollout.analysis.thresholds.p95LatencyMs",
@@ -302,7 +358,14 @@ PARTIAL: list[tuple[str, Spec]] = [
     ("partial-hnsw", {"hnsw": {"m": 32}, "build": {"validation": {"k": 5}}}),
     (
         "analysis",
-        {"rollout": {"analysis": {"prometheus": {"address": "http://prom:9090"}}}},
+        {
+            "rollout": {
+                "analysis": {
+                    "prometheus": {"address": "http://prom:9090"},
+                    "thresholds": {"minRecall": 0.9},
+                }
+            }
+        },
     ),
     (
         "steps-and-serving",

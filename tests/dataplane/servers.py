@@ -22,6 +22,7 @@ import contextlib
 import json
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -34,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from knn_contracts.artifact import MANIFEST_FILE, Manifest, Metric
 from knn_devtools import knnserve
-from knn_devtools.knnserve import KNN_BUILD, KNN_SERVE, LOOPBACK, http_status
+from knn_devtools.knnserve import KNN_BUILD, KNN_SERVE, LOOPBACK
 from knn_devtools.procs import ManagedProcess, ProcessError, log_files, start_on_free_port
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -232,18 +233,35 @@ class Prometheus:
         *,
         scrape_interval: str = "1s",
         job: str = "knn-serve",
+        web_config: dict[str, Any] | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        ca_file: Path | None = None,
     ) -> None:
+        """`web_config` is Prometheus' --web.config.file (basic_auth_users, tls_server_config);
+        `basic_auth` and `ca_file` are what this helper itself then uses to reach it."""
         self.workdir = workdir
         self.targets = list(targets)
         self.scrape_interval = scrape_interval
         self.job = job
         self.port = 0
         self.config_path = workdir / "prometheus.yml"
+        self.web_config = web_config
+        self.web_config_path = workdir / "web.yml"
+        self.basic_auth = basic_auth
+        self.ca_file = ca_file
         self._child: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        scheme = "https" if self.web_config and "tls_server_config" in self.web_config else "http"
+        return f"{scheme}://{LOOPBACK}:{self.port}"
+
+    def _ready(self) -> bool:
+        try:
+            with self.client(timeout=2.0) as c:
+                return c.get("/-/ready").status_code == 200
+        except httpx.TransportError:
+            return False
 
     def config(self) -> dict[str, Any]:
         return {
@@ -272,6 +290,10 @@ class Prometheus:
     def start(self, timeout: float = 60.0) -> None:
         binary = require_command("prometheus")
         self.write_config()
+        web: list[str] = []
+        if self.web_config is not None:
+            self.web_config_path.write_text(json.dumps(self.web_config, indent=2) + "\n")
+            web = [f"--web.config.file={self.web_config_path}"]
 
         def spawn(port: int) -> ManagedProcess:
             self.port = port
@@ -285,6 +307,7 @@ class Prometheus:
                     f"--web.listen-address={LOOPBACK}:{port}",
                     "--web.enable-lifecycle",
                     "--log.level=warn",
+                    *web,
                 ],
                 out,
                 stderr_path=err,
@@ -293,14 +316,18 @@ class Prometheus:
             return self._child
 
         def ready(child: ManagedProcess) -> None:
-            child.wait_until(
-                "/-/ready", lambda: http_status(self.url, "/-/ready") == 200, timeout, 0.1
-            )
+            child.wait_until("/-/ready", self._ready, timeout, 0.1)
 
         start_on_free_port(spawn, ready, stop_timeout=15.0)
 
     def client(self, timeout: float = 30.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout, trust_env=False)
+        return httpx.Client(
+            base_url=self.url,
+            timeout=timeout,
+            trust_env=False,
+            auth=self.basic_auth,
+            verify=ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True,
+        )
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """An instant PromQL query; the `result` list of a vector answer."""

@@ -1,5 +1,6 @@
 """A real Prometheus scraping a real `knn-serve`, queried with the PromQL the rollout
-analysis uses: p95 latency, recall, error rate, and the server's identity labels.
+analysis uses (rendered by knn_operator.analysis.promql): p95 latency, recall, error
+rate, and the server's identity labels.
 
 Needs Debian's `prometheus` package (installed by `make install`); without it the
 tests fail, they do not skip.
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from knn_operator.analysis import promql
+from knn_operator.analysis.promql import Revision
 
 if TYPE_CHECKING:  # mypy resolves modules from the repository root...
     from tests.dataplane import servers as sv
@@ -105,11 +108,12 @@ def test_target_is_up(stack: Stack) -> None:
     assert target["scrapeUrl"] == f"{stack.server.url}/metrics"
 
 
+def _revision(stack: Stack) -> Revision:
+    return Revision(NAMESPACE, INDEX, stack.artifact.manifest.version)
+
+
 def test_p95_latency(stack: Stack) -> None:
-    expr = (
-        "histogram_quantile(0.95, sum by (le) "
-        f'(rate(knn_query_duration_seconds_bucket{{index="{INDEX}"}}[{WINDOW}])))'
-    )
+    expr = promql.p95_seconds(_revision(stack), WINDOW)
     result = stack.prom.wait_for(expr, lambda r: _one_value(r) is not None, timeout=20)
     p95 = _one_value(result)
     assert p95 is not None
@@ -117,19 +121,17 @@ def test_p95_latency(stack: Stack) -> None:
 
 
 def test_recall_matches_the_server_gauge(stack: Stack) -> None:
-    result = stack.prom.query(f'knn_recall_ratio{{index="{INDEX}"}}')
-    assert len(result) == 1, result
-    scraped = float(result[0]["value"][1])
+    (scraped,) = stack.prom.values(promql.probe_recall(_revision(stack)))
     (gauge,) = sv.metric_samples(stack.server.metrics_text(), "knn_recall_ratio")
     assert scraped == pytest.approx(gauge.value, abs=1e-9)
     assert 0.9 < scraped <= 1.0
-    assert result[0]["metric"]["k"] == "10"
+    (series,) = stack.prom.query(f'knn_recall_ratio{{index="{INDEX}"}}')
+    assert series["metric"]["k"] == "10"
 
 
 def test_no_server_errors(stack: Stack) -> None:
-    errors = stack.prom.values(f'sum(rate(knn_requests_total{{code=~"5.."}}[{WINDOW}]))')
-    assert errors in ([], [0.0]), errors
-    # The refused bad inputs are there, as 4xx.
+    # 5xx only: the refused bad inputs (4xx) are no server failure.
+    assert stack.prom.values(promql.error_rate(_revision(stack), WINDOW)) == [0.0]
     (bad,) = stack.prom.values(f'sum(rate(knn_requests_total{{code="422"}}[{WINDOW}]))')
     assert bad > 0
     (ok,) = stack.prom.values(f'sum(rate(knn_requests_total{{code="200"}}[{WINDOW}]))')

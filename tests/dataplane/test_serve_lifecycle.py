@@ -287,7 +287,7 @@ def test_two_workers_share_metrics(small: sv.Artifact, tmp_path: Path) -> None:
         durations = [
             s
             for s in sv.metric_samples(text, "knn_query_duration_seconds")
-            if s.name == "knn_query_duration_seconds_count"
+            if s.name == "knn_query_duration_seconds_count" and s.labels["source"] == "live"
         ]
         assert sum(s.value for s in durations) == requests
         # One gauge for the pod, not one per worker.

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # mypy resolves modules from the repository root...
 else:  # ...pytest puts this directory (it has no __init__.py) on sys.path.
     import servers as sv
 
-DIM, COUNT = 24, 1500
+DIM, COUNT, PROBES = 24, 1500, 100
 INDEX, NAMESPACE, VERSION = "products-search", "shop-prod", "2024-06-01.3"
 JSON_CT = {"content-type": "application/json"}
 
@@ -44,7 +44,7 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("metrics")
     data = np.random.default_rng(21).standard_normal((COUNT, DIM), dtype=np.float32)
-    art = sv.build_artifact(tmp, data, "ip", version=VERSION, probe_queries=100)
+    art = sv.build_artifact(tmp, data, "ip", version=VERSION, probe_queries=PROBES)
     with (
         sv.serve(art.directory, tmp / "logs", index_name=INDEX, namespace=NAMESPACE) as server,
         server.client() as client,
@@ -114,6 +114,7 @@ def test_answers_are_counted_and_timed(served: Served) -> None:
         return {
             (s.name + s.labels.get("le", "")): s.value
             for s in sv.metric_samples(text, names.QUERY_DURATION)
+            if s.labels[names.LABEL_SOURCE] == names.SOURCE_LIVE
         }
 
     text = served.metrics()
@@ -135,6 +136,35 @@ def test_answers_are_counted_and_timed(served: Served) -> None:
     buckets = [after[f"knn_query_duration_seconds_bucket{le}"] for le in _le(bounds)]
     assert buckets == sorted(buckets), "cumulative buckets"
     assert buckets[-1] == after[count]
+
+
+def test_probe_replay_latency_is_labelled_apart(served: Served) -> None:
+    """Each replayed probe is timed under source=probe, never mixed into live latency:
+    live p95 excludes the replay, and a revision without traffic still has a latency."""
+
+    def counts(text: str) -> dict[str, float]:
+        return {
+            s.labels[names.LABEL_SOURCE]: s.value
+            for s in sv.metric_samples(text, names.QUERY_DURATION)
+            if s.name == f"{names.QUERY_DURATION}_count"
+        }
+
+    before = counts(served.metrics())
+    probes = PROBES
+    # knn-serve's warm-up replay ran before /readyz said ready: whole replays only.
+    assert before[names.SOURCE_PROBE] >= probes
+    assert before[names.SOURCE_PROBE] % probes == 0, before
+    assert served.query(999).status_code == 200
+    after = counts(served.metrics())
+    assert after[names.SOURCE_LIVE] - before[names.SOURCE_LIVE] == 1
+    assert (after[names.SOURCE_PROBE] - before[names.SOURCE_PROBE]) % probes == 0
+    probe_sum = next(
+        s.value
+        for s in sv.metric_samples(served.metrics(), names.QUERY_DURATION)
+        if s.name == f"{names.QUERY_DURATION}_sum"
+        and s.labels[names.LABEL_SOURCE] == names.SOURCE_PROBE
+    )
+    assert 0 < probe_sum / after[names.SOURCE_PROBE] < 0.1  # seconds per probe search
 
 
 def _le(bounds: list[float]) -> list[str]:

@@ -99,7 +99,10 @@ def _analysis_lines(spec: Obj, st: Obj, now: dt.datetime) -> list[str]:
     state: Obj = st.get("rollout") or {}
     tally: Obj = st.get("analysis") or {}
     due = parse_iso(state.get("nextAnalysisAt"))
-    nxt = "-" if due is None else ("now" if due <= now else "in " + _span((due - now).total_seconds()))
+    if due is None:
+        nxt = "-"
+    else:
+        nxt = "now" if due <= now else "in " + _span((due - now).total_seconds())
     out = [
         f"Analysis:   every {analysis_spec.get('interval', '30s')}, next {nxt};"
         f" failures {tally.get('failures', 0)}/{analysis_spec.get('failureLimit', 1)},"

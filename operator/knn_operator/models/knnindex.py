@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from knn_contracts.rollout import BUILTIN_CHECKS, MeasurementResult
 from pydantic import Field
 
 from .common import (
@@ -29,6 +30,8 @@ Phase = Literal["Pending", "Building", "Progressing", "Serving", "Degraded", "Ro
 
 MAX_STEPS = 20
 MAX_METRICS = 10
+MAX_MEASUREMENTS = 50
+_BUILTIN_CHECKS_CEL = "[" + ", ".join(f"'{c}'" for c in BUILTIN_CHECKS) + "]"
 
 
 class Source(Model):
@@ -169,16 +172,65 @@ class Step(Model):
 
 
 class Thresholds(Model):
-    p95_latency_ms: float | None = Field(default=None, gt=0, le=600000)
-    max_error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
-    min_recall: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Built-in checks of the canary revision; each one left out is not checked."""
+
+    p95_latency_ms: float | None = Field(
+        default=None,
+        gt=0,
+        le=600000,
+        description="Most p95 query latency allowed, in ms, of live traffic over the window; "
+        "below lowTrafficRps live queries per second, of the probe replay's searches",
+    )
+    max_error_rate: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Most share of 5xx among query responses (4xx, bad input, do not count); "
+        "without traffic in the window the check is inconclusive",
+    )
+    min_recall: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Least recall@k of the held-out probe replay (knn_recall_ratio), "
+        "measurable without traffic",
+    )
+    min_live_recall: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Least recall@k of sampled live queries checked exactly "
+        "(knn_live_recall_*); inconclusive without sampled traffic",
+    )
+    max_latency_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description="Most canary p95 / stable p95 (e.g. 1.2): live over live when both "
+        "revisions have traffic, else probe replay over probe replay",
+    )
+    max_recall_drop: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Most stable probe recall minus canary probe recall (e.g. 0.01)",
+    )
 
 
 class CustomMetric(Model):
-    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63)
-    query: str = Field(min_length=1, max_length=4096)
-    min: float | None = None
-    max: float | None = None
+    name: str = Field(
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+        description="Check name in status and Events; not one of the built-in check names",
+    )
+    query: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="PromQL run as is; must return one series or a scalar "
+        "(aggregate it, e.g. sum(...)); no series or NaN is inconclusive",
+    )
+    min: float | None = Field(default=None, description="Least value allowed (inclusive)")
+    max: float | None = Field(default=None, description="Most value allowed (inclusive)")
 
     model_config = validations(
         cel("has(self.min) || has(self.max)", "a custom metric needs min or max"),
@@ -186,21 +238,159 @@ class CustomMetric(Model):
             "!has(self.min) || !has(self.max) || self.min <= self.max",
             "min must not exceed max",
         ),
+        cel(
+            "!(self.name in " + _BUILTIN_CHECKS_CEL + ")",
+            "a custom metric may not take a built-in check name ("
+            + ", ".join(BUILTIN_CHECKS)
+            + ")",
+            field_path=".name",
+        ),
     )
 
 
+class PrometheusAuth(Model):
+    """Credentials from a Secret in the object's namespace: a bearer token, or basic auth."""
+
+    secret_name: str = Field(
+        pattern=DNS_LABEL_PATTERN, max_length=253, description="Secret holding the credentials"
+    )
+    bearer_token_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="Key of the bearer token (sent as Authorization: Bearer)",
+    )
+    username_key: str | None = Field(
+        default=None, min_length=1, max_length=253, description="Key of the basic-auth username"
+    )
+    password_key: str | None = Field(
+        default=None, min_length=1, max_length=253, description="Key of the basic-auth password"
+    )
+
+    model_config = validations(
+        cel(
+            "has(self.bearerTokenKey) != (has(self.usernameKey) || has(self.passwordKey))",
+            "give bearerTokenKey, or usernameKey and passwordKey (basic auth), not both",
+        ),
+        cel(
+            "has(self.usernameKey) == has(self.passwordKey)",
+            "basic auth needs both usernameKey and passwordKey",
+        ),
+    )
+
+
+class SecretKey(Model):
+    secret_name: str = Field(
+        pattern=DNS_LABEL_PATTERN, max_length=253, description="Secret in the object's namespace"
+    )
+    key: str = Field(default="ca.crt", min_length=1, max_length=253, description="Key in its data")
+
+
 class PrometheusProvider(Model):
-    address: str = Field(pattern=r"^https?://.+", max_length=2048)
+    address: str = Field(
+        pattern=r"^https?://.+",
+        max_length=2048,
+        description="Base URL of the Prometheus HTTP API (/api/v1/query is appended)",
+    )
+    timeout: str = Field(
+        default="10s",
+        pattern=DURATION_PATTERN,
+        max_length=32,
+        description="Per query; a query that takes longer is an error, not a value",
+    )
+    auth: PrometheusAuth | None = Field(
+        default=None, description="Bearer token or basic auth from a Secret"
+    )
+    ca_bundle: SecretKey | None = Field(
+        default=None,
+        description="PEM CA certificates to verify an https:// address with (instead of the "
+        "system's)",
+    )
+
+    model_config = validations(
+        cel(
+            "!has(self.caBundle) || self.address.startsWith('https://')",
+            "caBundle needs an https:// address",
+            field_path=".caBundle",
+        ),
+    )
+
+
+_THRESHOLD_FIELDS = tuple(
+    f.alias or name for name, f in Thresholds.model_fields.items()
+)  # camelCase names, for CEL
 
 
 class Analysis(Model):
-    prometheus: PrometheusProvider
-    interval: str = Field(default="30s", pattern=DURATION_PATTERN, max_length=32)
-    failure_limit: int = Field(default=1, ge=0, le=100)
-    inconclusive_limit: int = Field(default=3, ge=0, le=100)
-    on_inconclusive: Literal["Pause", "Abort"] = "Abort"
-    thresholds: Thresholds = Field(default_factory=Thresholds)
-    metrics: list[CustomMetric] = Field(default_factory=list, max_length=MAX_METRICS)
+    prometheus: PrometheusProvider = Field(description="Where the serving pods' metrics are")
+    interval: str = Field(
+        default="30s",
+        pattern=DURATION_PATTERN,
+        max_length=32,
+        description="Time between analysis runs; each run evaluates every check once",
+    )
+    scrape_interval: str = Field(
+        default="30s",
+        pattern=DURATION_PATTERN,
+        max_length=32,
+        description="How often Prometheus scrapes the serving pods; rate() windows are "
+        "max(interval, 4 x scrapeInterval)",
+    )
+    failure_limit: int = Field(
+        default=1,
+        ge=0,
+        le=100,
+        description="Failed runs tolerated; one more aborts (0: abort on the first failure)",
+    )
+    inconclusive_limit: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description="Inconclusive runs (no data) tolerated; one more triggers onInconclusive",
+    )
+    on_inconclusive: Literal["Pause", "Abort"] = Field(
+        default="Abort",
+        description="Beyond inconclusiveLimit or consecutiveErrorLimit: Pause (wait for "
+        "knn.dev/promote or knn.dev/abort) or Abort (roll back)",
+    )
+    consecutive_error_limit: int = Field(
+        default=4,
+        ge=0,
+        le=100,
+        description="Runs in a row with Prometheus errors tolerated; one more triggers "
+        "onInconclusive (an error is never a pass)",
+    )
+    low_traffic_rps: float = Field(
+        default=1.0,
+        ge=0,
+        le=1e6,
+        description="Below this many live queries per second, latency is judged on the "
+        "probe replay's searches",
+    )
+    thresholds: Thresholds = Field(
+        default_factory=Thresholds, description="Built-in checks of the canary"
+    )
+    metrics: list[CustomMetric] = Field(
+        default_factory=list, max_length=MAX_METRICS, description="Custom PromQL checks"
+    )
+
+    model_config = validations(
+        cel(
+            "size(self.metrics) > 0 || "
+            + " || ".join(f"has(self.thresholds.{t})" for t in _THRESHOLD_FIELDS),
+            "analysis needs at least one threshold or custom metric",
+        ),
+        cel(
+            "self.metrics.all(m, self.metrics.exists_one(n, n.name == m.name))",
+            "custom metric names must be unique",
+            field_path=".metrics",
+        ),
+        cel(
+            "duration(self.prometheus.timeout) < duration(self.interval)",
+            "prometheus.timeout must be shorter than interval",
+            field_path=".prometheus.timeout",
+        ),
+    )
 
 
 class Rollout(Model):
@@ -291,16 +481,34 @@ class BuildRecord(Model):
 
 
 class Measurement(Model):
-    metric: str
-    value: float | None = None
-    phase: Literal["Successful", "Failed", "Inconclusive"]
-    at: str
+    check: str = Field(description="Check name (built-in or custom)")
+    revision: str = Field(description="Version judged")
+    value: float | None = Field(default=None, description="Absent when there was no value")
+    result: MeasurementResult = Field(description="Successful | Inconclusive | Error | Failed")
+    limit: str = Field(default="", description="The check's limits, e.g. '<= 50 ms'")
+    message: str = Field(
+        default="", max_length=1024, description="Which value against which limit, or why none"
+    )
+    at: str = Field(description="When the run was taken (RFC 3339)")
 
 
 class AnalysisStatus(Model):
-    failures: int = 0
-    inconclusive: int = 0
-    last_measurements: list[Measurement] = Field(default_factory=list, max_length=50)
+    revision: str | None = Field(default=None, description="Version the counts are about")
+    runs: int = Field(default=0, description="Runs so far (a run evaluates every check once)")
+    failures: int = Field(default=0, description="Runs with a failed check")
+    inconclusive: int = Field(default=0, description="Runs whose worst check had no data")
+    errors: int = Field(default=0, description="Runs whose worst check was a query error")
+    consecutive_errors: int = Field(default=0, description="Error runs in a row")
+    last_result: MeasurementResult | None = Field(
+        default=None, description="Worst result of the latest run"
+    )
+    last_run: str | None = Field(default=None, description="When the latest run was taken")
+    message: str | None = Field(default=None, description="The latest run's worst check")
+    last_measurements: list[Measurement] = Field(
+        default_factory=list,
+        max_length=MAX_MEASUREMENTS,
+        description="Newest measurements, oldest first",
+    )
 
 
 RevisionState = Literal["Stable", "Canary", "Warm", "RolledBack", "Superseded", "Retired"]

@@ -212,7 +212,7 @@ async def _replay_once(state: State) -> None:
     if p.truth.shape[0] == 0:
         state.warm = True
         return
-    recall = await state.searcher.replay_probes()
+    recall = await state.searcher.replay_probes(observe=state.metrics.observe_probe)
     state.last_recall = recall
     if state.searcher.loaded.unbiased_probes:
         state.metrics.set_recall(int(p.truth.shape[1]), recall)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,8 +113,25 @@ class Searcher:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._search, vectors, k, ef)
 
-    async def replay_probes(self, chunk: int = 8) -> float:
-        """Recall@k of the live index on its probe set, at the serving ef.
+    def _timed_probes(
+        self, start: int, stop: int, k: int
+    ) -> tuple[list[npt.NDArray[np.int64]], list[float]]:
+        """Probes start..stop one at a time, each timed: the replay's own latency
+        (search only), for revisions with too little live traffic to judge."""
+        p, index, side = self.loaded.probes, self.loaded.index, self.loaded.side
+        found, seconds = [], []
+        for i in range(start, stop):
+            t0 = time.perf_counter()
+            labels, _ = knn(index, side, p.queries[i : i + 1], k, 1, p.self_labels[i : i + 1])
+            seconds.append(time.perf_counter() - t0)
+            found.append(np.asarray(labels, dtype=np.int64))
+        return found, seconds
+
+    async def replay_probes(
+        self, chunk: int = 8, observe: Callable[[float], None] | None = None
+    ) -> float:
+        """Recall@k of the live index on its probe set, at the serving ef; each
+        probe's search time goes to `observe`.
 
         The probes go to the search thread a few at a time: live queries queued
         meanwhile run between two chunks instead of waiting for the whole set
@@ -120,19 +139,15 @@ class Searcher:
         loop = asyncio.get_running_loop()
         p = self.loaded.probes
         k = int(p.truth.shape[1])
-        found = []
+        found: list[npt.NDArray[np.int64]] = []
         for i in range(0, len(p.queries), chunk):
-            labels, _ = await loop.run_in_executor(
-                self._pool,
-                knn,
-                self.loaded.index,
-                self.loaded.side,
-                p.queries[i : i + chunk],
-                k,
-                1,
-                p.self_labels[i : i + chunk],
+            rows, seconds = await loop.run_in_executor(
+                self._pool, self._timed_probes, i, min(i + chunk, len(p.queries)), k
             )
-            found.append(np.asarray(labels, dtype=np.int64))
+            found += rows
+            if observe is not None:
+                for s in seconds:
+                    observe(s)
         return recall_at_k(np.concatenate(found), p.truth)
 
     def close(self) -> None:

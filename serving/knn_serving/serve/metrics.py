@@ -40,8 +40,9 @@ class ServingMetrics:
         r = self.registry
         self.duration = Histogram(
             names.QUERY_DURATION,
-            "Time to answer a query request, from body received to response ready.",
-            IDENTITY,
+            "Time to answer a query: source=live, a client's request from body received to "
+            "response ready; source=probe, one probe of the replay on the search thread.",
+            (*IDENTITY, names.LABEL_SOURCE),
             buckets=names.QUERY_DURATION_BUCKETS,
             registry=r,
         )
@@ -112,7 +113,8 @@ class ServingMetrics:
         self.identity = Identity(i.index, i.namespace, i.revision or manifest.version, i.revision)
         v = self._v = self.identity.values()
         self._codes = {}
-        self.observe = self.duration.labels(*v).observe
+        self.observe = self.duration.labels(*v, names.SOURCE_LIVE).observe
+        self.observe_probe = self.duration.labels(*v, names.SOURCE_PROBE).observe
         # Live-recall series exist from the start at 0, so rate() sees their first samples.
         for counter in (self.live_found, self.live_expected, self.live_samples, self.live_dropped):
             counter.labels(*v)
