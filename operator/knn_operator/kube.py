@@ -25,6 +25,7 @@ _PLURALS: dict[tuple[str, str], str] = {
     ("v1", "Service"): "services",
     ("v1", "Pod"): "pods",
     ("v1", "Event"): "events",
+    ("v1", "Secret"): "secrets",
     (api.API_VERSION, api.KNN_INDEX_KIND): api.KNN_INDEX_PLURAL,
     (api.API_VERSION, api.CLUSTER_MODEL_KIND): api.CLUSTER_MODEL_PLURAL,
 }
@@ -156,3 +157,10 @@ class Kube:
         except KubeError as e:
             if e.status != NotFound:
                 raise
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's `data` (base64 values, as stored), or None when it does not exist."""
+        body = await self.get("v1", "Secret", namespace, name)
+        if body is None:
+            return None
+        return {str(k): str(v) for k, v in (body.get("data") or {}).items()}

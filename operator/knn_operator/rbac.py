@@ -29,6 +29,8 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": OWN},
     {"apiGroups": [""], "resources": ["services"], "verbs": OWN},
     {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
+    # Prometheus credentials named by spec.rollout.analysis.prometheus (get by name only).
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
 

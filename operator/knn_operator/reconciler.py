@@ -114,7 +114,11 @@ class Reconciler:
         except ValidationError as e:
             await self._refuse(body, e)
             return None
-        result = k.plan(obs, self.settings, self.clock())
+        now = self.clock()
+        early: list[Event] = []
+        if k.prepare is not None:
+            obs, early = await k.prepare(self.kube, obs, now)
+        result = k.plan(obs, self.settings, now)
         for obj in result.apply:
             await self.kube.apply(obj)
         for kind, name in result.delete:
@@ -122,7 +126,7 @@ class Reconciler:
         new_status = _status_doc(result.status)
         if new_status != (body.get("status") or {}):
             await self.kube.apply(self._status_patch(body, new_status), status=True)
-        for ev in result.events:
+        for ev in [*early, *result.events]:
             self._event(body, ev)
         self.phases[key] = str(getattr(result.status, "phase", None) or "Pending")
         self._update_phase_gauge()

@@ -170,5 +170,8 @@ def test_rbac_grants_every_write_the_planner_makes() -> None:
         assert _allowed(rules, *RESOURCES[kind], "delete"), kind
     assert rbac.role("ns")["rules"] == rules
     # And nothing broader than needed on what it does not own.
-    assert not _allowed(rules, "", "secrets", "get")
+    # Secrets: only `get` by name, for the Prometheus credentials an analysis names;
+    # never list or watch (which would read every Secret in the cluster).
+    assert _allowed(rules, "", "secrets", "get")
+    assert not any(_allowed(rules, "", "secrets", v) for v in ("list", "watch", "patch"))
     assert not _allowed(rules, "knn.dev", "knnindexes", "patch"), "the operator never writes spec"

@@ -9,13 +9,14 @@ Events, metrics) is the reconciler's and is the same for every kind.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
-from ..kube import Body
+from ..events import Event
+from ..kube import Body, Kube
 from ..planning import Plan
 from ..settings import Settings
 
@@ -42,3 +43,6 @@ class Kind:
     # Raises pydantic.ValidationError for a spec the operator cannot use.
     observe: Callable[[Body, Children], Any]
     plan: Callable[[Any, Settings, dt.datetime], Plan]
+    # The I/O a plan needs done first (a due analysis run): returns the observation
+    # with what it learnt, and Events to post.
+    prepare: Callable[[Kube, Any, dt.datetime], Awaitable[tuple[Any, list[Event]]]] | None = None

@@ -16,7 +16,7 @@ from ..models.common import ObjectMeta
 from ..models.knnindex import KnnIndexSpec, KnnIndexStatus, Phase
 from ..observe import DeploymentState, JobState, deployment_state, job_state
 from ..planning import Observed, plan
-from . import Children, Kind
+from . import Children, Kind, knnindex_analysis
 
 log = logging.getLogger("knn_operator")
 
@@ -92,4 +92,5 @@ KNN_INDEX = Kind(
     phases=get_args(Phase),
     observe=observe,
     plan=plan,
+    prepare=knnindex_analysis.prepare,
 )

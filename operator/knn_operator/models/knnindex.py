@@ -549,7 +549,9 @@ class RolloutState(Model):
         default=None, description="held until knn.dev/promote: an indefinite pause or analysis"
     )
     next_analysis_at: str | None = None
-    analysis_runs: int = Field(default=0, description="analysis runs that counted")
+    analysis_runs: int = Field(
+        default=0, description="consecutive passing analysis runs (promotion needs one)"
+    )
 
 
 class RolledBack(Model):

@@ -146,7 +146,8 @@ def status_stage(
         rollout=o.state,
         rolled_back=o.rolled_back,
         handled_actions=_handled(obs),
-        analysis=old.analysis if o.state is not None else None,
+        # Kept after the rollout ends: what a promotion or a rollback was judged on.
+        analysis=obs.analysis_status or old.analysis,
         conditions=conds,
         message=_message(obs, serving, stable_rev),
     )

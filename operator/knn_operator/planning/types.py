@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..builders.common import Manifest, Owner
 from ..events import Event
-from ..models.knnindex import KnnIndexSpec, KnnIndexStatus
+from ..models.knnindex import AnalysisStatus, KnnIndexSpec, KnnIndexStatus
 from ..observe import DeploymentState, JobState
 from ..rollout.machine import AnalysisVerdict
 
@@ -24,8 +24,10 @@ class Observed:
     gc_jobs: Mapping[str, JobState] = field(default_factory=dict)  # artifact clean-up, by version
     # knn.dev/promote, /abort, /retry as they are on the object now.
     annotations: Mapping[str, str] = field(default_factory=dict)
-    # The canary analysis measured before this pass, when one was due.
+    # The canary analysis measured before this pass, when one was due, and
+    # status.analysis with that run folded in.
     analysis: AnalysisVerdict | None = None
+    analysis_status: AnalysisStatus | None = None
 
 
 @dataclass

@@ -231,8 +231,9 @@ def _fold_verdict(i: Inputs, state: RolloutState, events: list[Event]) -> Rollou
     update: dict[str, object] = {
         "next_analysis_at": iso(i.now + dt.timedelta(seconds=i.analysis_interval))
     }
-    if i.analysis.counted and i.analysis.decision == "Continue":
-        update["analysis_runs"] = state.analysis_runs + 1
+    # Promotion needs the latest run to have passed: any other run resets the count.
+    passed = i.analysis.counted and i.analysis.decision == "Continue"
+    update["analysis_runs"] = state.analysis_runs + 1 if passed else 0
     if i.analysis.decision == "Pause" and state.paused_reason is None:
         update["paused_reason"] = i.analysis.reason
         held = f"canary {i.target}: {i.analysis.reason}"
