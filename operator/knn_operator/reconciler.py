@@ -9,6 +9,7 @@ says when it wants to run again; errors retry with a bounded backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -24,6 +25,7 @@ from .events import Event
 from .kinds import Children, Key, Kind
 from .kube import Body, Kube, KubeError
 from .models.common import ObjectMeta
+from .planning import Plan
 from .schedule import Backoff, Wakeups
 from .settings import Settings
 
@@ -99,6 +101,8 @@ class Reconciler:
 
     def forget(self, key: Key) -> None:
         self.phases.pop(key, None)
+        with contextlib.suppress(KeyError):  # never reconciled here
+            metrics.CANARY_WEIGHT.remove(self.kind.kind, *key)
         self._failures.pop(key, None)
         self._wakeups.cancel(key)
         self._update_phase_gauge()
@@ -130,6 +134,7 @@ class Reconciler:
             self._event(body, ev)
         self.phases[key] = str(getattr(result.status, "phase", None) or "Pending")
         self._update_phase_gauge()
+        self._rollout_metrics(key, result)
         return result.requeue_after
 
     def _status_patch(self, body: Body, status: Mapping[str, Any]) -> Body:
@@ -162,6 +167,15 @@ class Reconciler:
 
     def _event(self, body: Body, ev: Event) -> None:
         self.post_event(body, ev.type, ev.reason, ev.message)
+
+    def _rollout_metrics(self, key: Key, result: Plan) -> None:
+        label = self.kind.kind
+        weight = getattr(result.status, "canary_weight", None) or 0
+        metrics.CANARY_WEIGHT.labels(label, *key).set(weight)
+        for outcome in result.outcomes:
+            metrics.ROLLOUTS.labels(label, outcome).inc()
+        if result.breach_to_stable is not None:
+            metrics.BREACH_TO_STABLE.labels(label).observe(result.breach_to_stable)
 
     def _update_phase_gauge(self) -> None:
         tally = Tally(self.phases.values())

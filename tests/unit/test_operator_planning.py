@@ -7,6 +7,7 @@ real Job/Deployment bodies; tests/integration drives the same path for real.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from knn_operator.models.knnindex import KnnIndexSpec, KnnIndexStatus
 from knn_operator.observe import DeploymentState, JobState
 from knn_operator.planning import Observed, Plan, plan
 from knn_operator.planning.serving import revision_for
+from knn_operator.rollout.machine import AnalysisVerdict
 from knn_operator.settings import Settings
 from knn_operator.versioning import version_of
 
@@ -599,3 +601,24 @@ def test_a_router_this_version_lacks_holds_the_rollout_with_a_warning() -> None:
     assert [e.reason for e in p.events] == ["TrafficRouterUnavailable"]
     again = plan(observed(s2, p.status, {v: curved_job(v)}, {old: dep(old, 2)}), SETTINGS, NOW)
     assert not again.events
+
+
+def test_an_analysis_breach_rolls_back_and_times_the_return_to_stable() -> None:
+    s2, v, old, new, st = _mid_rollout()
+    jobs, deps = {v: curved_job(v)}, {old: dep(old, 2), new: dep(new, 1, replicas=1)}
+    breach = AnalysisVerdict(
+        "Abort", "recall 0.81 < 0.9 (failureLimit 0)", counted=True, cause="AnalysisFailed"
+    )
+    obs = replace(observed(s2, st, jobs, deps), analysis=breach)
+    p = plan(obs, SETTINGS, NOW)
+    assert p.outcomes == ["RolledBack"] and p.breach_to_stable is None  # pods still up
+    assert p.status.rolled_back is not None and p.status.rolled_back.cause == "AnalysisFailed"
+    assert replicas_of(p)[new] == 0
+    later = NOW + dt.timedelta(seconds=7)
+    gone = {old: dep(old, 2), new: dep(new, 0, replicas=0)}
+    q = plan(observed(s2, p.status, jobs, gone), SETTINGS, later)
+    assert q.breach_to_stable == 7.0 and not q.outcomes
+    assert q.status.rolled_back is not None
+    assert q.status.rolled_back.traffic_restored_at == "2026-11-22T00:00:07Z"
+    again = plan(observed(s2, q.status, jobs, gone), SETTINGS, later)
+    assert again.breach_to_stable is None, "observed once"

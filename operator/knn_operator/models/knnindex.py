@@ -556,9 +556,14 @@ class RolloutState(Model):
 
 class RolledBack(Model):
     revision: str
-    cause: str = Field(description="AnalysisFailed | AnalysisInconclusive | AbortedByUser")
+    cause: str = Field(
+        description="AnalysisFailed | AnalysisInconclusive | AnalysisErrors | AbortedByUser"
+    )
     message: str
-    at: str
+    at: str = Field(description="when the breach was measured (or the abort asked for)")
+    traffic_restored_at: str | None = Field(
+        default=None, description="when the canary had no serving pod left: all traffic on stable"
+    )
 
 
 class HandledActions(Model):

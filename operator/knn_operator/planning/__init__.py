@@ -18,6 +18,7 @@ import datetime as dt
 from ..events import Event
 from ..settings import Settings
 from .builds import builds_stage
+from .outcomes import outcomes_stage
 from .retention import retention_stage, revisions_stage
 from .serving import serving_stage
 from .status import status_stage
@@ -30,6 +31,7 @@ def plan(obs: Observed, settings: Settings, now: dt.datetime) -> Plan:
     out = Plan()
     target, builds = builds_stage(obs, settings, now, out)
     serving = serving_stage(obs, builds, target, settings, now, out)
+    serving = outcomes_stage(obs, serving, now, out)
     revisions = revisions_stage(obs, builds, serving, now, out)
     builds = retention_stage(obs, builds, serving, revisions, settings, out)
     out.status = status_stage(obs, builds, serving, revisions, now, out)

@@ -39,6 +39,10 @@ class Plan:
     # Seconds until the plan wants another look even if nothing changes (a pause
     # ending, the next analysis); None: only when something it watches changes.
     requeue_after: float | None = None
+    # Rollouts that ended in this pass (knn_contracts.rollout OUTCOME_*), and the
+    # seconds from a breach to all traffic on stable when that completed now.
+    outcomes: list[str] = field(default_factory=list)
+    breach_to_stable: float | None = None
 
     def wake_within(self, seconds: float | None) -> None:
         """Ask to run again within `seconds` (the earliest of all requests wins)."""
