@@ -236,6 +236,7 @@ class Prometheus:
         web_config: dict[str, Any] | None = None,
         basic_auth: tuple[str, str] | None = None,
         ca_file: Path | None = None,
+        discovered: bool = False,
     ) -> None:
         """`web_config` is Prometheus' --web.config.file (basic_auth_users, tls_server_config);
         `basic_auth` and `ca_file` are what this helper itself then uses to reach it."""
@@ -249,6 +250,10 @@ class Prometheus:
         self.web_config_path = workdir / "web.yml"
         self.basic_auth = basic_auth
         self.ca_file = ca_file
+        # discovered: targets come from a file Prometheus watches (file_sd), so a test
+        # can add servers that start after Prometheus, as pods appear in a cluster.
+        self.discovered = discovered
+        self.targets_path = workdir / "targets.json"
         self._child: ManagedProcess | None = None
 
     @property
@@ -276,13 +281,27 @@ class Prometheus:
                     "honor_labels": True,
                     "scrape_interval": self.scrape_interval,
                     "scrape_timeout": self.scrape_interval,
-                    "static_configs": [{"targets": self.targets}],
+                    **self._targets_config(),
                 }
             ],
         }
 
+    def _targets_config(self) -> dict[str, Any]:
+        if not self.discovered:
+            return {"static_configs": [{"targets": self.targets}]}
+        return {"file_sd_configs": [{"files": [str(self.targets_path)], "refresh_interval": "1s"}]}
+
+    def set_targets(self, targets: Sequence[str]) -> None:
+        """The scraped targets from now on (discovered=True): replaced atomically."""
+        self.targets = list(targets)
+        tmp = self.targets_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([{"targets": self.targets}]) + "\n", encoding="utf-8")
+        tmp.replace(self.targets_path)
+
     def write_config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.discovered and not self.targets_path.exists():
+            self.set_targets(self.targets)
         # JSON is YAML: no YAML library needed to write Prometheus' configuration.
         self.config_path.write_text(json.dumps(self.config(), indent=2) + "\n", encoding="utf-8")
         return self.config_path

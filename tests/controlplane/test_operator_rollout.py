@@ -1,0 +1,302 @@
+"""Rollouts judged by a real Prometheus: the operator against the real API server,
+the builder Job's own command run by the real `knn-build` on real files, each
+serving Deployment's own command run as a real `knn-serve` on loopback, scraped by
+a real Prometheus that discovers them as they start.
+
+There is no kubelet in this tier: the test runs the pods' commands itself and
+reports the Deployments available (DESIGN section 5, tier 3). No fault is
+injected: a canary at a low efSearch really has lower recall, and the operator's
+own analysis finds it in Prometheus.
+
+Needs the control-plane tools and Debian's `prometheus`; fails, never skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+from knn_contracts.artifact import BuildSummary, recall_at
+from knn_devtools.kubectl import Kubectl
+from knn_devtools.synthetic import clustered
+
+if TYPE_CHECKING:
+    from tests.controlplane import operator_support as ops
+    from tests.dataplane import servers as sv
+else:
+    import operator_support as ops
+
+    from tests.dataplane import servers as sv
+
+pytestmark = [pytest.mark.controlplane, pytest.mark.prometheus]
+
+N, DIM = 20_000, 64
+STABLE_EF, LOW_EF, HIGH_EF = 128, 16, 256
+GATE = 0.3  # build.validation.minRecall: the low efSearch passes it
+NAME = "products"
+BIN = Path(sys.executable).parent
+
+
+class Pods:
+    """Runs what the kubelet would: each serving Deployment's command as a real
+    knn-serve on loopback, registered with Prometheus as a target."""
+
+    def __init__(self, kubectl: Kubectl, ns: str, workdir: Path, prom: sv.Prometheus) -> None:
+        self.kubectl, self.ns, self.workdir, self.prom = kubectl, ns, workdir, prom
+        self.servers: dict[str, sv.KnnServe] = {}
+        self._stack = contextlib.ExitStack()
+
+    def run(self, deployment: str) -> sv.KnnServe:
+        dep = ops.get(self.kubectl, "deployment", deployment, self.ns)
+        assert dep is not None
+        command: list[str] = dep["spec"]["template"]["spec"]["containers"][0]["command"]
+        flags = dict(zip(command[1::2], command[2::2], strict=False))
+        args = ["--ef-search", flags["--ef-search"], "--revision", flags["--revision"]]
+        args += ["--probe-interval", flags["--probe-interval"]]
+        server = self._stack.enter_context(
+            sv.KnnServe.serve(
+                flags["--artifact"],
+                self.workdir / deployment,
+                index_name=NAME,
+                namespace=self.ns,
+                args=args,
+            )
+        )
+        self.servers[deployment] = server
+        self.prom.set_targets([s.address for s in self.servers.values()])
+        ops.make_available(self.kubectl, self.ns, deployment)
+        return server
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def run_builder_job(kubectl: Kubectl, ns: str, job_name: str, workdir: Path) -> BuildSummary:
+    """The Job's own `knn-build` command, summary written where the test reads it."""
+    job = ops.get(kubectl, "job", job_name, ns)
+    assert job is not None
+    command = list(job["spec"]["template"]["spec"]["containers"][0]["command"])
+    summary_file = workdir / f"{job_name}.summary.json"
+    command[command.index("--summary-file") + 1] = str(summary_file)
+    command[0] = str(BIN / command[0])
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, f"{shlex.join(command)}\n{done.stderr[-3000:]}"
+    return BuildSummary.model_validate_json(summary_file.read_text())
+
+
+@pytest.fixture
+def story(
+    kubectl: Kubectl, namespace: str, start_operator: ops.OperatorStarter, tmp_path: Path
+) -> Iterator[tuple[ops.OperatorProcess, Pods, BuildSummary, dict[str, Any]]]:
+    """An index built by the real builder and serving at STABLE_EF, watched by a real
+    Prometheus; yields the operator, the pods, the build summary and the base spec."""
+    source = tmp_path / "vectors.npy"
+    np.save(source, clustered(N, DIM), allow_pickle=False)
+    spec: dict[str, Any] = {
+        "source": {"uri": f"file://{source}", "dimension": DIM},
+        "storage": {"uri": f"file://{tmp_path / 'artifacts'}"},
+        "metric": "cosine",
+        "hnsw": {"m": 8, "efConstruction": 64, "efSearch": STABLE_EF},
+        "build": {"validation": {"probeQueries": 500, "k": 10, "minRecall": GATE}},
+        "serving": {"replicas": 1, "probeIntervalSeconds": 1},
+    }
+    prom = sv.Prometheus(tmp_path / "prometheus", [], discovered=True)
+    prom.start()
+    pods = Pods(kubectl, namespace, tmp_path / "pods", prom)
+    try:
+        operator = start_operator()
+        ops.apply(kubectl, namespace, ops.knn_index(NAME, spec))
+        version = ops.expected_version(spec)
+        ops.wait_job(kubectl, namespace, NAME, version, operator)
+        job_name = f"{NAME}-build-{version}"
+        built = run_builder_job(kubectl, namespace, job_name, tmp_path)
+        ops.complete_build(kubectl, namespace, job_name, built)
+        pods.run(ops.wait_serving_deployment(kubectl, namespace, NAME, version, operator))
+        ops.wait_phase(kubectl, namespace, NAME, "Serving", operator)
+        yield operator, pods, built, spec
+    finally:
+        pods.close()
+        prom.stop()
+
+
+def with_rollout(
+    spec: dict[str, Any], ef: int, prom: sv.Prometheus, **analysis: Any
+) -> dict[str, Any]:
+    """`spec` at efSearch `ef`, rolled out in canary steps judged by `prom`."""
+    settings = {
+        "prometheus": {"address": prom.url, "timeout": "1s"},
+        "interval": "2s",
+        "scrapeInterval": "1s",
+        **analysis,
+    }
+    return ops.merge(
+        spec,
+        {
+            "hnsw": {"efSearch": ef},
+            "rollout": {
+                "steps": [{"setWeight": 50}, {"pause": {"duration": "6s"}}],
+                "analysis": settings,
+            },
+        },
+    )
+
+
+def recorded(built: BuildSummary, ef: int) -> float:
+    value = recall_at(built.recall_curve(), ef)
+    assert value is not None
+    return value
+
+
+def canary_deployment(kubectl: Kubectl, ns: str, operator: ops.OperatorProcess) -> str:
+    status = ops.wait_for(
+        "a canary revision in status",
+        lambda: s if (s := ops.status_of(kubectl, ns, NAME)).get("canaryRevision") else None,
+        diagnostics=operator.log_tail,
+    )
+    name = f"{NAME}-{status['canaryRevision']}"
+    ops.wait_for(f"Deployment {name}", lambda: ops.get(kubectl, "deployment", name, ns))
+    return name
+
+
+def test_a_canary_under_the_recall_threshold_is_rolled_back_on_its_own(
+    kubectl: Kubectl,
+    namespace: str,
+    story: tuple[ops.OperatorProcess, Pods, BuildSummary, dict[str, Any]],
+) -> None:
+    operator, pods, built, spec = story
+    low, stable = recorded(built, LOW_EF), recorded(built, STABLE_EF)
+    assert GATE <= low < stable - 0.05, (low, stable)  # above the gate, visibly worse
+    threshold = round((low + stable) / 2, 3)
+    before = ops.status_of(kubectl, namespace, NAME)
+    change = with_rollout(
+        spec, LOW_EF, pods.prom, failureLimit=0, inconclusiveLimit=10,
+        thresholds={"minRecall": threshold},
+    )  # fmt: skip
+    ops.apply(kubectl, namespace, ops.knn_index(NAME, change))
+    canary = canary_deployment(kubectl, namespace, operator)
+    server = pods.run(canary)
+
+    status = ops.wait_for(
+        "the canary rolled back by the analysis",
+        lambda: s if (s := ops.status_of(kubectl, namespace, NAME)).get("rolledBack") else None,
+        timeout=60,
+        diagnostics=operator.log_tail,
+    )
+    rolled = status["rolledBack"]
+    assert rolled["cause"] == "AnalysisFailed", rolled
+    assert "recall" in rolled["message"] and str(threshold) in rolled["message"], rolled
+    assert status["phase"] == "RolledBack"
+    assert status["stableRevision"] == before["stableRevision"]
+    assert ops.condition({"status": status}, "Ready")["status"] == "True"  # type: ignore[index]
+    dep = ops.get(kubectl, "deployment", canary, namespace)
+    assert dep is not None and dep["spec"]["replicas"] == 0, "the canary is scaled to zero"
+    failed = [m for m in status["analysis"]["lastMeasurements"] if m["result"] == "Failed"]
+    assert failed and failed[-1]["check"] == "recall"
+    measured = float(failed[-1]["value"])
+    # Independent truths: Prometheus itself, and brute force on queries nobody saw.
+    revision = status["rolledBack"]["revision"]
+    [scraped] = pods.prom.values(f'knn_recall_ratio{{version="{revision}"}}')
+    assert scraped < threshold and abs(scraped - measured) < 0.02
+    truth = fresh_query_recall(server, built)
+    print(
+        f"\nrecorded recall ef{LOW_EF} {low:.4f} ef{STABLE_EF} {stable:.4f}; threshold "
+        f"{threshold}; canary measured {measured:.4f}, scraped {scraped:.4f}, new queries "
+        f"{truth:.4f}; breach to rollback {rolled['at']}"
+    )
+    assert abs(measured - truth) < 0.04, (measured, truth)
+    assert ("Warning", "RolledBack") in ops.event_reasons(kubectl, namespace, NAME)
+
+
+def fresh_query_recall(server: sv.KnnServe, built: BuildSummary, queries: int = 300) -> float:
+    """recall@10 of new queries from the same space, answered by `server` over HTTP,
+    against a float64 brute force over the source."""
+    data = clustered(N, DIM).astype(np.float64)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    q = clustered(queries, DIM, sample_seed=99).astype(np.float64)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    truth = np.argsort(-(q @ data.T), axis=1)[:, :10]
+    found = 0
+    with server.client() as c:
+        for row, vector in enumerate(q):
+            r = c.post("/v1/query", json={"vector": vector.tolist(), "k": 10})
+            assert r.status_code == 200, r.text
+            found += len(set(r.json()["ids"]) & set(truth[row].tolist()))
+    return found / (10 * queries)
+
+
+def test_a_good_canary_earns_its_traffic_and_is_promoted(
+    kubectl: Kubectl,
+    namespace: str,
+    story: tuple[ops.OperatorProcess, Pods, BuildSummary, dict[str, Any]],
+) -> None:
+    operator, pods, built, spec = story
+    before = ops.status_of(kubectl, namespace, NAME)["stableRevision"]
+    threshold = round(recorded(built, STABLE_EF) - 0.05, 3)
+    change = with_rollout(
+        spec, HIGH_EF, pods.prom, failureLimit=0, inconclusiveLimit=10,
+        thresholds={"minRecall": threshold},
+    )  # fmt: skip
+    ops.apply(kubectl, namespace, ops.knn_index(NAME, change))
+    canary = canary_deployment(kubectl, namespace, operator)
+    pods.run(canary)
+    status = ops.wait_for(
+        "the canary promoted",
+        lambda: (
+            s
+            if (s := ops.status_of(kubectl, namespace, NAME)).get("stableRevision")
+            == canary.removeprefix(f"{NAME}-")
+            else None
+        ),
+        timeout=60,
+        diagnostics=operator.log_tail,
+    )
+    assert status["phase"] == "Serving" and status["servingEfSearch"] == HIGH_EF
+    assert status["analysis"]["lastResult"] == "Successful"
+    assert status.get("rolledBack") is None
+    old = ops.get(kubectl, "deployment", f"{NAME}-{before}", namespace)
+    assert old is not None and old["spec"]["replicas"] == 0
+    reasons = ops.event_reasons(kubectl, namespace, NAME)
+    assert {("Normal", "RolloutStarted"), ("Normal", "Promoted")} <= reasons
+
+
+def test_prometheus_down_holds_the_canary_and_never_promotes_it(
+    kubectl: Kubectl,
+    namespace: str,
+    story: tuple[ops.OperatorProcess, Pods, BuildSummary, dict[str, Any]],
+) -> None:
+    operator, pods, built, spec = story
+    threshold = round(recorded(built, STABLE_EF) - 0.05, 3)
+    change = with_rollout(
+        spec, HIGH_EF, pods.prom, failureLimit=0, inconclusiveLimit=10,
+        consecutiveErrorLimit=1, onInconclusive="Pause", thresholds={"minRecall": threshold},
+    )  # fmt: skip
+    pods.prom.stop()
+    ops.apply(kubectl, namespace, ops.knn_index(NAME, change))
+    canary = canary_deployment(kubectl, namespace, operator)
+    pods.run(canary)
+    status = ops.wait_for(
+        "the rollout held by analysis errors",
+        lambda: (
+            s
+            if ((s := ops.status_of(kubectl, namespace, NAME)).get("rollout") or {}).get(
+                "pausedReason"
+            )
+            else None
+        ),
+        timeout=60,
+        diagnostics=operator.log_tail,
+    )
+    assert "consecutive" in status["rollout"]["pausedReason"], status["rollout"]
+    ops.wait_reconciles(operator, 3)
+    status = ops.status_of(kubectl, namespace, NAME)
+    assert status["canaryRevision"] == canary.removeprefix(f"{NAME}-"), "still a canary"
+    assert status["stableRevision"] != status["canaryRevision"]
+    results = {m["result"] for m in status["analysis"]["lastMeasurements"]}
+    assert results == {"Error"}, results
