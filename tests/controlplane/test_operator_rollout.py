@@ -17,6 +17,8 @@ import contextlib
 import shlex
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -300,3 +302,128 @@ def test_prometheus_down_holds_the_canary_and_never_promotes_it(
     assert status["stableRevision"] != status["canaryRevision"]
     results = {m["result"] for m in status["analysis"]["lastMeasurements"]}
     assert results == {"Error"}, results
+
+
+HUGE_EF = 4096  # the widest efSearch the CRD allows: every query walks much of the graph
+LATENCY_LIMIT_MS = 1.0
+
+
+class Load:
+    """Queries to every serving pod at a steady pace, as the index's Service would
+    spread them, on a thread; client-side latencies kept per server."""
+
+    def __init__(self, servers: list[sv.KnnServe], rps: float = 40.0) -> None:
+        self.servers, self.rps = servers, rps
+        self.latencies: dict[str, list[float]] = {s.address: [] for s in servers}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        rng = np.random.default_rng(5)
+        clients = [s.client() for s in self.servers]
+        try:
+            for i in range(100_000):  # bounded: stops long before, at most ~40 minutes' worth
+                if self._stop.wait(1.0 / self.rps):
+                    return
+                server, client = self.servers[i % len(self.servers)], clients[i % len(clients)]
+                t0 = time.perf_counter()
+                r = client.post("/v1/query", json={"vector": rng.normal(size=DIM).tolist()})
+                if r.status_code == 200:
+                    self.latencies[server.address].append(time.perf_counter() - t0)
+        finally:
+            for c in clients:
+                c.close()
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def test_a_slow_canary_under_load_is_rolled_back_on_latency(
+    kubectl: Kubectl,
+    namespace: str,
+    story: tuple[ops.OperatorProcess, Pods, BuildSummary, dict[str, Any]],
+) -> None:
+    operator, pods, _, spec = story
+    change = with_rollout(
+        spec, HUGE_EF, pods.prom, failureLimit=0, inconclusiveLimit=10,
+        thresholds={"p95LatencyMs": LATENCY_LIMIT_MS},
+    )  # fmt: skip
+    ops.apply(kubectl, namespace, ops.knn_index(NAME, change))
+    canary = canary_deployment(kubectl, namespace, operator)
+    server = pods.run(canary)
+    with Load(list(pods.servers.values())) as load:
+        status = ops.wait_for(
+            "the canary rolled back on latency",
+            lambda: s if (s := ops.status_of(kubectl, namespace, NAME)).get("rolledBack") else None,
+            timeout=90,
+            diagnostics=operator.log_tail,
+        )
+    rolled = status["rolledBack"]
+    assert rolled["cause"] == "AnalysisFailed" and "latency" in rolled["message"], rolled
+    failed = [m for m in status["analysis"]["lastMeasurements"] if m["result"] == "Failed"]
+    assert failed and failed[-1]["check"] == "latency-p95"
+    # Independent truth: the client's own timing of the canary's answers.
+    seen = sorted(load.latencies[server.address])
+    assert len(seen) >= 20, "the canary took live traffic"
+    client_p95_ms = 1000 * seen[int(0.95 * (len(seen) - 1))]
+    assert client_p95_ms > LATENCY_LIMIT_MS, client_p95_ms
+    print(f"\ncanary p95: analysis {failed[-1]['value']:.2f} ms, client {client_p95_ms:.2f} ms")
+
+
+def _count(kubectl: Kubectl, ns: str, reason: str, mentioning: str) -> int:
+    return sum(
+        e.get("count", 1)
+        for e in ops.events(kubectl, ns, NAME)
+        if e["reason"] == reason and mentioning in e["message"]
+    )
+
+
+def test_an_operator_killed_during_a_rollout_resumes_it_from_status(
+    kubectl: Kubectl,
+    namespace: str,
+    story: tuple[ops.OperatorProcess, Pods, BuildSummary, dict[str, Any]],
+) -> None:
+    operator, pods, built, spec = story
+    old = ops.status_of(kubectl, namespace, NAME)["stableRevision"]
+    threshold = round(recorded(built, STABLE_EF) - 0.05, 3)
+    change = with_rollout(
+        spec, HIGH_EF, pods.prom, failureLimit=0, inconclusiveLimit=10,
+        thresholds={"minRecall": threshold},
+    )  # fmt: skip
+    ops.apply(kubectl, namespace, ops.knn_index(NAME, change))
+    canary = canary_deployment(kubectl, namespace, operator)
+    revision = canary.removeprefix(f"{NAME}-")
+    # Killed before the canary's pod runs; it comes up while no operator runs.
+    operator.kill()
+    pods.run(canary)
+    operator.start()
+    ops.wait_for(
+        "the pause step",
+        lambda: (ops.status_of(kubectl, namespace, NAME).get("rollout") or {}).get("step") == 1,
+        diagnostics=operator.log_tail,
+    )
+    # Killed during the pause; the pause ends while no operator runs.
+    operator.kill()
+    time.sleep(7)
+    operator.start()
+    status = ops.wait_for(
+        "the canary promoted after the restarts",
+        lambda: s if (s := ops.status_of(kubectl, namespace, NAME)).get("stableRevision")
+        == revision else None,
+        timeout=60,
+        diagnostics=operator.log_tail,
+    )  # fmt: skip
+    ops.wait_reconciles(operator, 2)
+    assert status.get("rolledBack") is None and status.get("canaryRevision") is None
+    deployments = {
+        d["metadata"]["name"]: d["spec"]["replicas"]
+        for d in ops.items(kubectl, "deployments", namespace, f"knn.dev/index={NAME}")
+    }
+    assert deployments == {canary: 1, f"{NAME}-{old}": 0}, "no orphans, nothing twice"
+    assert _count(kubectl, namespace, "RolloutStarted", revision) == 1
+    assert _count(kubectl, namespace, "Promoted", revision) == 1
