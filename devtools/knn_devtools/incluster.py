@@ -215,7 +215,10 @@ class Prometheus:
     host, discovering the serving pods through the apiserver (role pod, the serving
     pods' label, their ``http`` port) and scraping them at their pod IPs with
     ``honor_labels: true``, so the servers' own ``namespace``/``index``/``version``
-    labels survive. Listens on loopback; its URL is ``cluster.endpoints["prometheus"]``."""
+    labels survive. Listens on the node's address; the host finds its URL in
+    ``cluster.endpoints["prometheus"]``, pods as ``http://prometheus.monitoring:9090``
+    (a Service whose EndpointSlice names the node's address, as for any service
+    running outside the cluster)."""
 
     name = "prometheus"
     scrape_interval = "2s"
@@ -278,17 +281,47 @@ class Prometheus:
                 str(binary),
                 f"--config.file={path}",
                 f"--storage.tsdb.path={base / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
+                # The node's address: the host and the pods (the operator's analysis,
+                # through the prometheus.monitoring Service) both reach it there.
+                f"--web.listen-address={cfg.node_ip}:{port}",
                 "--storage.tsdb.retention.time=1d",
             ],
         )
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://{cfg.node_ip}:{port}"
         cluster.wait_until("prometheus /-/ready", lambda: _http_ok(f"{url}/-/ready"), proc=proc)
+        cluster.kubectl().apply_manifest(_prometheus_service(cfg.node_ip, port))
         cluster.endpoints["prometheus"] = url
 
     def stop(self, cluster: Cluster) -> None:
         cluster.stop_process("prometheus")
         cluster.endpoints.pop("prometheus", None)
+
+
+PROMETHEUS_IN_CLUSTER: Final = "http://prometheus.monitoring:9090"
+
+
+def _prometheus_service(node_ip: str, port: int) -> str:
+    return f"""\
+apiVersion: v1
+kind: Namespace
+metadata: {{name: monitoring}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: prometheus, namespace: monitoring}}
+spec:
+  ports: [{{name: http, port: 9090, targetPort: {port}, protocol: TCP}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: prometheus-node
+  namespace: monitoring
+  labels: {{kubernetes.io/service-name: prometheus}}
+addressType: IPv4
+ports: [{{name: http, port: {port}, protocol: TCP}}]
+endpoints: [{{addresses: ["{node_ip}"]}}]
+"""
 
 
 def _http_ok(url: str) -> bool:

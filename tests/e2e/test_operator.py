@@ -136,9 +136,10 @@ def test_prometheus_discovers_and_scrapes_the_serving_pod(
 ) -> None:
     """Prometheus finds the serving pod through the apiserver and keeps the server's own
     identity labels (honor_labels), as the analysis queries expect."""
-    version = _status(kubectl)["stableVersion"]
+    revision = _status(kubectl)["stableRevision"]
     url = cluster.endpoints["prometheus"]
-    selector = f'namespace="demo",index="products",version="{version}"'
+    # The server labels its series with the revision it serves (knn-serve --revision).
+    selector = f'namespace="demo",index="products",version="{revision}"'
     query = urllib.parse.quote(f"knn_recall_ratio{{{selector}}}")
 
     def series() -> list[dict[str, Any]] | None:
@@ -149,7 +150,7 @@ def test_prometheus_discovers_and_scrapes_the_serving_pod(
     found = wait_for("knn_recall_ratio of demo/products in Prometheus", series, timeout=90)
     labels = found[0]["metric"]
     assert labels["job"] == "knn-serving"
-    assert labels["pod"].startswith(f"products-{version}-")
+    assert labels["pod"].startswith(f"products-{revision}-")
     assert float(found[0]["value"][1]) >= 0.9
 
 

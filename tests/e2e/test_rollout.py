@@ -1,0 +1,208 @@
+"""Rollouts on the real node: a KnnIndex whose new revisions earn traffic in canary
+steps through the index's Service (kube-proxy spreads it over the revisions' pods),
+judged by the operator's analysis in the cluster's Prometheus, which discovers the
+pods through the apiserver. A good canary is promoted; a canary whose efSearch
+passes the build gate but misses the analysis threshold is rolled back, with no
+test writing any status. `kubectl knn status` output comes from these runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+import yaml
+from knn_devtools.cluster import Cluster
+from knn_devtools.incluster import IMAGE_UID, PROMETHEUS_IN_CLUSTER, data_dir
+from knn_devtools.kubectl import Kubectl
+from knn_devtools.synthetic import clustered
+from knn_devtools.tools import REPO_ROOT
+
+if TYPE_CHECKING:
+    from tests.e2e.e2e_support import wait_for
+else:
+    from e2e_support import wait_for
+
+NAME, NS = "catalog", "demo"
+EXAMPLE = REPO_ROOT / "examples" / "local-cluster" / "products.yaml"
+VECTORS, DIMENSION = 20_000, 64
+STABLE_EF, GOOD_EF, BAD_EF = 64, 128, 12
+KUBECTL_KNN = Path(sys.executable).parent / "kubectl-knn"
+
+
+def _status(kubectl: Kubectl) -> dict[str, Any]:
+    status: dict[str, Any] = kubectl.json("-n", NS, "get", "knn", NAME).get("status") or {}
+    return status
+
+
+def _wait(kubectl: Kubectl, what: str, check: Any, timeout: float = 300) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        s = _status(kubectl)
+        return s if check(s) else None
+
+    try:
+        return wait_for(what, probe, timeout=timeout)
+    except AssertionError as err:
+        logs = kubectl.run(
+            "-n", "knn-system", "logs", "deployment/knn-operator", "--tail=40", check=False
+        ).stdout
+        raise AssertionError(f"{err}\n{json.dumps(_status(kubectl), indent=1)}\n{logs}") from None
+
+
+def knn_status(kubectl: Kubectl) -> str:
+    """`kubectl knn status` as a user runs it (the plugin on PATH next to kubectl)."""
+    env = dict(os.environ)
+    env["KUBECONFIG"] = str(kubectl.kubeconfig)
+    env["PATH"] = f"{kubectl.binary.parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(
+        [str(KUBECTL_KNN), "-n", NS, "status", NAME],
+        capture_output=True, text=True, env=env, timeout=60, check=True,
+    )  # fmt: skip
+    return done.stdout
+
+
+class Traffic:
+    """Queries through the index's Service (ClusterIP, kube-proxy), on a thread."""
+
+    def __init__(self, kubectl: Kubectl, data: np.ndarray[Any, np.dtype[np.float32]]) -> None:
+        self.vip = kubectl.json("-n", NS, "get", "service", NAME)["spec"]["clusterIP"]
+        self.data, self.answered, self.failed = data, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        for i in range(200_000):  # bounded; stopped long before
+            if self._stop.wait(0.05):
+                return
+            body = json.dumps({"vector": self.data[i % len(self.data)].tolist(), "k": 10})
+            request = urllib.request.Request(
+                f"http://{self.vip}/v1/query",
+                data=body.encode(),
+                headers={"content-type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as r:
+                    self.answered += r.status == 200
+            except OSError:
+                self.failed += 1
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def index(cluster: Cluster, kubectl: Kubectl) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """The namespace and claim of the example, a dataset, and a KnnIndex serving it."""
+    target = data_dir(cluster) / "datasets"
+    target.mkdir(parents=True, exist_ok=True)
+    os.chown(target, IMAGE_UID, IMAGE_UID)
+    data = clustered(VECTORS, DIMENSION, seed=23).astype(np.float32)
+    np.save(target / "catalog.npy", data)
+    docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d and d["kind"] != "KnnIndex"]
+    kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    spec = {
+        "source": {"uri": "pvc://knn-data/datasets/catalog.npy", "dimension": DIMENSION},
+        "metric": "cosine",
+        "hnsw": {"m": 8, "efConstruction": 64, "efSearch": STABLE_EF},
+        "build": {"validation": {"probeQueries": 300, "k": 10, "minRecall": 0.5}},
+        "storage": {"uri": "pvc://knn-data/artifacts/catalog"},
+        "serving": {"replicas": 1, "probeIntervalSeconds": 2},
+    }
+    manifest = {
+        "apiVersion": "knn.dev/v1alpha1",
+        "kind": "KnnIndex",
+        "metadata": {"name": NAME, "namespace": NS},
+        "spec": spec,
+    }
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(manifest))
+    _wait(kubectl, "catalog Serving", lambda s: s.get("phase") == "Serving", timeout=420)
+    return data
+
+
+def _recorded(status: dict[str, Any], ef: int) -> float:
+    curve = status["builds"][-1]["recallCurve"]
+    return float(max(p["recall"] for p in curve if p["efSearch"] <= ef))
+
+
+def _rollout(kubectl: Kubectl, ef: int, min_recall: float) -> None:
+    patch = {
+        "hnsw": {"efSearch": ef},
+        "rollout": {
+            "steps": [{"setWeight": 50}, {"pause": {"duration": "10s"}}],
+            "analysis": {
+                "prometheus": {"address": PROMETHEUS_IN_CLUSTER, "timeout": "2s"},
+                "interval": "4s",
+                "scrapeInterval": "2s",
+                "failureLimit": 0,
+                "inconclusiveLimit": 30,
+                "thresholds": {"minRecall": min_recall},
+            },
+        },
+    }
+    kubectl.run("-n", NS, "patch", "knn", NAME, "--type=merge", "-p", json.dumps({"spec": patch}))
+
+
+def test_a_good_canary_earns_traffic_and_is_promoted(
+    kubectl: Kubectl, index: np.ndarray[Any, np.dtype[np.float32]]
+) -> None:
+    before = _status(kubectl)
+    threshold = round(_recorded(before, STABLE_EF) - 0.03, 3)
+    with Traffic(kubectl, index) as traffic:
+        _rollout(kubectl, GOOD_EF, threshold)
+        mid = _wait(
+            kubectl, "the canary at its pause", lambda s: (s.get("rollout") or {}).get("step") == 1
+        )
+        print(f"\n$ kubectl knn -n {NS} status {NAME}\n{knn_status(kubectl)}")
+        assert mid["canaryWeight"] == 50, mid  # one canary pod beside one stable pod
+        after = _wait(
+            kubectl,
+            "the canary promoted",
+            lambda s: s.get("stableRevision") not in (None, before["stableRevision"]),
+        )
+    assert after["servingEfSearch"] == GOOD_EF and after["phase"] == "Serving"
+    assert after["analysis"]["lastResult"] == "Successful"
+    assert traffic.answered > 50, traffic.answered
+    assert traffic.failed <= max(3, traffic.answered // 20), (traffic.answered, traffic.failed)
+
+
+def test_a_canary_under_the_recall_threshold_is_rolled_back(
+    kubectl: Kubectl, index: np.ndarray[Any, np.dtype[np.float32]]
+) -> None:
+    before = _status(kubectl)
+    low, good = _recorded(before, BAD_EF), _recorded(before, GOOD_EF)
+    assert low >= 0.5 and low < good - 0.05, (low, good)
+    threshold = round((low + good) / 2, 3)
+    with Traffic(kubectl, index) as traffic:
+        _rollout(kubectl, BAD_EF, threshold)
+        rolled = _wait(kubectl, "the canary rolled back", lambda s: s.get("rolledBack"))
+        print(f"\n$ kubectl knn -n {NS} status {NAME}\n{knn_status(kubectl)}")
+        restored = _wait(
+            kubectl,
+            "all traffic back on the stable revision",
+            lambda s: (s.get("rolledBack") or {}).get("trafficRestoredAt"),
+        )
+    rb = restored["rolledBack"]
+    assert rb["cause"] == "AnalysisFailed" and "recall" in rb["message"], rb
+    assert rolled["phase"] == "RolledBack"
+    assert restored["stableRevision"] == before["stableRevision"]
+    canary = kubectl.json("-n", NS, "get", "deployment", f"{NAME}-{rb['revision']}")
+    assert canary["spec"]["replicas"] == 0
+    breach = dt.datetime.fromisoformat(rb["at"].replace("Z", "+00:00"))
+    back = dt.datetime.fromisoformat(rb["trafficRestoredAt"].replace("Z", "+00:00"))
+    print(f"breach to 100% stable: {(back - breach).total_seconds():.0f}s (failureLimit 0)")
+    assert traffic.answered > 50, traffic.answered
+    # A pod leaving the Service can cost a request in flight; never a stream of them.
+    assert traffic.failed <= max(3, traffic.answered // 20), (traffic.answered, traffic.failed)
