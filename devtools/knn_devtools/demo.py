@@ -32,7 +32,7 @@ import numpy as np
 
 from .cluster_cli import KUBECONFIG_FILE, config_for, running_supervisor
 from .cluster_cli import up as cluster_up
-from .incluster import IMAGE_UID
+from .incluster import IMAGE_UID, PROMETHEUS_IN_CLUSTER
 from .knnserve import KNN_BUILD, serve
 from .kubectl import Kubectl
 from .procs import ProcessError
@@ -69,6 +69,8 @@ class _Seen:
     """What the timeline has printed already."""
 
     phase: str = ""
+    rollout: tuple[Any, ...] = ()
+    runs: set[tuple[Any, Any]] = field(default_factory=set)
     builds: set[tuple[Any, Any]] = field(default_factory=set)
     events: set[tuple[Any, Any]] = field(default_factory=set)
 
@@ -133,13 +135,82 @@ def _cluster(directory: Path) -> int:
         seen,
     )
     _query(kubectl, vectors[42].tolist(), second["stableVersion"])
+    _rollouts(kubectl, seen, second)
     print(kubectl.run("-n", "demo", "get", "knn,deployments,jobs").stdout, flush=True)
     _say(f"done in {time.monotonic() - began:.0f}s; the cluster stays up. Explore it:")
     print(f"    export KUBECONFIG={directory / KUBECONFIG_FILE}")
     print(f"    export PATH={kubectl.binary.parent}:{REPO_ROOT / '.venv' / 'bin'}:$PATH")
     print("    kubectl -n demo get knn; kubectl -n demo describe knn products")
+    print("    kubectl knn -n demo status products; kubectl knn -n demo history products")
     print("    make down   # stops the cluster and removes what it made on this machine")
     return 0
+
+
+def _recorded(status: dict[str, Any], ef: int) -> float:
+    """The stable version's recorded recall at `ef` (the highest measured rung below it)."""
+    rec = next(b for b in status["builds"] if b["version"] == status["stableVersion"])
+    return float(max(p["recall"] for p in rec["recallCurve"] if p["efSearch"] <= ef))
+
+
+def _bad_ef(status: dict[str, Any], gate: float, good: float) -> int | None:
+    """An efSearch that passes the build gate but is clearly worse than `good`."""
+    rec = next(b for b in status["builds"] if b["version"] == status["stableVersion"])
+    rungs = [p for p in rec["recallCurve"] if gate <= p["recall"] < good - 0.01]
+    return int(rungs[0]["efSearch"]) if rungs else None
+
+
+def _rollout_patch(ef: int, min_recall: float) -> str:
+    analysis = {
+        "prometheus": {"address": PROMETHEUS_IN_CLUSTER, "timeout": "2s"},
+        "interval": "4s",
+        "scrapeInterval": "2s",
+        "failureLimit": 0,
+        "inconclusiveLimit": 30,
+        "thresholds": {"minRecall": min_recall},
+    }
+    steps = [{"setWeight": 50}, {"pause": {"duration": "10s"}}]
+    spec = {"hnsw": {"efSearch": ef}, "rollout": {"steps": steps, "analysis": analysis}}
+    return json.dumps({"spec": spec})
+
+
+def _rollouts(kubectl: Kubectl, seen: _Seen, serving: dict[str, Any]) -> None:
+    """A canary that earns its traffic, then one that the analysis rolls back."""
+    ef = int(serving.get("servingEfSearch") or 64)
+    good_ef = ef * 2
+    good = _recorded(serving, good_ef)
+    threshold = round(_recorded(serving, ef) - 0.02, 3)
+    _say(
+        f"a canary: efSearch {ef} -> {good_ef} in steps (50% of pods, pause 10s), judged "
+        f"every 4s in Prometheus: recall >= {threshold}"
+    )
+    timeline = _Timeline()
+    kubectl.run("-n", "demo", "patch", "knn", "products", "--type=merge", "-p",
+                _rollout_patch(good_ef, threshold))  # fmt: skip
+    stable = serving["stableRevision"]
+    promoted = _follow(
+        kubectl,
+        timeline,
+        lambda s: s.get("stableRevision") not in (None, stable) and not s.get("canaryRevision"),
+        seen,
+    )
+    bad = _bad_ef(promoted, 0.9, good)
+    if bad is None:
+        _say("no recorded efSearch passes the build gate but misses the analysis: skipping")
+        return
+    threshold = round((_recorded(promoted, bad) + good) / 2, 3)
+    _say(
+        f"a bad canary: efSearch {bad} (recorded recall {_recorded(promoted, bad):.3f}: above "
+        f"the build gate 0.9, below the analysis threshold {threshold})"
+    )
+    timeline = _Timeline()
+    kubectl.run("-n", "demo", "patch", "knn", "products", "--type=merge", "-p",
+                _rollout_patch(bad, threshold))  # fmt: skip
+    _follow(
+        kubectl,
+        timeline,
+        lambda s: bool((s.get("rolledBack") or {}).get("trafficRestoredAt")),
+        seen,
+    )
 
 
 def _follow(
@@ -158,6 +229,7 @@ def _follow(
         if phase and phase != seen.phase:
             timeline.say(f"phase {phase}")
             seen.phase = phase
+        _say_rollout(status, timeline, seen)
         for b in status.get("builds", []):
             key = (b.get("version"), b.get("outcome"))
             if not b.get("outcome") or key in seen.builds:
@@ -184,6 +256,25 @@ def _follow(
             return status
         time.sleep(0.5)
     raise SystemExit(f"demo: demo/products did not get there in {timeout:.0f}s")
+
+
+def _say_rollout(status: dict[str, Any], timeline: _Timeline, seen: _Seen) -> None:
+    """Steps and weights of a canary, and each analysis run, as they change."""
+    state = status.get("rollout") or {}
+    now = (status.get("canaryRevision"), state.get("step"), status.get("canaryWeight"))
+    if status.get("canaryRevision") and now != seen.rollout:
+        seen.rollout = now
+        timeline.say(
+            f"canary {now[0]}: step {(now[1] or 0) + 1}, {now[2] or 0}% of traffic "
+            f"(stable {status.get('stableRevision')})"
+        )
+    analysis = status.get("analysis") or {}
+    run = (analysis.get("revision"), analysis.get("runs"))
+    if analysis.get("runs") and run not in seen.runs:
+        seen.runs.add(run)
+        for m in (analysis.get("lastMeasurements") or [])[-3:]:
+            if m.get("at") == analysis.get("lastRun"):
+                timeline.say(f"analysis run {run[1]}: {m['check']} {m['message']} ({m['result']})")
 
 
 def _query(kubectl: Kubectl, vector: list[float], version: str) -> None:
