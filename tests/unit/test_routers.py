@@ -54,5 +54,5 @@ def test_one_service_selects_every_serving_revision() -> None:
 
 def test_the_registry_names_what_it_lacks() -> None:
     assert isinstance(router_for(TrafficRouter(replicas=ReplicasRouter())), ReplicaRouter)
-    gateway = TrafficRouter(gatewayAPI=GatewayApiRouter(httpRoute="r"))
+    gateway = TrafficRouter(gateway_api=GatewayApiRouter(http_route="r"))
     assert router_for(gateway) is None and router_name(gateway) == "gatewayAPI"
