@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from knn_contracts import api
 from knn_operator.builders.common import Owner
-from knn_operator.models.knnindex import GatewayApiRouter, ReplicasRouter, TrafficRouter
+from knn_operator.models.knnindex import ReplicasRouter, TrafficRouter
 from knn_operator.routers import Split, router_for, router_name
 from knn_operator.routers.replicas import MAX_CANARY_FACTOR, ReplicaRouter
 
@@ -54,5 +54,5 @@ def test_one_service_selects_every_serving_revision() -> None:
 
 def test_the_registry_names_what_it_lacks() -> None:
     assert isinstance(router_for(TrafficRouter(replicas=ReplicasRouter())), ReplicaRouter)
-    gateway = TrafficRouter(gateway_api=GatewayApiRouter(http_route="r"))
+    gateway = TrafficRouter.model_validate({"gatewayAPI": {"httpRoute": "r"}})
     assert router_for(gateway) is None and router_name(gateway) == "gatewayAPI"
