@@ -573,6 +573,9 @@ class HandledActions(Model):
     promote: str | None = None
     abort: str | None = None
     retry: str | None = None
+    rebuild: str | None = Field(
+        default=None, description="the knn.dev/rebuild value the target version was built for"
+    )
 
 
 class KnnIndexStatus(Model):

@@ -169,6 +169,8 @@ def _handled(obs: Observed) -> HandledActions:
         promote=a.get(api.ANNOTATION_PROMOTE) or obs.status.handled_actions.promote,
         abort=a.get(api.ANNOTATION_ABORT) or obs.status.handled_actions.abort,
         retry=a.get(api.ANNOTATION_RETRY) or obs.status.handled_actions.retry,
+        # A rebuild value is part of the version's identity: it is handled by building it.
+        rebuild=obs.rebuild_annotation,
     )
 
 
