@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,8 +179,25 @@ def test_a_good_canary_earns_traffic_and_is_promoted(
     assert traffic.failed <= max(3, traffic.answered // 20), (traffic.answered, traffic.failed)
 
 
+def first_breach(prometheus: str, revision: str, threshold: float, until: dt.datetime) -> float:
+    """Unix time of the first scraped sample of the canary's recall under `threshold`:
+    the breach as Prometheus first saw it."""
+    query = urllib.parse.urlencode(
+        {
+            "query": f'knn_recall_ratio{{version="{revision}"}}',
+            "start": f"{until.timestamp() - 300:.0f}",
+            "end": f"{until.timestamp():.0f}",
+            "step": "1",
+        }
+    )
+    with urllib.request.urlopen(f"{prometheus}/api/v1/query_range?{query}", timeout=10) as r:
+        result = json.load(r)["data"]["result"]
+    samples = [(float(t), float(v)) for series in result for t, v in series["values"]]
+    return min(t for t, v in samples if v < threshold)
+
+
 def test_a_canary_under_the_recall_threshold_is_rolled_back(
-    kubectl: Kubectl, index: np.ndarray[Any, np.dtype[np.float32]]
+    cluster: Cluster, kubectl: Kubectl, index: np.ndarray[Any, np.dtype[np.float32]]
 ) -> None:
     before = _status(kubectl)
     low, good = _recorded(before, BAD_EF), _recorded(before, GOOD_EF)
@@ -200,9 +218,14 @@ def test_a_canary_under_the_recall_threshold_is_rolled_back(
     assert restored["stableRevision"] == before["stableRevision"]
     canary = kubectl.json("-n", NS, "get", "deployment", f"{NAME}-{rb['revision']}")
     assert canary["spec"]["replicas"] == 0
-    breach = dt.datetime.fromisoformat(rb["at"].replace("Z", "+00:00"))
+    decided = dt.datetime.fromisoformat(rb["at"].replace("Z", "+00:00"))
     back = dt.datetime.fromisoformat(rb["trafficRestoredAt"].replace("Z", "+00:00"))
-    print(f"breach to 100% stable: {(back - breach).total_seconds():.0f}s (failureLimit 0)")
+    seen = first_breach(cluster.endpoints["prometheus"], rb["revision"], threshold, back)
+    print(
+        f"breach first scraped to 100% stable: {back.timestamp() - seen:.0f}s; analysis "
+        f"decision to 100% stable: {(back - decided).total_seconds():.0f}s (interval 4s, "
+        "scrape 2s, failureLimit 0, timestamps to the second)"
+    )
     assert traffic.answered > 50, traffic.answered
     # A pod leaving the Service can cost a request in flight; never a stream of them.
     assert traffic.failed <= max(3, traffic.answered // 20), (traffic.answered, traffic.failed)
