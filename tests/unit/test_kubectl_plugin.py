@@ -15,6 +15,14 @@ def rev(revision: str, ef: int, state: str) -> dict[str, Any]:
             "workers": 1, "state": state, "since": "2026-12-01T12:00:00Z"}  # fmt: skip
 
 
+MEASURED = {
+    "check": "recall",
+    "revision": "v1-bbbbb",
+    "value": 0.99412,
+    "limit": ">= 0.95",
+    "result": "Successful",
+    "at": "2026-12-01T12:00:12Z",
+}
 INDEX: dict[str, Any] = {
     "metadata": {"name": "products", "namespace": "shop"},
     "spec": {
@@ -41,10 +49,7 @@ INDEX: dict[str, Any] = {
         "analysis": {
             "failures": 0,
             "inconclusive": 1,
-            "lastMeasurements": [
-                {"check": "recall", "revision": "v1-bbbbb", "value": 0.99412, "limit": ">= 0.95",
-                 "result": "Successful", "at": "2026-12-01T12:00:12Z"},  # fmt: skip
-            ],
+            "lastMeasurements": [MEASURED],
         },
         "builds": [{"version": "v1", "outcome": "Succeeded", "vectors": 20000, "recall": 0.99}],
     },
@@ -61,8 +66,8 @@ def test_status_shows_revisions_step_and_analysis_against_limits() -> None:
 
 
 def test_status_of_an_index_without_a_rollout_is_short() -> None:
-    idle = {**INDEX, "spec": {}, "status": {"phase": "Serving", "stableRevision": "v1-aaaaa",
-                                           "revisions": [rev("v1-aaaaa", 64, "Stable")]}}  # fmt: skip
+    status = {"phase": "Serving", "stableRevision": "v1-aaaaa"}
+    idle = {**INDEX, "spec": {}, "status": {**status, "revisions": [rev("v1-aaaaa", 64, "Stable")]}}
     text = status_view(idle, NOW)
     assert "Canary" not in text and "Analysis" not in text and "Phase:      Serving" in text
 
