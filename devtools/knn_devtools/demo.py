@@ -277,7 +277,7 @@ def _say_rollout(status: dict[str, Any], timeline: _Timeline, seen: _Seen) -> No
         seen.runs.add(run)
         for m in (analysis.get("lastMeasurements") or [])[-3:]:
             if m.get("at") == analysis.get("lastRun"):
-                timeline.say(f"analysis run {run[1]}: {m['check']} {m['message']} ({m['result']})")
+                timeline.say(f"analysis run {run[1]}: {m['message']} ({m['result']})")
 
 
 def _query(kubectl: Kubectl, vector: list[float], version: str) -> None:

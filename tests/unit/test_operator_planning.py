@@ -135,7 +135,8 @@ def test_build_success_creates_serving_and_records_summary() -> None:
     assert ("Deployment", dep_name(s, v)) in kinds(p)
     assert ("Service", dep_name(s, v)) in kinds(p)
     assert p.status.stable_revision is None  # nothing stable until available
-    assert p.status.canary_revision == revision(s, v)
+    assert p.status.canary_revision is None, "the first revision is not a canary"
+    assert p.status.target_revision == revision(s, v)
     rec = p.status.builds[-1]
     assert rec.outcome == "Succeeded" and rec.recall == 0.97 and rec.vectors == 100
     assert p.status.phase == "Progressing"

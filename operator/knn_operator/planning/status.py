@@ -117,7 +117,8 @@ def status_stage(
     stable_ok = stable_dep is not None and stable_dep.is_serving
     phase = _phase(obs, serving, stable_ok)
     conds = _conditions(obs, serving, stable_ok, phase, now, out)
-    if phase != old.phase:
+    # A transition already announced under the phase's name (RolledBack) is not repeated.
+    if phase != old.phase and phase not in {e.reason for e in out.events}:
         kind = "Warning" if phase in ("Failed", "Degraded", "RolledBack") else "Normal"
         out.events.append(Event(kind, phase, f"phase {old.phase or 'none'} → {phase}"))
     by_rev = {r.revision: r for r in revisions}
@@ -129,8 +130,9 @@ def status_stage(
         observed_generation=obs.generation,
         stable_version=stable_rev.version if stable_rev else None,
         stable_revision=o.stable,
-        canary_version=canary_rev.version if canary_rev else None,
-        canary_revision=o.canary,
+        # The first revision of an index deploys without a stable: not a canary.
+        canary_version=canary_rev.version if canary_rev and o.stable else None,
+        canary_revision=o.canary if o.stable else None,
         canary_weight=_delivered(obs, serving) if o.canary and o.stable else None,
         current_step=o.state.step if o.state else None,
         recall=(
