@@ -226,8 +226,10 @@ class CustomMetric(Model):
     query: str = Field(
         min_length=1,
         max_length=4096,
-        description="PromQL run as is; must return one series or a scalar "
-        "(aggregate it, e.g. sum(...)); no series or NaN is inconclusive",
+        description="PromQL; {{namespace}}, {{index}}, {{revision}} (the canary's) and "
+        "{{stableRevision}} are replaced before it runs, {{canary}} by the canary's label "
+        "matchers; must return one series or a scalar (aggregate it, e.g. sum(...)); no "
+        "series or NaN is inconclusive",
     )
     min: float | None = Field(default=None, description="Least value allowed (inclusive)")
     max: float | None = Field(default=None, description="Most value allowed (inclusive)")
