@@ -115,12 +115,36 @@ class Storage(Model):
     secret_name: str | None = Field(default=None, pattern=DNS_LABEL_PATTERN, max_length=63)
 
 
+class Autoscaling(Model):
+    """A HorizontalPodAutoscaler for the stable revision, made and retargeted by the
+    operator at each promotion; the operator then leaves the stable's replica count to
+    it and sizes a canary in proportion to what the autoscaler chose."""
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest stable replicas")
+    max_replicas: int = Field(ge=1, le=1000, description="Most stable replicas")
+    target_cpu_utilization_percentage: int = Field(
+        default=80, ge=1, le=1000, description="Average CPU use (of requests) to aim for"
+    )
+
+    model_config = validations(
+        cel(
+            "self.minReplicas <= self.maxReplicas",
+            "autoscaling.minReplicas must not exceed maxReplicas",
+        )
+    )
+
+
 class Serving(Model):
-    replicas: int = Field(default=2, ge=0, le=1000)
+    replicas: int = Field(
+        default=2, ge=0, le=1000, description="Stable replicas (the start when autoscaling)"
+    )
     image: str | None = Field(default=None, max_length=512)
     resources: Resources | None = None
     workers: int = Field(default=1, ge=1, le=64)
     probe_interval_seconds: int = Field(default=60, ge=1, le=86400)
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="Scale the stable revision with a HorizontalPodAutoscaler"
+    )
 
 
 class GatewayApiRouter(Model):
@@ -528,6 +552,9 @@ class RevisionRecord(Model):
     workers: int
     resources: Resources | None = None
     probe_interval_seconds: int
+    autoscaled: bool = Field(
+        default=False, description="its replica count has been handed to the autoscaler"
+    )
     state: RevisionState
     since: str = Field(description="when it entered this state")
     scale_down_at: str | None = Field(
