@@ -138,7 +138,7 @@ def _recorded(status: dict[str, Any], ef: int) -> float:
     return float(max(p["recall"] for p in curve if p["efSearch"] <= ef))
 
 
-def _rollout(kubectl: Kubectl, ef: int, min_recall: float) -> None:
+def _rollout(kubectl: Kubectl, ef: int, min_recall: float, **thresholds: float) -> None:
     patch = {
         "hnsw": {"efSearch": ef},
         "rollout": {
@@ -149,7 +149,7 @@ def _rollout(kubectl: Kubectl, ef: int, min_recall: float) -> None:
                 "scrapeInterval": "2s",
                 "failureLimit": 0,
                 "inconclusiveLimit": 30,
-                "thresholds": {"minRecall": min_recall},
+                "thresholds": {"minRecall": min_recall, **thresholds},
             },
         },
     }
@@ -229,3 +229,33 @@ def test_a_canary_under_the_recall_threshold_is_rolled_back(
     assert traffic.answered > 50, traffic.answered
     # A pod leaving the Service can cost a request in flight; never a stream of them.
     assert traffic.failed <= max(3, traffic.answered // 20), (traffic.answered, traffic.failed)
+
+
+SLOW_EF, LATENCY_LIMIT_MS = 4096, 2.0
+
+
+def test_a_slow_canary_under_real_traffic_is_rolled_back_on_latency(
+    kubectl: Kubectl, index: np.ndarray[Any, np.dtype[np.float32]]
+) -> None:
+    """Recall is fine at the widest efSearch; every query walks much of the graph."""
+    before = _status(kubectl)
+    with Traffic(kubectl, index) as traffic:
+        _rollout(kubectl, SLOW_EF, 0.5, p95LatencyMs=LATENCY_LIMIT_MS)
+        status = _wait(
+            kubectl,
+            "the slow canary rolled back",
+            lambda s: (s.get("rolledBack") or {}).get("revision") not in (None, _old(before)),
+        )
+    rb = status["rolledBack"]
+    assert rb["cause"] == "AnalysisFailed" and "latency" in rb["message"], rb
+    assert status["stableRevision"] == before["stableRevision"]
+    failed = [m for m in status["analysis"]["lastMeasurements"] if m["result"] == "Failed"]
+    assert failed and failed[-1]["check"] == "latency-p95", failed
+    p95 = failed[-1]["value"]
+    print(f"\nslow canary: p95 {p95:.1f} ms > {LATENCY_LIMIT_MS} ms; {rb['message']}")
+    assert traffic.answered > 50, traffic.answered
+
+
+def _old(status: dict[str, Any]) -> str | None:
+    """The revision an earlier story rolled back, if any."""
+    return (status.get("rolledBack") or {}).get("revision")
