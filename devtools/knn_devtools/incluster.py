@@ -26,6 +26,7 @@ from knn_devtools.tools import REPO_ROOT
 
 if TYPE_CHECKING:
     from knn_devtools.cluster import Cluster
+    from knn_devtools.kubectl import Kubectl
 
 DATA_PV: Final = "knn-local-data"
 OPERATOR_NAMESPACE: Final = "knn-system"
@@ -36,6 +37,24 @@ IMAGE_UID: Final = 65532
 def data_dir(cluster: Cluster) -> Path:
     """The node directory behind the ``knn-local-data`` PersistentVolume."""
     return cluster.config.run_dir / "data"
+
+
+def data_pv_manifest(node_path: Path | str) -> str:
+    """The ``knn-local-data`` PersistentVolume: a directory of the node, which
+    examples/local-cluster/products.yaml claims by name."""
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": DATA_PV, "labels": {"knn.dev/local": "data"}},
+        "spec": {
+            "capacity": {"storage": "20Gi"},
+            "accessModes": ["ReadWriteOnce", "ReadOnlyMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": str(node_path), "type": "Directory"},
+        },
+    }
+    return yaml.safe_dump(pv)
 
 
 class LocalStorage:
@@ -51,19 +70,7 @@ class LocalStorage:
             if parent == cluster.config.state_dir.parent:
                 break
             parent.chmod(parent.stat().st_mode | 0o011)
-        pv = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": DATA_PV, "labels": {"knn.dev/local": "data"}},
-            "spec": {
-                "capacity": {"storage": "20Gi"},
-                "accessModes": ["ReadWriteOnce", "ReadOnlyMany"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(path), "type": "Directory"},
-            },
-        }
-        cluster.kubectl().apply_manifest(yaml.safe_dump(pv))
+        cluster.kubectl().apply_manifest(data_pv_manifest(path))
 
     def stop(self, cluster: Cluster) -> None:
         pass  # the directory goes with the run directory
@@ -147,35 +154,42 @@ def operator_manifests(
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
+def install_operator(
+    kubectl: Kubectl, operator_image: str, serving_image: str, *, timeout: int
+) -> None:
+    """CRDs, the ClusterRole of rbac/ and the operator Deployment; returns once it rolled
+    out. Shared by the local cluster and kind (hack/e2e-kind.sh), so both run the same
+    install."""
+    kubectl.run("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+    kubectl.run(
+        "wait",
+        "--for=condition=Established",
+        "crd/knnindexes.knn.dev",
+        "--timeout=60s",
+    )
+    kubectl.run("apply", "--server-side", "-f", str(REPO_ROOT / "rbac" / "clusterrole.yaml"))
+    kubectl.apply_manifest(operator_manifests(operator_image, serving_image))
+    kubectl.run(
+        "-n",
+        OPERATOR_NAMESPACE,
+        "rollout",
+        "status",
+        "deployment/knn-operator",
+        f"--timeout={timeout}s",
+        timeout=timeout + 10,
+    )
+
+
 class InClusterOperator:
     name = "operator"
 
     def start(self, cluster: Cluster) -> None:
-        kubectl = cluster.kubectl()
-        kubectl.run("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-        kubectl.run(
-            "wait",
-            "--for=condition=Established",
-            "crd/knnindexes.knn.dev",
-            "--timeout=60s",
-        )
-        kubectl.run("apply", "--server-side", "-f", str(REPO_ROOT / "rbac" / "clusterrole.yaml"))
         names = cluster.image_names
-        kubectl.apply_manifest(
-            operator_manifests(
-                names.get(OPERATOR.repository) or OPERATOR.name(),
-                names.get(SERVING.repository) or SERVING.name(),
-            )
-        )
-        timeout = int(cluster.config.startup_timeout)
-        kubectl.run(
-            "-n",
-            OPERATOR_NAMESPACE,
-            "rollout",
-            "status",
-            "deployment/knn-operator",
-            f"--timeout={timeout}s",
-            timeout=timeout + 10,
+        install_operator(
+            cluster.kubectl(),
+            names.get(OPERATOR.repository) or OPERATOR.name(),
+            names.get(SERVING.repository) or SERVING.name(),
+            timeout=int(cluster.config.startup_timeout),
         )
 
     def stop(self, cluster: Cluster) -> None:
