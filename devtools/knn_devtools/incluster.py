@@ -76,6 +76,17 @@ class LocalStorage:
         pass  # the directory goes with the run directory
 
 
+def restricted_pod_security() -> dict[str, Any]:
+    """A pod securityContext that the restricted Pod Security profile admits (the demo
+    namespace enforces it); with :func:`restricted_container_security`. Fresh dicts:
+    yaml.safe_dump writes a dict it meets twice as an anchor and alias."""
+    return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def restricted_container_security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
 def operator_manifests(
     operator_image: str, serving_image: str, *, resync_seconds: float = 10.0
 ) -> str:
@@ -115,10 +126,7 @@ def operator_manifests(
                     "spec": {
                         "serviceAccountName": "knn-operator",
                         "terminationGracePeriodSeconds": 10,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
+                        "securityContext": restricted_pod_security(),
                         "containers": [
                             {
                                 "name": "operator",
@@ -140,10 +148,7 @@ def operator_manifests(
                                     "periodSeconds": 10,
                                 },
                                 "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
-                                "securityContext": {
-                                    "allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]},
-                                },
+                                "securityContext": restricted_container_security(),
                             }
                         ],
                     },
@@ -235,7 +240,7 @@ class Prometheus:
     scrape_interval = "2s"
 
     def start(self, cluster: Cluster) -> None:
-        from knn_devtools.procs import free_loopback_port
+        from knn_devtools.procs import free_loopback_port, http_ok
         from knn_devtools.tools import tool_path
 
         binary = tool_path("prometheus")
@@ -297,19 +302,9 @@ class Prometheus:
             ],
         )
         url = f"http://127.0.0.1:{port}"
-        cluster.wait_until("prometheus /-/ready", lambda: _http_ok(f"{url}/-/ready"), proc=proc)
+        cluster.wait_until("prometheus /-/ready", lambda: http_ok(f"{url}/-/ready"), proc=proc)
         cluster.endpoints["prometheus"] = url
 
     def stop(self, cluster: Cluster) -> None:
         cluster.stop_process("prometheus")
         cluster.endpoints.pop("prometheus", None)
-
-
-def _http_ok(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False

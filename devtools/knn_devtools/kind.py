@@ -42,7 +42,12 @@ import numpy as np
 import yaml
 
 from knn_devtools.buildkit import OPERATOR, PORTABLE_BUILD_ARGS, SERVING
-from knn_devtools.incluster import data_pv_manifest, install_operator
+from knn_devtools.incluster import (
+    data_pv_manifest,
+    install_operator,
+    restricted_container_security,
+    restricted_pod_security,
+)
 from knn_devtools.kubectl import Kubectl, KubectlError
 from knn_devtools.synthetic import clustered
 from knn_devtools.tools import REPO_ROOT, bin_dir, pinned_version, tool_path
@@ -192,20 +197,14 @@ class Story:
             "metadata": {"name": CLIENT_POD, "namespace": NAMESPACE},
             "spec": {
                 "terminationGracePeriodSeconds": 1,
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
+                "securityContext": restricted_pod_security(),
                 "containers": [
                     {
                         "name": "client",
                         "image": self.serving_image,
                         "imagePullPolicy": "Never",
                         "command": ["sleep", "infinity"],
-                        "securityContext": {
-                            "allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"]},
-                        },
+                        "securityContext": restricted_container_security(),
                     }
                 ],
             },
