@@ -981,14 +981,8 @@ def acquire_host(cfg: ClusterConfig) -> IO[str]:
             "the local cluster needs root: it creates network interfaces, iptables "
             "chains, mounts and cgroups"
         )
-    foreign = _foreign_node_processes()
-    if foreign:
-        raise ClusterError(
-            "another Kubernetes node runs on this machine (not started by knn_devtools): "
-            + "; ".join(foreign[:3])
-            + ". Its kubelet and kube-proxy share the host's kubepods cgroups and KUBE-* "
-            "iptables chains with ours; stop it first."
-        )
+    # The lock first: a cluster of ours from another checkout or tools cache runs other
+    # binaries, so only the lock's owner file can name it and say how to stop it.
     HOST_LOCK_DIR.mkdir(parents=True, exist_ok=True)
     lock = open(HOST_LOCK, "a+")  # noqa: SIM115 - held for the cluster's lifetime
     try:
@@ -1007,6 +1001,18 @@ def acquire_host(cfg: ClusterConfig) -> IO[str]:
             f"{Path(where).parent if where != '?' else '.local'}` (or `make down` for "
             f"the one `make up`/`make demo` started)."
         ) from None
+    foreign = _foreign_node_processes()
+    if foreign:
+        release_host(lock)
+        raise ClusterError(
+            f"another Kubernetes node runs on this machine, not from this tools cache "
+            f"({bin_dir()}): "
+            + "; ".join(foreign[:3])
+            + ". Its kubelet and kube-proxy share the host's kubepods cgroups and KUBE-* "
+            "iptables chains with ours; stop it first (if a crashed knn_devtools cluster "
+            "with another KNN_CACHE_DIR left it: `python -m knn_devtools.cluster down "
+            "--dir` its state directory)."
+        )
     HOST_OWNER.write_text(json.dumps({"pid": os.getpid(), "state_dir": str(cfg.state_dir)}))
     return lock
 
