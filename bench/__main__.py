@@ -1,4 +1,6 @@
-"""`make bench`: data-plane benchmarks, each printed as a ratio to its baseline.
+"""`make bench`: data-plane benchmarks, each printed as a ratio to its baseline;
+`--only operator` instead runs the operator scale benchmark (operator_scale.py),
+which has no in-process baseline and prints absolute numbers against targets.
 
 Baselines run in this same process (raw hnswlib) on the same data, index, ef
 and queries, so the ratios hold whatever the machine's speed. Each ratio is the
@@ -28,7 +30,7 @@ from knn_devtools.synthetic import clustered, sample
 from knn_serving.cpus import available_cpus
 from knn_serving.exact import exact_topk, recall_at_k
 
-from . import chroma, latency, paired, wrk
+from . import chroma, latency, operator_scale, paired, wrk
 from .live import live_rows
 from .recall import recall_rows
 
@@ -81,10 +83,13 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--only",
-        choices=["recall", "live"],
-        help="run one section: recall (gate, gauge and leave-one-out against new queries) "
-        "or live (live-recall overhead)",
+        choices=["recall", "live", "operator"],
+        help="run one section: recall (gate, gauge and leave-one-out against new queries), "
+        "live (live-recall overhead) or operator (N KnnIndex objects against the real "
+        "operator and API server; takes minutes and starts its own control plane, so a "
+        "plain `make bench` does not run it)",
     )
+    operator_scale.add_arguments(ap)
     return ap
 
 
@@ -259,6 +264,8 @@ def peer_rows(
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.only == "operator":
+        return operator_scale.main(args)
     k = args.k
     rows: Rows = []
     with tempfile.TemporaryDirectory(prefix="knn-bench-") as tmp:

@@ -1,7 +1,8 @@
 """Running the real operator against the test control plane, and playing the kubelet.
 
-The operator runs as a subprocess (`python -m knn_operator`) with a kubeconfig
-whose only credential is a ServiceAccount token bound to the chart's RBAC
+The operator runs as a subprocess (`python -m knn_operator`,
+knn_devtools.knnoperator.OperatorProcess, shared with `make bench --only operator`)
+with a kubeconfig whose only credential is a ServiceAccount token bound to the chart's RBAC
 (rbac/clusterrole.yaml or rbac/role.yaml), exactly as it would in a cluster.
 
 No kubelet, scheduler or Job/Deployment controller runs, so the tests stand in
@@ -31,32 +32,25 @@ import copy
 import datetime as dt
 import http.client
 import json
-import os
 import re
 import secrets
-import signal
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
-from types import TracebackType
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
-import psutil  # type: ignore[import-untyped]  # psutil ships no type information
 from knn_contracts.artifact import BuildSummary
-from knn_devtools.kubectl import Kubectl
-from knn_devtools.procs import ManagedProcess, free_loopback_ports
-from knn_devtools.tools import REPO_ROOT
 
-CRD_FILE: Final = REPO_ROOT / "crds" / "knnindexes.yaml"
-CLUSTER_ROLE_FILE: Final = REPO_ROOT / "rbac" / "clusterrole.yaml"
-ROLE_FILE: Final = REPO_ROOT / "rbac" / "role.yaml"
-ROLE_NAME: Final = "knn-operator"
+# Re-exported: the tests use them as ops.OperatorProcess, ops.CRD_FILE, ...
+from knn_devtools.knnoperator import CLUSTER_ROLE_FILE as CLUSTER_ROLE_FILE
+from knn_devtools.knnoperator import CRD_FILE as CRD_FILE
+from knn_devtools.knnoperator import ROLE_FILE as ROLE_FILE
+from knn_devtools.knnoperator import ROLE_NAME as ROLE_NAME
+from knn_devtools.knnoperator import OperatorProcess as OperatorProcess
+from knn_devtools.knnoperator import PeakRss as PeakRss
+from knn_devtools.kubectl import Kubectl
 
 # Small, so that the level-based resync is exercised within a test's time.
 DEFAULT_RESYNC_SECONDS: Final = 3.0
-STARTUP_TIMEOUT: Final = 60.0
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -95,182 +89,8 @@ def wait_for(
 # -- the operator process ------------------------------------------------------------
 
 
-class OperatorProcess:
-    """`python -m knn_operator` as a child process, with its own ports and log file."""
-
-    def __init__(
-        self,
-        kubeconfig: Path,
-        log_path: Path,
-        *,
-        namespaces: Sequence[str] = (),
-        resync_seconds: float = DEFAULT_RESYNC_SECONDS,
-        extra_env: Mapping[str, str] | None = None,
-    ) -> None:
-        self.kubeconfig = kubeconfig
-        self.log_path = log_path
-        self.namespaces = list(namespaces)
-        self.resync_seconds = resync_seconds
-        self.extra_env = dict(extra_env or {})
-        self.metrics_port = 0
-        self.liveness_port = 0
-        self._proc: ManagedProcess | None = None
-        self.starts = 0
-
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise RuntimeError("operator is not running")
-        return self._proc.pid
-
-    def start(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            raise RuntimeError("operator is already running")
-        self.metrics_port, self.liveness_port = free_loopback_ports(2)
-        argv = [
-            sys.executable,
-            "-m",
-            "knn_operator",
-            "--metrics-port",
-            str(self.metrics_port),
-            "--liveness-port",
-            str(self.liveness_port),
-            "--bind",
-            "127.0.0.1",
-        ]
-        for ns in self.namespaces:
-            argv += ["--namespace", ns]
-        env = dict(os.environ)
-        env.update(
-            {
-                "KUBECONFIG": str(self.kubeconfig),
-                "KNN_RESYNC_SECONDS": str(self.resync_seconds),
-                "PYTHONUNBUFFERED": "1",
-                **self.extra_env,
-            }
-        )
-        # Only the token in KUBECONFIG may authenticate the operator.
-        env.pop("KUBERNETES_SERVICE_HOST", None)
-        self.starts += 1
-        with self.log_path.open("a") as log:
-            log.write(f"\n===== start #{self.starts}: {' '.join(argv)}\n")
-        self._proc = ManagedProcess(
-            "knn-operator", argv, self.log_path, env=env, cwd=self.log_path.parent
-        )
-        self._proc.start()
-        wait_for(
-            "the operator's liveness endpoint to answer 200",
-            lambda: self._check_running() and self.liveness_status() == 200,
-            timeout=STARTUP_TIMEOUT,
-            diagnostics=self.log_tail,
-        )
-
-    def _check_running(self) -> bool:
-        assert self._proc is not None
-        self._proc.check_running()
-        return True
-
-    def check_running(self) -> None:
-        """Raises with the log tail if the operator has exited."""
-        if self._proc is None:
-            raise RuntimeError("operator was never started")
-        self._proc.check_running()
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout``; returns the exit status."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return None
-        proc.stop(timeout)
-        return proc.poll()
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up, no final writes; what an OOM kill or node loss does."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        wait_for("the killed operator to exit", lambda: proc.poll() is not None, timeout=10)
-        proc.stop()  # closes the log; the process group is already gone
-
-    def __enter__(self) -> OperatorProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    # -- observation ---
-
-    def _get(self, port: int, path: str) -> tuple[int, str]:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        try:
-            conn.request("GET", path)
-            response = conn.getresponse()
-            return response.status, response.read().decode("utf-8", "replace")
-        finally:
-            conn.close()
-
-    def liveness_status(self) -> int | None:
-        try:
-            return self._get(self.liveness_port, "/healthz")[0]
-        except (OSError, http.client.HTTPException):
-            return None
-
-    def metrics(self) -> str:
-        status, text = self._get(self.metrics_port, "/metrics")
-        assert status == 200, f"/metrics answered {status}: {text[:500]}"
-        return text
-
-    def rss_bytes(self) -> int:
-        return int(psutil.Process(self.pid).memory_info().rss)
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, lines: int = 40) -> str:
-        tail = "\n".join(self.log_text().splitlines()[-lines:])
-        return f"--- last {lines} lines of {self.log_path} ---\n{tail}"
-
-
 # What the `start_operator` fixture (conftest.py) gives a test.
 OperatorStarter = Callable[..., OperatorProcess]
-
-
-class PeakRss:
-    """Samples a process's resident set size in a thread; ``peak`` is the maximum seen."""
-
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
-        self._process = psutil.Process(pid)
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.peak = 0
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, int(self._process.memory_info().rss))
-            except psutil.Error:
-                return
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 # -- objects -------------------------------------------------------------------------
