@@ -686,3 +686,30 @@ def test_turning_autoscaling_off_takes_the_count_back_and_deletes_the_autoscaler
     assert ("HorizontalPodAutoscaler", "products") in p.delete
     again = plan(observed(off, p.status, {v: done_job(v)}, {v: dep(v, 3)}), SETTINGS, NOW)
     assert ("HorizontalPodAutoscaler", "products") not in again.delete
+
+
+def test_a_builder_pod_that_cannot_start_says_why_once() -> None:
+    from knn_operator.observe import job_state
+
+    s = spec(source={"uri": "s3://b/emb.npy", "dimension": 8, "secretName": "s3-creds"})
+    v = version_of(s)
+    st = plan(observed(s), SETTINGS, NOW).status
+    job = {"metadata": {"name": f"products-build-{v}", "labels": {api.LABEL_VERSION: v}}}
+    waiting = {"reason": "CreateContainerConfigError", "message": 'secret "s3-creds" not found'}
+    pod = {
+        "metadata": {"creationTimestamp": "2026-11-22T00:00:01Z"},
+        "status": {"containerStatuses": [{"state": {"waiting": waiting}}]},
+    }
+    stuck = job_state(job, [pod])
+    assert stuck.waiting == 'CreateContainerConfigError: secret "s3-creds" not found'
+    p = plan(observed(s, st, {v: stuck}), SETTINGS, NOW)
+    assert p.status.phase == "Building"
+    assert 'secret "s3-creds" not found' in (p.status.message or "")
+    built = next(c for c in p.status.conditions if c.type == "Built")
+    assert built.reason == "BuilderPodWaiting" and built.status == "Unknown"
+    assert [e.reason for e in p.events] == ["BuilderPodWaiting"]
+    again = plan(observed(s, p.status, {v: stuck}), SETTINGS, NOW)
+    assert not again.events, "said once"
+    pod["status"] = {"containerStatuses": [{"state": {"running": {}}}]}
+    running = plan(observed(s, again.status, {v: job_state(job, [pod])}), SETTINGS, NOW)
+    assert running.status.message is None and running.status.builds[-1].message == ""

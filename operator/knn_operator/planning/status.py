@@ -69,6 +69,8 @@ def _conditions(
     old, gen, target, stable = obs.status, obs.generation, serving.target, serving.outcome.stable
     built = {"Succeeded": True, "Failed": False, "Building": None}[target.outcome]
     reason = {"Succeeded": "BuildSucceeded", "Failed": "BuildFailed", "Building": "Building"}
+    if target.outcome == "Building" and target.message:
+        reason["Building"] = "BuilderPodWaiting"
     conds = set_condition(
         list(old.conditions),
         cond_names.CONDITION_BUILT,
@@ -185,7 +187,7 @@ def _message(obs: Observed, serving: Serving, stable: RevisionRecord | None) -> 
             return serving.verdict.message
         keeps = f"; revision {stable.revision} keeps serving at efSearch {stable.ef_search}"
         return serving.verdict.message + keeps
-    if target.outcome == "Failed":
+    if target.outcome in ("Failed", "Building") and target.message:
         return target.message
     if serving.router is None and o.stable is not None and serving.target_ready:
         return router_unavailable(obs.spec)
