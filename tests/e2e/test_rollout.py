@@ -259,3 +259,39 @@ def test_a_slow_canary_under_real_traffic_is_rolled_back_on_latency(
 def _old(status: dict[str, Any]) -> str | None:
     """The revision an earlier story rolled back, if any."""
     return (status.get("rolledBack") or {}).get("revision")
+
+
+def test_a_builder_pod_missing_its_secret_is_reported(
+    kubectl: Kubectl, index: np.ndarray[Any, np.dtype[np.float32]]
+) -> None:
+    """The kubelet cannot start a pod whose Secret does not exist; the operator says so
+    instead of Building in silence."""
+    manifest = {
+        "apiVersion": "knn.dev/v1alpha1",
+        "kind": "KnnIndex",
+        "metadata": {"name": "secretless", "namespace": NS},
+        "spec": {
+            "source": {
+                "uri": "pvc://knn-data/datasets/catalog.npy",
+                "dimension": DIMENSION,
+                "secretName": "no-such-secret",
+            },
+            "storage": {"uri": "pvc://knn-data/artifacts/secretless"},
+            "serving": {"replicas": 1},
+        },
+    }
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(manifest))
+    try:
+
+        def told() -> dict[str, Any] | None:
+            obj = kubectl.json("-n", NS, "get", "knn", "secretless")
+            status: dict[str, Any] = obj.get("status") or {}
+            return status if "no-such-secret" in (status.get("message") or "") else None
+
+        status = wait_for("the missing Secret named in status", told, timeout=120)
+        assert status["phase"] == "Building"
+        assert "CreateContainerConfigError" in status["message"], status["message"]
+        events = kubectl.json("-n", NS, "get", "events")["items"]
+        assert any(e["reason"] == "BuilderPodWaiting" for e in events)
+    finally:
+        kubectl.run("-n", NS, "delete", "knn", "secretless", "--wait=true", timeout=120)
