@@ -55,7 +55,14 @@ from knn_contracts import api
 from knn_contracts.rollout import PHASE_BUILDING
 from knn_devtools.controlplane import ControlPlane
 from knn_devtools.crds import install_crds
-from knn_devtools.knnoperator import CLUSTER_ROLE_FILE, CRD_DIR, ROLE_NAME, OperatorProcess, PeakRss
+from knn_devtools.knnoperator import (
+    CLUSTER_ROLE_FILE,
+    CRD_DIR,
+    PRODUCTION_RESYNC_SECONDS,
+    ROLE_NAME,
+    OperatorProcess,
+    PeakRss,
+)
 from knn_devtools.kubectl import Kubectl
 from knn_devtools.rbac import service_account_with_role
 from prometheus_client.parser import text_string_to_metric_families
@@ -101,6 +108,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         type=float,
         default=600.0,
         help="give up waiting for the operator after this many seconds",
+    )
+    g.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=PRODUCTION_RESYNC_SECONDS,
+        help="the operator's level-based resync period (KNN_RESYNC_SECONDS; default: "
+        f"the production {PRODUCTION_RESYNC_SECONDS:.0f} s)",
     )
     g.add_argument(
         "--keep-logs", action="store_true", help="keep the operator's and control plane's logs"
@@ -601,7 +615,7 @@ def _apply(kubectl: Kubectl, names: Sequence[str], chunk: int, parallel: int) ->
 
 @contextlib.contextmanager
 def _cluster(
-    workdir: Path, log_dir: Path
+    workdir: Path, log_dir: Path, resync_seconds: float
 ) -> Iterator[tuple[ControlPlane, Kubectl, OperatorProcess]]:
     """A fresh control plane with the CRDs, the namespace and the operator's
     ServiceAccount; the operator is created but not started."""
@@ -619,7 +633,9 @@ def _cluster(
             cluster_wide=True,
             kubeconfig_path=workdir / "operator.kubeconfig",
         )
-        operator = OperatorProcess(account.kubeconfig, log_dir / "operator.log")
+        operator = OperatorProcess(
+            account.kubeconfig, log_dir / "operator.log", resync_seconds=resync_seconds
+        )
         try:
             yield cp, kubectl, operator
         finally:
@@ -631,7 +647,7 @@ def run_scenario(scenario: str, args: argparse.Namespace, workdir: Path) -> Resu
     names = [f"idx-{i:05d}" for i in range(n)]
     log_dir = workdir / scenario
     result = Result(scenario, n)
-    with _cluster(workdir, log_dir) as (cp, kubectl, operator):
+    with _cluster(workdir, log_dir, args.resync_seconds) as (cp, kubectl, operator):
         apix = Api(cp, workdir)
         progress = Progress(frozenset(names))
         idx_path = f"/apis/{api.API_VERSION}/namespaces/{NAMESPACE}/{api.KNN_INDEX_PLURAL}"
@@ -821,6 +837,8 @@ def rows(r: Result, args: argparse.Namespace) -> Rows:
                 f"{a.rejected:,}",
             )
         )
+    resync = getattr(args, "resync_seconds", PRODUCTION_RESYNC_SECONDS)
+    out.append(("operator resync period (KNN_RESYNC_SECONDS)", f"{resync:.0f} s"))
     la = r.load_before
     out.append(("load average before (1, 5, 15 min)", f"{la[0]:.2f}, {la[1]:.2f}, {la[2]:.2f}"))
     return out
