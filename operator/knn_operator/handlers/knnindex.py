@@ -22,8 +22,33 @@ BUILDER_PODS: dict[str, Any] = {
 }
 
 
-def _snapshot(body: kopf.Body) -> Body:
-    return {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
+def _meta(body: kopf.Body) -> Body:
+    """What observe.py reads of any child's metadata: not managedFields, annotations
+    or owner references, which would multiply the caches' memory by thousands."""
+    m = body.metadata
+    return {
+        "name": m.get("name"),
+        "labels": dict(m.labels),
+        "generation": m.get("generation"),
+        "creationTimestamp": m.get("creationTimestamp"),
+    }
+
+
+def _job(body: kopf.Body) -> Body:
+    return {"metadata": _meta(body), "status": {"conditions": body.status.get("conditions")}}
+
+
+def _deployment(body: kopf.Body) -> Body:
+    return {
+        "metadata": _meta(body),
+        "spec": {"replicas": body.spec.get("replicas", 1)},
+        "status": dict(body.status),
+    }
+
+
+def _pod(body: kopf.Body) -> Body:
+    statuses = body.status.get("containerStatuses")
+    return {"metadata": _meta(body), "status": {"containerStatuses": statuses}}
 
 
 def _owner_key(namespace: str | None, labels: kopf.Labels) -> Key:
@@ -34,14 +59,14 @@ def _owner_key(namespace: str | None, labels: kopf.Labels) -> Key:
 def knn_jobs(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[Key, Body]:
-    return {_owner_key(namespace, labels): _snapshot(body)}
+    return {_owner_key(namespace, labels): _job(body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels=OWNED)
 def knn_deployments(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[Key, Body]:
-    return {_owner_key(namespace, labels): _snapshot(body)}
+    return {_owner_key(namespace, labels): _deployment(body)}
 
 
 @kopf.index("v1", "pods", labels=BUILDER_PODS)
@@ -49,7 +74,7 @@ def knn_builder_pods(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str, str], Body]:
     key = (namespace or "", labels[KNN_INDEX.owner_label], labels.get(api.LABEL_VERSION, ""))
-    return {key: _snapshot(body)}
+    return {key: _pod(body)}
 
 
 @kopf.index(api.GROUP, api.VERSION, api.KNN_INDEX_PLURAL)
