@@ -57,9 +57,11 @@ class Reconciler:
     _failures: dict[Key, int] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _wakeups: Wakeups[Key] = field(init=False)
+    _slots: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
         self._wakeups = Wakeups(self._spawn)
+        self._slots = asyncio.Semaphore(max(1, self.settings.max_concurrent_reconciles))
 
     def _spawn(self, key: Key) -> None:
         task = asyncio.get_running_loop().create_task(self.request(key))
@@ -80,6 +82,10 @@ class Reconciler:
 
     async def _guarded(self, key: Key) -> None:
         label = self.kind.kind
+        async with self._slots:
+            await self._measured(key, label)
+
+    async def _measured(self, key: Key, label: str) -> None:
         start = time.perf_counter()
         try:
             requeue = await self._once(key)

@@ -14,6 +14,9 @@ class Settings:
     pvc_root: str = "/mnt/pvc"
     serving_port: int = 8080
     resync_seconds: float = 30.0
+    # Reconciles in flight at once: a burst of thousands of objects otherwise holds
+    # thousands of bodies, plans and API calls in memory and in the API server's queues.
+    max_concurrent_reconciles: int = 16
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -24,4 +27,7 @@ class Settings:
             image_pull_policy=os.environ.get("KNN_IMAGE_PULL_POLICY", d.image_pull_policy),
             pvc_root=os.environ.get("KNN_PVC_ROOT", d.pvc_root),
             resync_seconds=float(os.environ.get("KNN_RESYNC_SECONDS", d.resync_seconds)),
+            max_concurrent_reconciles=int(
+                os.environ.get("KNN_MAX_CONCURRENT_RECONCILES", d.max_concurrent_reconciles)
+            ),
         )
