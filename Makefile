@@ -13,7 +13,7 @@ export PATH := $(TOOLS_BIN):$(PATH)
 
 .PHONY: help
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
 .PHONY: install
 install: $(STAMP) system-deps tools ## create .venv, install Python packages, Debian packages and Go-built tools (idempotent)
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 .PHONY: system-deps
-system-deps: ## install Debian packages used by tests and the local cluster (prometheus, wrk, iptables, libseccomp-dev, mmdebstrap)
+system-deps: ## install Debian packages used by tests, lint and the local cluster (prometheus, wrk, iptables, libseccomp-dev, mmdebstrap, shellcheck)
 	hack/install-system-deps.sh
 
 .PHONY: tools
@@ -41,10 +41,19 @@ test-unit: $(STAMP) ## only the fast, pure tests
 	$(PY) -m pytest tests/unit
 
 .PHONY: lint
-lint: $(STAMP) ## ruff and mypy
+lint: $(STAMP) shellcheck ## ruff, mypy and shellcheck
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# Every script with a sh/bash shebang under hack/ and .ci/, so a new one is linted
+# without being listed; -x follows what they source (hack/versions.env).
+SHELL_SCRIPTS = $(shell grep -rlE '^\#!.*\b(ba|da)?sh\b' hack .ci)
+
+.PHONY: shellcheck
+shellcheck: ## lint the shell scripts under hack/ and .ci/
+	@command -v shellcheck >/dev/null || { echo "shellcheck is not installed; make install (hack/install-system-deps.sh) installs it" >&2; exit 2; }
+	shellcheck -x $(SHELL_SCRIPTS)
 
 .PHONY: fmt
 fmt: $(STAMP) ## format the code
@@ -74,6 +83,10 @@ up: install ## start the local cluster (control plane, node, DNS) in the backgro
 .PHONY: down
 down: $(STAMP) ## stop the local cluster and remove everything it made on this machine
 	$(PY) -m knn_devtools.cluster down --dir .local
+
+.PHONY: e2e-kind
+e2e-kind: $(STAMP) ## with Docker: the e2e scenarios on a kind cluster, images built by docker build (KIND_KEEP=1 keeps it)
+	hack/e2e-kind.sh
 
 .PHONY: generate
 generate: $(STAMP) ## regenerate crds/ and rbac/ from the pydantic models and rbac rules

@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes control plane and node binaries, etcd, kubectl, helm,
 # kubeconform, the local node's runtime (containerd, runc, CNI plugins), CoreDNS and
-# BuildKit (and, for `make bench` only, the vegeta load generator) from their Go
-# modules at the versions pinned in hack/versions.env, into a cache outside the
-# repository keyed by version. A tool already in the cache is not rebuilt, so only
+# BuildKit (and on request the vegeta load generator for `make bench`, kind for
+# `make e2e-kind`) from their Go modules at the versions pinned in hack/versions.env,
+# into a cache outside the repository keyed by version. A tool already in the cache is not rebuilt, so only
 # the first run on a machine is slow. Independent groups build in parallel
 # (KNN_BUILD_JOBS, default 3: on 2 cores a third build overlaps downloads and
 # linking; peak RSS stays well under 10 GB).
 #
 # Usage: hack/build-tools.sh [TOOL ...]
-#   TOOLS: kube etcd helm kubeconform containerd runc cni coredns buildkit prometheus vegeta
-#   (default: all but vegeta)
+#   TOOLS: kube etcd helm kubeconform containerd runc cni coredns buildkit prometheus vegeta kind
+#   (default: all but vegeta and kind)
 # Prints the cache bin directory on the last line of stdout.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 . "$here/versions.env"
 
 cache_root=${KNN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/knn-operator}
@@ -124,7 +124,7 @@ build_kube() {
     mkdir -p out
     local pkgs=()
     for n in "${names[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$n"); done
-    timed kubernetes-v$v go build -trimpath -ldflags "$ld" -o out/ "${pkgs[@]}"
+    timed "kubernetes-v$v" go build -trimpath -ldflags "$ld" -o out/ "${pkgs[@]}"
     for n in "${names[@]}"; do install_bin "out/$n" "$bin_dir/$n-v$v"; done
   )
 }
@@ -152,7 +152,7 @@ replace (
 )
 MOD
     go get "go.etcd.io/etcd/server/v3@v$v" >/dev/null
-    timed etcd-v$v go build -trimpath -ldflags "-s -w" -o out/etcd go.etcd.io/etcd/server/v3
+    timed "etcd-v$v" go build -trimpath -ldflags "-s -w" -o out/etcd go.etcd.io/etcd/server/v3
     install_bin out/etcd "$bin_dir/etcd-v$v"
   )
 }
@@ -219,10 +219,17 @@ build_vegeta() {
     # throwaway module that requires the exact version does not need it.
     printf 'module knn.dev/throwaway-vegeta\n\ngo 1.26.0\n' >go.mod
     go get "github.com/tsenart/vegeta/v12@v$v" >/dev/null
-    timed vegeta-v$v go build -trimpath -ldflags "-s -w -X main.Version=v$v" -o out/vegeta \
+    timed "vegeta-v$v" go build -trimpath -ldflags "-s -w -X main.Version=v$v" -o out/vegeta \
       github.com/tsenart/vegeta/v12
     install_bin out/vegeta "$bin_dir/vegeta-v$v"
   )
+}
+
+build_kind() {
+  local v=$KIND_VERSION
+  if [ -x "$bin_dir/kind-v$v" ]; then log "kind v$v cached"; return; fi
+  # Its version is a constant in the source: no -X flags needed for `kind version`.
+  build_go_install kind sigs.k8s.io/kind "$v" ""
 }
 
 # A throwaway module in a fresh temporary directory ($1) that requires exactly the
@@ -257,7 +264,7 @@ build_containerd() {
     cd "$work"
     local ld="-s -w -X $m/version.Version=v$v -X $m/version.Revision=knn-operator"
     # no_btrfs: the btrfs snapshotter needs btrfs headers; the node uses overlayfs.
-    CGO_ENABLED=1 timed containerd-v$v go build -trimpath -tags no_btrfs -ldflags "$ld" -o out/ \
+    CGO_ENABLED=1 timed "containerd-v$v" go build -trimpath -tags no_btrfs -ldflags "$ld" -o out/ \
       "$m/cmd/containerd" "$m/cmd/ctr" "$m/cmd/containerd-shim-runc-v2"
     for n in containerd ctr containerd-shim-runc-v2; do install_bin "out/$n" "$bin_dir/$n-v$v"; done
   )
@@ -278,7 +285,7 @@ build_runc() {
   (
     cd "$work"
     # As runc's Makefile: BUILDTAGS=seccomp; its nsenter is C, so cgo is required.
-    CGO_ENABLED=1 timed runc-v$v go build -trimpath -tags "seccomp urfave_cli_no_docs" \
+    CGO_ENABLED=1 timed "runc-v$v" go build -trimpath -tags "seccomp urfave_cli_no_docs" \
       -ldflags "-s -w -X main.version=$v" -o out/runc github.com/opencontainers/runc
     install_bin out/runc "$bin_dir/runc-v$v"
   )
@@ -300,7 +307,7 @@ build_cni() {
   throwaway_module "$work" "${gets[@]}"
   (
     cd "$work"
-    timed cni-plugins-v$v go build -trimpath \
+    timed "cni-plugins-v$v" go build -trimpath \
       -ldflags "-s -w -X $m/pkg/utils/buildversion.BuildVersion=v$v" -o out/ "${pkgs[@]}"
     mkdir -p "$dir"
     for p in "${CNI_PLUGINS[@]}"; do install_bin "out/${p#*/}" "$dir/${p#*/}"; done
@@ -335,7 +342,7 @@ build_coredns() {
   throwaway_module "$work" "${gets[@]}"
   (
     cd "$work"
-    CGO_ENABLED=0 timed coredns-v$v go build -trimpath \
+    CGO_ENABLED=0 timed "coredns-v$v" go build -trimpath \
       -ldflags "-s -w -X $m/coremain.GitCommit=v$v" -o out/coredns ./cmd/coredns
     install_bin out/coredns "$bin_dir/coredns-v$v"
   )
@@ -357,7 +364,7 @@ build_buildkit() {
   chmod -R u+w "$work/src"
   (
     cd "$work/src"
-    CGO_ENABLED=0 timed buildkit-v$v go build -trimpath \
+    CGO_ENABLED=0 timed "buildkit-v$v" go build -trimpath \
       -ldflags "-s -w -X github.com/moby/buildkit/version.Version=v$v" -o "$work/out/" \
       ./cmd/buildkitd ./cmd/buildctl
     install_bin "$work/out/buildkitd" "$bin_dir/buildkitd-v$v"
@@ -384,7 +391,7 @@ build_prometheus() {
   (
     cd "$work/src"
     # Its go.work names directories the module zip does not carry.
-    GOWORK=off CGO_ENABLED=0 timed prometheus-v$v go build -trimpath \
+    GOWORK=off CGO_ENABLED=0 timed "prometheus-v$v" go build -trimpath \
       -tags "remove_all_sd enable_kubernetes_sd" \
       -ldflags "-s -w -X $m/version.Version=$v -X $m/version.Branch=knn-operator" \
       -o "$work/out/prometheus" ./cmd/prometheus
@@ -410,10 +417,11 @@ link_all() {
   [ -x "$bin_dir/helm-v$HELM_VERSION" ] && ln -sf "helm-v$HELM_VERSION" "$bin_dir/helm"
   [ -x "$bin_dir/kubeconform-v$KUBECONFORM_VERSION" ] && ln -sf "kubeconform-v$KUBECONFORM_VERSION" "$bin_dir/kubeconform"
   [ -x "$bin_dir/vegeta-v$VEGETA_VERSION" ] && ln -sf "vegeta-v$VEGETA_VERSION" "$bin_dir/vegeta"
+  [ -x "$bin_dir/kind-v$KIND_VERSION" ] && ln -sf "kind-v$KIND_VERSION" "$bin_dir/kind"
   return 0
 }
 
-known=(kube etcd helm kubeconform containerd runc cni coredns buildkit prometheus vegeta)
+known=(kube etcd helm kubeconform containerd runc cni coredns buildkit prometheus vegeta kind)
 tools=("$@")
 # The longest build first, so the parallel ones overlap it.
 [ ${#tools[@]} -gt 0 ] || tools=(kube containerd buildkit prometheus etcd coredns helm kubeconform runc cni)

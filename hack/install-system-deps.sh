@@ -3,7 +3,8 @@
 # prometheus (and promtool) for the monitoring tier, wrk as the load generator;
 # for the local node (make up, tests/e2e): iptables (kube-proxy, kubelet, traffic
 # guard), libseccomp-dev + pkg-config (runc is built with cgo and seccomp), gcc's
-# static libc (the pause binary), mmdebstrap (the stand-in Python base image).
+# static libc (the pause binary), mmdebstrap (the stand-in Python base image);
+# and the linter of the scripts under hack/ and .ci/ for `make lint` (shellcheck).
 # Idempotent: does nothing when every command is already there.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -n "$(find /usr/lib -name libc.a -print -quit 2>/dev/null)" ] || need+=(libc6-dev)
 pkg-config --exists libseccomp 2>/dev/null || need+=(libseccomp-dev)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 [ ${#need[@]} -gt 0 ] || exit 0
 
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)

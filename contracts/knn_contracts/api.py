@@ -12,6 +12,8 @@ CLUSTER_MODEL_KIND: Final = "ClusterModel"
 CLUSTER_MODEL_PLURAL: Final = "clustermodels"
 
 FIELD_MANAGER: Final = "knn-operator"
+# Co-owns a Deployment's replica count before an autoscaler takes it over.
+FIELD_MANAGER_HANDOVER: Final = "knn-operator-handover"
 
 LABEL_INDEX: Final = f"{GROUP}/index"
 LABEL_MODEL: Final = f"{GROUP}/model"

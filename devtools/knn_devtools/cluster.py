@@ -35,7 +35,6 @@ and stops in reverse; a gateway (Traefik) is one more of them.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
 import ipaddress
@@ -47,12 +46,10 @@ import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
 from typing import IO, Any, Final, Protocol
 
 import yaml
@@ -63,7 +60,8 @@ from knn_devtools.certs import PKI, CertificateAuthority, CertKey
 from knn_devtools.controlplane import ControlPlane, ControlPlaneError, Options
 from knn_devtools.incluster import InClusterOperator, LocalStorage, Prometheus
 from knn_devtools.kubectl import Kubectl
-from knn_devtools.procs import ManagedProcess, free_loopback_ports
+from knn_devtools.lifecycle import Lifecycle, SafetyNet
+from knn_devtools.procs import ManagedProcess, free_loopback_ports, http_ok
 from knn_devtools.tools import bin_dir, cni_bin_dir, ensure_tools
 
 CONFIG_FILE: Final = "cluster-config.json"
@@ -229,7 +227,7 @@ def _say_stderr(message: str) -> None:
 # -- the cluster --------------------------------------------------------------------------
 
 
-class Cluster:
+class Cluster(Lifecycle):
     """The whole stack for the lifetime of a ``with`` block (or start()/stop())."""
 
     def __init__(
@@ -301,7 +299,7 @@ class Cluster:
         )
         self.binaries["cni"] = cni_bin_dir()
         self._lock = acquire_host(self.config)
-        _register(self)
+        _live.register(self)
         began = time.monotonic()
         try:
             # Leftovers of a crashed earlier run of this same cluster go first.
@@ -337,21 +335,9 @@ class Cluster:
             errors.append(f"sweep: {err}")
         release_host(self._lock)
         self._lock = None
-        _live.discard(self)
+        _live.unregister(self)
         if errors:
             raise ClusterError("errors while stopping: " + "; ".join(errors))
-
-    def __enter__(self) -> Cluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- for components -------------------------------------------------------------------
 
@@ -721,7 +707,7 @@ class KubeProxy:
         )
         cluster.wait_until(
             "kube-proxy /healthz",
-            lambda: _http_get_ok(f"http://127.0.0.1:{healthz}/healthz"),
+            lambda: http_ok(f"http://127.0.0.1:{healthz}/healthz"),
             proc=proc,
         )
 
@@ -995,14 +981,8 @@ def acquire_host(cfg: ClusterConfig) -> IO[str]:
             "the local cluster needs root: it creates network interfaces, iptables "
             "chains, mounts and cgroups"
         )
-    foreign = _foreign_node_processes()
-    if foreign:
-        raise ClusterError(
-            "another Kubernetes node runs on this machine (not started by knn_devtools): "
-            + "; ".join(foreign[:3])
-            + ". Its kubelet and kube-proxy share the host's kubepods cgroups and KUBE-* "
-            "iptables chains with ours; stop it first."
-        )
+    # The lock first: a cluster of ours from another checkout or tools cache runs other
+    # binaries, so only the lock's owner file can name it and say how to stop it.
     HOST_LOCK_DIR.mkdir(parents=True, exist_ok=True)
     lock = open(HOST_LOCK, "a+")  # noqa: SIM115 - held for the cluster's lifetime
     try:
@@ -1021,6 +1001,18 @@ def acquire_host(cfg: ClusterConfig) -> IO[str]:
             f"{Path(where).parent if where != '?' else '.local'}` (or `make down` for "
             f"the one `make up`/`make demo` started)."
         ) from None
+    foreign = _foreign_node_processes()
+    if foreign:
+        release_host(lock)
+        raise ClusterError(
+            f"another Kubernetes node runs on this machine, not from this tools cache "
+            f"({bin_dir()}): "
+            + "; ".join(foreign[:3])
+            + ". Its kubelet and kube-proxy share the host's kubepods cgroups and KUBE-* "
+            "iptables chains with ours; stop it first (if a crashed knn_devtools cluster "
+            "with another KNN_CACHE_DIR left it: `python -m knn_devtools.cluster down "
+            "--dir` its state directory)."
+        )
     HOST_OWNER.write_text(json.dumps({"pid": os.getpid(), "state_dir": str(cfg.state_dir)}))
     return lock
 
@@ -1417,16 +1409,6 @@ def _write_sysctl(key: str, value: str) -> None:
         raise ClusterError(f"cannot set {key}={value}: {err}") from None
 
 
-def _http_get_ok(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 def _remove_all_containers(cluster: Cluster) -> None:
     """Kills and deletes every task and container (the pods) so their shims exit."""
     for task in cluster.ctr("tasks", "ls", "-q", check=False).split():
@@ -1450,33 +1432,7 @@ __all__ = [
 
 # -- process-wide safety net: SIGTERM/SIGHUP or interpreter exit stop live clusters ------------
 
-_live: set[Cluster] = set()
-_hooks_installed = False
-
-
-def _register(cluster: Cluster) -> None:
-    global _hooks_installed
-    _live.add(cluster)
-    if _hooks_installed:
-        return
-    _hooks_installed = True
-    atexit.register(_stop_all)
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            if signal.getsignal(sig) is signal.SIG_DFL:
-                signal.signal(sig, _stop_all_and_redeliver)
-
-
-def _stop_all() -> None:
-    for cluster in list(_live):
-        with contextlib.suppress(Exception):
-            cluster.stop()
-
-
-def _stop_all_and_redeliver(signum: int, frame: FrameType | None) -> None:
-    _stop_all()
-    signal.signal(signum, signal.SIG_DFL)
-    signal.raise_signal(signum)
+_live: SafetyNet[Cluster] = SafetyNet()
 
 
 # -- what a cluster leaves on the host (for the clean-up test) --------------------------------

@@ -15,16 +15,14 @@ start while the other runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Final
+from typing import ClassVar, Final
 
 from knn_devtools.cluster import (
     CONFIG_FILE,
@@ -36,6 +34,7 @@ from knn_devtools.cluster import (
 )
 from knn_devtools.images import ImageError
 from knn_devtools.procs import ProcessError
+from knn_devtools.supervisor import SavedState, cmdline_contains, stop_on_signals, supervise
 from knn_devtools.tools import ToolError
 
 STATE_FILE: Final = "cluster.json"
@@ -44,28 +43,16 @@ _MODULE: Final = "knn_devtools.cluster"
 
 
 @dataclass(frozen=True)
-class State:
+class State(SavedState):
+    FILE: ClassVar[str] = STATE_FILE
+    ERROR: ClassVar[type[Exception]] = ClusterError
+
     supervisor_pid: int
     kubeconfig: str
     startup_seconds: float
     timings: dict[str, float]
     # What components serve on this machine, e.g. {"prometheus": "http://127.0.0.1:PORT"}.
     endpoints: dict[str, str]
-
-    def save(self, directory: Path) -> None:
-        tmp = directory / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(directory / STATE_FILE)
-
-    @classmethod
-    def load(cls, directory: Path) -> State | None:
-        try:
-            raw = json.loads((directory / STATE_FILE).read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as err:
-            raise ClusterError(f"{directory / STATE_FILE} is unreadable: {err}") from err
-        return cls(**raw)
 
 
 def config_for(directory: Path) -> ClusterConfig:
@@ -82,7 +69,7 @@ def running_supervisor(directory: Path) -> int | None:
         state = State.load(directory)
     except ClusterError:
         return None
-    if state is not None and _cmdline_contains(state.supervisor_pid, _MODULE):
+    if state is not None and cmdline_contains(state.supervisor_pid, _MODULE):
         return state.supervisor_pid
     return None
 
@@ -122,7 +109,7 @@ def up(directory: Path, timeout: float) -> int:
     from knn_devtools import controlplane_cli
 
     cp_state = controlplane_cli.State.load(directory)
-    if cp_state is not None and controlplane_cli._is_supervisor(cp_state.supervisor_pid):
+    if cp_state is not None and controlplane_cli.is_supervisor(cp_state.supervisor_pid):
         raise ClusterError(
             f"a control plane alone (`make controlplane-up`) is running on {directory}; "
             "stop it with `make controlplane-down` first"
@@ -176,9 +163,9 @@ def down(directory: Path, timeout: float = 60.0) -> int:
         os.kill(pid, signal.SIGTERM)
         # The process itself, not its state file (removed before it has stopped).
         deadline = time.monotonic() + timeout
-        while _cmdline_contains(pid, _MODULE) and time.monotonic() < deadline:
+        while cmdline_contains(pid, _MODULE) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if _cmdline_contains(pid, _MODULE):
+        if cmdline_contains(pid, _MODULE):
             os.kill(pid, signal.SIGKILL)
     # Whatever the supervisor did or did not manage: sweep from the recorded state.
     sweep(config)
@@ -203,34 +190,18 @@ def status(directory: Path) -> int:
 
 def run(directory: Path, timeout: float) -> int:
     """Foreground: start, write state, wait for SIGTERM/SIGINT/SIGHUP, stop."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     directory.mkdir(parents=True, exist_ok=True)
     config = config_for(directory)
     config = ClusterConfig(**{**asdict(config), "startup_timeout": timeout})
     cluster = Cluster(config, echo=lambda m: print(m, flush=True))
     with cluster:
-        State(
+        state = State(
             supervisor_pid=os.getpid(),
             kubeconfig=str(config.admin_kubeconfig),
             startup_seconds=round(cluster.startup_seconds, 2),
             timings={k: round(v, 2) for k, v in cluster.timings.items()},
             endpoints=dict(cluster.endpoints),
-        ).save(directory)
-        try:
-            while not stop.wait(1.0):
-                # A component that dies takes the cluster with it: a half-working
-                # cluster is worse than a clear "not running".
-                cluster.check_running()
-        finally:
-            (directory / STATE_FILE).unlink(missing_ok=True)
+        )
+        supervise(stop, state, directory, cluster.check_running)
     return 0
-
-
-def _cmdline_contains(pid: int, needle: str) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return needle.encode() in cmdline

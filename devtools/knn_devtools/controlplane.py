@@ -20,27 +20,23 @@ children die with their owner even if it is SIGKILLed (see procs.py).
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import http.client
 import ipaddress
 import os
 import shutil
-import signal
 import ssl
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
 from typing import Final
 
 from knn_devtools import kubeconfig
 from knn_devtools.certs import PKI, PKIFiles
 from knn_devtools.kubectl import Kubectl
+from knn_devtools.lifecycle import Lifecycle, SafetyNet
 from knn_devtools.procs import (
     ManagedProcess,
     ProcessError,
@@ -109,7 +105,7 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class ControlPlane:
+class ControlPlane(Lifecycle):
     """etcd + kube-apiserver (+ optional controllers) for the lifetime of a ``with`` block."""
 
     def __init__(
@@ -189,7 +185,7 @@ class ControlPlane:
             raise ControlPlaneError("control plane is already started")
         # Resolve (and if needed build) every binary before the clock starts.
         binaries = ensure_tools(*self.options.tools())
-        _register(self)
+        _live.register(self)
         began = time.monotonic()
         try:
             self._start(binaries)
@@ -224,21 +220,9 @@ class ControlPlane:
         self._server = None
         self._etcd_url = None
         self._kubeconfig = None
-        _unregister(self)
+        _live.unregister(self)
         if errors:
             raise ControlPlaneError("errors while stopping: " + "; ".join(errors))
-
-    def __enter__(self) -> ControlPlane:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- start-up ------------------------------------------------------------------
 
@@ -476,46 +460,12 @@ def _http_ok(host: str, port: int, path: str, tls: ssl.SSLContext | None = None)
 
 # -- process-wide safety net -----------------------------------------------------------
 
-_live: set[ControlPlane] = set()
-_live_lock = threading.Lock()
-_hooks_installed = False
-
-
-def _register(cp: ControlPlane) -> None:
-    global _hooks_installed
-    with _live_lock:
-        _live.add(cp)
-        if _hooks_installed:
-            return
-        _hooks_installed = True
-    atexit.register(stop_all)
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            # Someone who installed a handler owns shutdown; only the default
-            # (die at once, skipping cleanup) is replaced.
-            if signal.getsignal(sig) is signal.SIG_DFL:
-                signal.signal(sig, _stop_all_and_redeliver)
-
-
-def _unregister(cp: ControlPlane) -> None:
-    with _live_lock:
-        _live.discard(cp)
+_live: SafetyNet[ControlPlane] = SafetyNet()
 
 
 def stop_all() -> None:
     """Stops every control plane this process started; registered with atexit."""
-    with _live_lock:
-        live = list(_live)
-    for cp in live:
-        with contextlib.suppress(Exception):
-            cp.stop()
-
-
-def _stop_all_and_redeliver(signum: int, frame: FrameType | None) -> None:
-    stop_all()
-    # Die of the same signal, as the process would have without us.
-    signal.signal(signum, signal.SIG_DFL)
-    signal.raise_signal(signum)
+    _live.stop_all()
 
 
 if __name__ == "__main__":

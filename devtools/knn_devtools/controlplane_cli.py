@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import ClassVar, Final
 
 from knn_devtools.controlplane import ControlPlane, ControlPlaneError, Options
 from knn_devtools.procs import ProcessError
+from knn_devtools.supervisor import SavedState, cmdline_contains, stop_on_signals, supervise
 from knn_devtools.tools import ToolError, ensure_tools
 
 STATE_FILE: Final = "state.json"
@@ -32,27 +31,15 @@ _MODULE: Final = "knn_devtools.controlplane"
 
 
 @dataclass(frozen=True)
-class State:
+class State(SavedState):
+    FILE: ClassVar[str] = STATE_FILE
+    ERROR: ClassVar[type[Exception]] = ControlPlaneError
+
     supervisor_pid: int
     server: str
     kubeconfig: str
     startup_seconds: float
     components: dict[str, int]
-
-    def save(self, directory: Path) -> None:
-        tmp = directory / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(directory / STATE_FILE)
-
-    @classmethod
-    def load(cls, directory: Path) -> State | None:
-        try:
-            raw = json.loads((directory / STATE_FILE).read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as err:
-            raise ControlPlaneError(f"{directory / STATE_FILE} is unreadable: {err}") from err
-        return cls(**raw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,7 +115,7 @@ def _summary(values: list[float]) -> str:
 
 def up(directory: Path, options: Options) -> int:
     existing = State.load(directory)
-    if existing is not None and _is_supervisor(existing.supervisor_pid):
+    if existing is not None and is_supervisor(existing.supervisor_pid):
         print(f"control plane already running at {existing.server}")
         print(f"export KUBECONFIG={existing.kubeconfig}")
         return 0
@@ -177,18 +164,18 @@ def down(directory: Path, timeout: float = 30.0) -> int:
     if state is None:
         print(f"no control plane recorded in {directory}")
         return 0
-    if _is_supervisor(state.supervisor_pid):
+    if is_supervisor(state.supervisor_pid):
         os.kill(state.supervisor_pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _is_supervisor(state.supervisor_pid) and time.monotonic() < deadline:
+        while is_supervisor(state.supervisor_pid) and time.monotonic() < deadline:
             time.sleep(0.1)
     # The supervisor may have been SIGKILLed or be stuck: make sure no component
     # survives it (each component is the leader of its own process group).
     for name, pid in state.components.items():
-        if _cmdline_contains(pid, name):
+        if cmdline_contains(pid, name):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-    if _is_supervisor(state.supervisor_pid):
+    if is_supervisor(state.supervisor_pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(state.supervisor_pid, signal.SIGKILL)
     (directory / STATE_FILE).unlink(missing_ok=True)
@@ -199,7 +186,7 @@ def down(directory: Path, timeout: float = 30.0) -> int:
 
 def status(directory: Path) -> int:
     state = State.load(directory)
-    if state is None or not _is_supervisor(state.supervisor_pid):
+    if state is None or not is_supervisor(state.supervisor_pid):
         print(f"no control plane running for {directory}")
         return 1
     print(f"control plane running at {state.server} (supervisor pid {state.supervisor_pid})")
@@ -209,41 +196,24 @@ def status(directory: Path) -> int:
 
 def run(directory: Path, options: Options) -> int:
     """Foreground: start, write state, wait for SIGTERM/SIGINT/SIGHUP, stop."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     directory.mkdir(parents=True, exist_ok=True)
     kubeconfig_path = directory / KUBECONFIG_FILE
     cp = ControlPlane(options, log_dir=directory / "logs", kubeconfig_path=kubeconfig_path)
     with cp:
-        State(
+        state = State(
             supervisor_pid=os.getpid(),
             server=cp.server,
             kubeconfig=str(kubeconfig_path),
             startup_seconds=round(cp.startup_seconds, 3),
             components=cp.processes,
-        ).save(directory)
-        try:
-            while not stop.wait(1.0):
-                # A component that dies takes the control plane with it: a
-                # half-working cluster is worse than a clear "not running".
-                cp.check_running()
-        finally:
-            (directory / STATE_FILE).unlink(missing_ok=True)
+        )
+        supervise(stop, state, directory, cp.check_running)
     return 0
 
 
-def _is_supervisor(pid: int) -> bool:
-    return _cmdline_contains(pid, _MODULE)
-
-
-def _cmdline_contains(pid: int, needle: str) -> bool:
-    # Guards against signalling a recycled pid that now belongs to someone else.
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return needle.encode() in cmdline
+def is_supervisor(pid: int) -> bool:
+    return cmdline_contains(pid, _MODULE)
 
 
 def _tail(path: Path, lines: int = 30) -> str:

@@ -4,9 +4,12 @@ Brings the local cluster up (``make up``: control plane, a real node, DNS, the p
 images built from its Dockerfiles, the operator as a Deployment), writes a seeded
 sample of 20,000 embeddings into the cluster's PersistentVolume, applies the
 KnnIndex of examples/local-cluster/products.yaml, follows it from Building to
-Serving, queries it through its Service, then changes the index (a new HNSW
-parameter) and follows the new version replacing the old one. It prints a timeline
-and leaves the cluster up with the commands to explore it (``make down`` stops it).
+Serving, queries it through its Service, changes the index (a new HNSW parameter)
+and follows the new version replacing the old one; then rolls out a new efSearch in
+canary steps judged by the cluster's Prometheus (promoted), and a canary whose
+efSearch passes the build gate but misses the analysis threshold (rolled back by the
+operator on its own). It prints a timeline and leaves the cluster up with the
+commands to explore it (``make down`` stops it).
 
 ``--local`` runs the data plane alone instead (``knn-build`` + ``knn-serve`` on
 loopback, no cluster, no root).
@@ -274,7 +277,7 @@ def _say_rollout(status: dict[str, Any], timeline: _Timeline, seen: _Seen) -> No
         seen.runs.add(run)
         for m in (analysis.get("lastMeasurements") or [])[-3:]:
             if m.get("at") == analysis.get("lastRun"):
-                timeline.say(f"analysis run {run[1]}: {m['check']} {m['message']} ({m['result']})")
+                timeline.say(f"analysis run {run[1]}: {m['message']} ({m['result']})")
 
 
 def _query(kubectl: Kubectl, vector: list[float], version: str) -> None:

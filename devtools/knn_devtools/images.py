@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -87,17 +88,15 @@ def pause_image() -> Path:
         raise ImageError(
             "the pause image needs gcc with static libc (apt-get install gcc libc6-dev)"
         )
-    with tempfile.TemporaryDirectory(prefix="knn-pause-") as tmp:
-        rootfs = Path(tmp) / "rootfs"
-        rootfs.mkdir()
+
+    def fill(rootfs: Path) -> None:
         binary = rootfs / "pause"
         _run(["gcc", "-Os", "-static", "-o", str(binary), str(PAUSE_SOURCE)], "gcc pause.c")
         _run(["strip", str(binary)], "strip pause")
-        layer = Path(tmp) / "layer.tar"
-        ociimage.layer_from_directory(rootfs, layer)
-        ociimage.write_archive(
-            layer, PAUSE_IMAGE, out, ociimage.ImageConfig(entrypoint=("/pause",), env=())
-        )
+
+    _image_from_directory(
+        out, PAUSE_IMAGE, ociimage.ImageConfig(entrypoint=("/pause",), env=()), fill
+    )
     return out
 
 
@@ -108,15 +107,28 @@ def coredns_image(binary: Path) -> tuple[Path, str]:
     out = images_dir() / f"coredns-v{version}.oci.tar"
     if out.exists():
         return out, name
-    with tempfile.TemporaryDirectory(prefix="knn-coredns-image-") as tmp:
-        rootfs = Path(tmp) / "rootfs"
-        (rootfs / "etc").mkdir(parents=True)
+
+    def fill(rootfs: Path) -> None:
+        (rootfs / "etc").mkdir()
         shutil.copy2(binary, rootfs / "coredns")
         (rootfs / "etc" / "passwd").write_text("root:x:0:0:root:/:/coredns\n")
+
+    _image_from_directory(out, name, ociimage.ImageConfig(entrypoint=("/coredns",)), fill)
+    return out, name
+
+
+def _image_from_directory(
+    out: Path, name: str, config: ociimage.ImageConfig, fill: Callable[[Path], None]
+) -> None:
+    """Writes the one-layer image ``name`` to ``out``: the layer is an empty directory
+    that ``fill(rootfs)`` populates (a static binary and the files it needs)."""
+    with tempfile.TemporaryDirectory(prefix="knn-image-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        rootfs.mkdir()
+        fill(rootfs)
         layer = Path(tmp) / "layer.tar"
         ociimage.layer_from_directory(rootfs, layer)
-        ociimage.write_archive(layer, name, out, ociimage.ImageConfig(entrypoint=("/coredns",)))
-    return out, name
+        ociimage.write_archive(layer, name, out, config)
 
 
 def python_base_image(*, echo: bool = True) -> Path:

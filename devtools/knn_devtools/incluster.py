@@ -26,6 +26,7 @@ from knn_devtools.tools import REPO_ROOT
 
 if TYPE_CHECKING:
     from knn_devtools.cluster import Cluster
+    from knn_devtools.kubectl import Kubectl
 
 DATA_PV: Final = "knn-local-data"
 OPERATOR_NAMESPACE: Final = "knn-system"
@@ -36,6 +37,24 @@ IMAGE_UID: Final = 65532
 def data_dir(cluster: Cluster) -> Path:
     """The node directory behind the ``knn-local-data`` PersistentVolume."""
     return cluster.config.run_dir / "data"
+
+
+def data_pv_manifest(node_path: Path | str) -> str:
+    """The ``knn-local-data`` PersistentVolume: a directory of the node, which
+    examples/local-cluster/products.yaml claims by name."""
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": DATA_PV, "labels": {"knn.dev/local": "data"}},
+        "spec": {
+            "capacity": {"storage": "20Gi"},
+            "accessModes": ["ReadWriteOnce", "ReadOnlyMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": str(node_path), "type": "Directory"},
+        },
+    }
+    return yaml.safe_dump(pv)
 
 
 class LocalStorage:
@@ -51,22 +70,21 @@ class LocalStorage:
             if parent == cluster.config.state_dir.parent:
                 break
             parent.chmod(parent.stat().st_mode | 0o011)
-        pv = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": DATA_PV, "labels": {"knn.dev/local": "data"}},
-            "spec": {
-                "capacity": {"storage": "20Gi"},
-                "accessModes": ["ReadWriteOnce", "ReadOnlyMany"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(path), "type": "Directory"},
-            },
-        }
-        cluster.kubectl().apply_manifest(yaml.safe_dump(pv))
+        cluster.kubectl().apply_manifest(data_pv_manifest(path))
 
     def stop(self, cluster: Cluster) -> None:
         pass  # the directory goes with the run directory
+
+
+def restricted_pod_security() -> dict[str, Any]:
+    """A pod securityContext that the restricted Pod Security profile admits (the demo
+    namespace enforces it); with :func:`restricted_container_security`. Fresh dicts:
+    yaml.safe_dump writes a dict it meets twice as an anchor and alias."""
+    return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def restricted_container_security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 def operator_manifests(
@@ -108,10 +126,7 @@ def operator_manifests(
                     "spec": {
                         "serviceAccountName": "knn-operator",
                         "terminationGracePeriodSeconds": 10,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
+                        "securityContext": restricted_pod_security(),
                         "containers": [
                             {
                                 "name": "operator",
@@ -133,10 +148,7 @@ def operator_manifests(
                                     "periodSeconds": 10,
                                 },
                                 "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
-                                "securityContext": {
-                                    "allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]},
-                                },
+                                "securityContext": restricted_container_security(),
                             }
                         ],
                     },
@@ -147,35 +159,42 @@ def operator_manifests(
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
+def install_operator(
+    kubectl: Kubectl, operator_image: str, serving_image: str, *, timeout: int
+) -> None:
+    """CRDs, the ClusterRole of rbac/ and the operator Deployment; returns once it rolled
+    out. Shared by the local cluster and kind (hack/e2e-kind.sh), so both run the same
+    install."""
+    kubectl.run("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+    kubectl.run(
+        "wait",
+        "--for=condition=Established",
+        "crd/knnindexes.knn.dev",
+        "--timeout=60s",
+    )
+    kubectl.run("apply", "--server-side", "-f", str(REPO_ROOT / "rbac" / "clusterrole.yaml"))
+    kubectl.apply_manifest(operator_manifests(operator_image, serving_image))
+    kubectl.run(
+        "-n",
+        OPERATOR_NAMESPACE,
+        "rollout",
+        "status",
+        "deployment/knn-operator",
+        f"--timeout={timeout}s",
+        timeout=timeout + 10,
+    )
+
+
 class InClusterOperator:
     name = "operator"
 
     def start(self, cluster: Cluster) -> None:
-        kubectl = cluster.kubectl()
-        kubectl.run("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-        kubectl.run(
-            "wait",
-            "--for=condition=Established",
-            "crd/knnindexes.knn.dev",
-            "--timeout=60s",
-        )
-        kubectl.run("apply", "--server-side", "-f", str(REPO_ROOT / "rbac" / "clusterrole.yaml"))
         names = cluster.image_names
-        kubectl.apply_manifest(
-            operator_manifests(
-                names.get(OPERATOR.repository) or OPERATOR.name(),
-                names.get(SERVING.repository) or SERVING.name(),
-            )
-        )
-        timeout = int(cluster.config.startup_timeout)
-        kubectl.run(
-            "-n",
-            OPERATOR_NAMESPACE,
-            "rollout",
-            "status",
-            "deployment/knn-operator",
-            f"--timeout={timeout}s",
-            timeout=timeout + 10,
+        install_operator(
+            cluster.kubectl(),
+            names.get(OPERATOR.repository) or OPERATOR.name(),
+            names.get(SERVING.repository) or SERVING.name(),
+            timeout=int(cluster.config.startup_timeout),
         )
 
     def stop(self, cluster: Cluster) -> None:
@@ -224,7 +243,7 @@ class Prometheus:
     scrape_interval = "2s"
 
     def start(self, cluster: Cluster) -> None:
-        from knn_devtools.procs import free_loopback_port
+        from knn_devtools.procs import free_loopback_port, http_ok
         from knn_devtools.tools import tool_path
 
         binary = tool_path("prometheus")
@@ -288,7 +307,7 @@ class Prometheus:
             ],
         )
         url = f"http://{cfg.node_ip}:{port}"
-        cluster.wait_until("prometheus /-/ready", lambda: _http_ok(f"{url}/-/ready"), proc=proc)
+        cluster.wait_until("prometheus /-/ready", lambda: http_ok(f"{url}/-/ready"), proc=proc)
         cluster.kubectl().apply_manifest(_prometheus_service(cfg.node_ip, port))
         cluster.endpoints["prometheus"] = url
 
@@ -322,13 +341,3 @@ addressType: IPv4
 ports: [{{name: http, port: {port}, protocol: TCP}}]
 endpoints: [{{addresses: ["{node_ip}"]}}]
 """
-
-
-def _http_ok(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False

@@ -267,3 +267,14 @@ def start_on_free_port(
             raise
         return child
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def http_ok(url: str) -> bool:
+    """Whether ``GET url`` answers 200 within 2 s: a readiness probe to poll."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False

@@ -26,6 +26,7 @@ _PLURALS: dict[tuple[str, str], str] = {
     ("v1", "Pod"): "pods",
     ("v1", "Event"): "events",
     ("v1", "Secret"): "secrets",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     (api.API_VERSION, api.KNN_INDEX_KIND): api.KNN_INDEX_PLURAL,
     (api.API_VERSION, api.CLUSTER_MODEL_KIND): api.CLUSTER_MODEL_PLURAL,
 }
@@ -115,7 +116,9 @@ class Kube:
             _return_http_data_only=True,
         )
 
-    async def apply(self, obj: Body, *, status: bool = False) -> Body:
+    async def apply(
+        self, obj: Body, *, status: bool = False, field_manager: str = api.FIELD_MANAGER
+    ) -> Body:
         """Server-side apply; `status=True` applies to the status subresource."""
         meta = obj["metadata"]
         path = _path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
@@ -123,7 +126,7 @@ class Kube:
             "PATCH",
             path + ("/status" if status else ""),
             body=obj,
-            query=[("fieldManager", api.FIELD_MANAGER), ("force", "true")],
+            query=[("fieldManager", field_manager), ("force", "true")],
             content_type="application/apply-patch+yaml",
         )
 

@@ -23,6 +23,9 @@ class JobState:
     reason: str
     summary: BuildSummary | None
     message: str
+    # Why the newest pod cannot start (a missing Secret, an image that cannot be
+    # pulled), as the kubelet says it; empty while it starts or runs normally.
+    waiting: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,31 @@ def termination_message(pod: Body) -> str | None:
     return None
 
 
+# Waiting reasons that do not clear by themselves; ContainerCreating and
+# PodInitializing are a pod starting normally.
+STUCK_REASONS = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "CrashLoopBackOff",
+    }
+)
+
+
+def waiting_reason(pod: Body) -> str:
+    """`Reason: message` of a container the kubelet cannot start, else ''."""
+    for cs in pod.get("status", {}).get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in STUCK_REASONS:
+            message = str(waiting.get("message") or "").strip()
+            return f"{waiting['reason']}: {message}" if message else str(waiting["reason"])
+    return ""
+
+
 def parse_summary(text: str | None) -> BuildSummary | None:
     """The builder writes one JSON line; with FallbackToLogsOnError the message
     may be a log tail instead, whose last JSON line (if any) is the summary."""
@@ -108,7 +136,8 @@ def job_state(job: Body, pods: Iterable[Body]) -> JobState:
             (text or "").strip().splitlines()[-1] if text else str(failed.get("message") or "")
         )
         return JobState(meta.get("name", ""), version, True, False, reason, summary, detail)
-    return JobState(meta.get("name", ""), version, False, False, "Running", summary, "")
+    waiting = waiting_reason(ordered[-1]) if ordered else ""
+    return JobState(meta.get("name", ""), version, False, False, "Running", summary, "", waiting)
 
 
 def deployment_state(dep: Body) -> DeploymentState:

@@ -28,6 +28,7 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": OWN},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": OWN},
     {"apiGroups": [""], "resources": ["services"], "verbs": OWN},
+    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": OWN},
     {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
     # Prometheus credentials named by spec.rollout.analysis.prometheus (get by name only).
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from knn_contracts import api
 from pydantic import BaseModel, ValidationError
 
 from . import metrics
@@ -125,6 +126,8 @@ class Reconciler:
         result = k.plan(obs, self.settings, now)
         for obj in result.apply:
             await self.kube.apply(obj)
+        for obj in result.handover:
+            await self.kube.apply(obj, field_manager=api.FIELD_MANAGER_HANDOVER)
         for kind, name in result.delete:
             await self.kube.delete(kind, key[0], name)
         new_status = _status_doc(result.status)

@@ -526,3 +526,56 @@ def test_an_ef_search_under_the_recorded_recall_gate_is_refused(
     assert _arg(dep["spec"]["template"]["spec"]["containers"][0]["command"], "--ef-search") == "64"
     table = kubectl.run("get", "knn", name, "-n", ns).stdout
     assert re.search(rf"{name}\s+Serving\s+{stable}\s+0\.953", table), table
+
+
+def test_an_autoscaled_stable_keeps_the_count_its_autoscaler_sets(
+    kubectl: Kubectl, namespace: str, start_operator: ops.OperatorStarter
+) -> None:
+    """No kube-controller-manager runs in this tier: `kubectl scale` stands in for the
+    HorizontalPodAutoscaler, writing the same scale subresource it writes."""
+    operator = start_operator()
+    ns, name = namespace, "products"
+    auto = {"serving": {"replicas": 2, "autoscaling": {"minReplicas": 2, "maxReplicas": 6}}}
+    version = ops.expected_version(auto)
+    ops.apply(kubectl, ns, ops.knn_index(name, auto))
+    ops.build_and_serve(kubectl, ns, name, version, operator)
+    [dep_name] = ops.serving_deployments(kubectl, ns, name, version)
+    hpa = ops.wait_for(
+        "the HorizontalPodAutoscaler",
+        lambda: ops.get(kubectl, "horizontalpodautoscaler", name, ns),
+        diagnostics=operator.log_tail,
+    )
+    assert hpa["spec"]["scaleTargetRef"]["name"] == dep_name
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+
+    # The operator stopped sending the count: it must not fall back to the default 1,
+    # which is what server-side apply does to a field whose only owner drops it.
+    ops.wait_reconciles(operator, 3)
+    shown = kubectl.json("-n", ns, "get", "deployment", dep_name, "--show-managed-fields")
+    assert shown["spec"]["replicas"] == 2
+    owners = {
+        m["manager"]
+        for m in shown["metadata"]["managedFields"]
+        if "f:replicas" in (m.get("fieldsV1") or {}).get("f:spec", {})
+    }
+    assert owners == {"knn-operator-handover"}, owners
+
+    kubectl.run("-n", ns, "scale", f"deployment/{dep_name}", "--replicas=5")
+    ops.make_available(kubectl, ns, dep_name)
+    ops.wait_reconciles(operator, 3)
+    dep = ops.get(kubectl, "deployment", dep_name, ns)
+    assert dep is not None and dep["spec"]["replicas"] == 5, "the operator took it back"
+    status = ops.status_of(kubectl, ns, name)
+    assert status["phase"] == "Serving"
+
+    # Off again: the operator owns the count (the spec's) and deletes the autoscaler.
+    ops.apply(kubectl, ns, ops.knn_index(name, {"serving": {"replicas": 3}}))
+    ops.wait_for(
+        "the spec's 3 replicas and no autoscaler",
+        lambda: (
+            (d := ops.get(kubectl, "deployment", dep_name, ns)) is not None
+            and d["spec"]["replicas"] == 3
+            and ops.get(kubectl, "horizontalpodautoscaler", name, ns) is None
+        ),
+        diagnostics=operator.log_tail,
+    )

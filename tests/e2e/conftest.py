@@ -64,10 +64,12 @@ def cluster(
         if left:
             pytest.fail(f"the e2e cluster left this on the host: {left}", pytrace=False)
     finally:
-        # The components' logs outlive the cluster, in pytest's temporary directory.
-        logs = tmp_path_factory.mktemp("e2e-cluster-logs", numbered=True)
-        shutil.copytree(state / "logs", logs, dirs_exist_ok=True)
-        echo(f"logs kept in {logs}")
+        # The components' logs outlive the cluster, in pytest's temporary directory. A
+        # cluster refused before it started has none: its refusal must stay the error.
+        if (state / "logs").is_dir():
+            logs = tmp_path_factory.mktemp("e2e-cluster-logs", numbered=True)
+            shutil.copytree(state / "logs", logs, dirs_exist_ok=True)
+            echo(f"logs kept in {logs}")
         shutil.rmtree(state, ignore_errors=True)
 
 

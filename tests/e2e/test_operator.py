@@ -165,8 +165,12 @@ def test_bad_source_fails_with_the_builders_message_and_stable_keeps_serving(
             "build": {"backoffLimit": 0},
         },
     )
+    # A failed rebuild beside a serving stable: Built=False, the phase stays Serving.
     status, _ = _wait_status(
-        kubectl, "phase Failed", lambda s: s.get("phase") == "Failed", timeout=180
+        kubectl,
+        "Built=False with the stable serving",
+        lambda s: _conditions(s).get("Built") == "False" and s.get("phase") == "Serving",
+        timeout=180,
     )
     failed = status["builds"][-1]
     assert failed["outcome"] == "Failed"

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,7 +138,7 @@ def _recorded(status: dict[str, Any], ef: int) -> float:
     return float(max(p["recall"] for p in curve if p["efSearch"] <= ef))
 
 
-def _rollout(kubectl: Kubectl, ef: int, min_recall: float) -> None:
+def _rollout(kubectl: Kubectl, ef: int, min_recall: float, **thresholds: float) -> None:
     patch = {
         "hnsw": {"efSearch": ef},
         "rollout": {
@@ -148,7 +149,7 @@ def _rollout(kubectl: Kubectl, ef: int, min_recall: float) -> None:
                 "scrapeInterval": "2s",
                 "failureLimit": 0,
                 "inconclusiveLimit": 30,
-                "thresholds": {"minRecall": min_recall},
+                "thresholds": {"minRecall": min_recall, **thresholds},
             },
         },
     }
@@ -178,8 +179,25 @@ def test_a_good_canary_earns_traffic_and_is_promoted(
     assert traffic.failed <= max(3, traffic.answered // 20), (traffic.answered, traffic.failed)
 
 
+def first_breach(prometheus: str, revision: str, threshold: float, until: dt.datetime) -> float:
+    """Unix time of the first scraped sample of the canary's recall under `threshold`:
+    the breach as Prometheus first saw it."""
+    query = urllib.parse.urlencode(
+        {
+            "query": f'knn_recall_ratio{{version="{revision}"}}',
+            "start": f"{until.timestamp() - 300:.0f}",
+            "end": f"{until.timestamp():.0f}",
+            "step": "1",
+        }
+    )
+    with urllib.request.urlopen(f"{prometheus}/api/v1/query_range?{query}", timeout=10) as r:
+        result = json.load(r)["data"]["result"]
+    samples = [(float(t), float(v)) for series in result for t, v in series["values"]]
+    return min(t for t, v in samples if v < threshold)
+
+
 def test_a_canary_under_the_recall_threshold_is_rolled_back(
-    kubectl: Kubectl, index: np.ndarray[Any, np.dtype[np.float32]]
+    cluster: Cluster, kubectl: Kubectl, index: np.ndarray[Any, np.dtype[np.float32]]
 ) -> None:
     before = _status(kubectl)
     low, good = _recorded(before, BAD_EF), _recorded(before, GOOD_EF)
@@ -200,9 +218,80 @@ def test_a_canary_under_the_recall_threshold_is_rolled_back(
     assert restored["stableRevision"] == before["stableRevision"]
     canary = kubectl.json("-n", NS, "get", "deployment", f"{NAME}-{rb['revision']}")
     assert canary["spec"]["replicas"] == 0
-    breach = dt.datetime.fromisoformat(rb["at"].replace("Z", "+00:00"))
+    decided = dt.datetime.fromisoformat(rb["at"].replace("Z", "+00:00"))
     back = dt.datetime.fromisoformat(rb["trafficRestoredAt"].replace("Z", "+00:00"))
-    print(f"breach to 100% stable: {(back - breach).total_seconds():.0f}s (failureLimit 0)")
+    seen = first_breach(cluster.endpoints["prometheus"], rb["revision"], threshold, back)
+    print(
+        f"breach first scraped to 100% stable: {back.timestamp() - seen:.0f}s; analysis "
+        f"decision to 100% stable: {(back - decided).total_seconds():.0f}s (interval 4s, "
+        "scrape 2s, failureLimit 0, timestamps to the second)"
+    )
     assert traffic.answered > 50, traffic.answered
     # A pod leaving the Service can cost a request in flight; never a stream of them.
     assert traffic.failed <= max(3, traffic.answered // 20), (traffic.answered, traffic.failed)
+
+
+SLOW_EF, LATENCY_LIMIT_MS = 4096, 2.0
+
+
+def test_a_slow_canary_under_real_traffic_is_rolled_back_on_latency(
+    kubectl: Kubectl, index: np.ndarray[Any, np.dtype[np.float32]]
+) -> None:
+    """Recall is fine at the widest efSearch; every query walks much of the graph."""
+    before = _status(kubectl)
+    with Traffic(kubectl, index) as traffic:
+        _rollout(kubectl, SLOW_EF, 0.5, p95LatencyMs=LATENCY_LIMIT_MS)
+        status = _wait(
+            kubectl,
+            "the slow canary rolled back",
+            lambda s: (s.get("rolledBack") or {}).get("revision") not in (None, _old(before)),
+        )
+    rb = status["rolledBack"]
+    assert rb["cause"] == "AnalysisFailed" and "latency" in rb["message"], rb
+    assert status["stableRevision"] == before["stableRevision"]
+    failed = [m for m in status["analysis"]["lastMeasurements"] if m["result"] == "Failed"]
+    assert failed and failed[-1]["check"] == "latency-p95", failed
+    p95 = failed[-1]["value"]
+    print(f"\nslow canary: p95 {p95:.1f} ms > {LATENCY_LIMIT_MS} ms; {rb['message']}")
+    assert traffic.answered > 50, traffic.answered
+
+
+def _old(status: dict[str, Any]) -> str | None:
+    """The revision an earlier story rolled back, if any."""
+    return (status.get("rolledBack") or {}).get("revision")
+
+
+def test_a_builder_pod_missing_its_secret_is_reported(
+    kubectl: Kubectl, index: np.ndarray[Any, np.dtype[np.float32]]
+) -> None:
+    """The kubelet cannot start a pod whose Secret does not exist; the operator says so
+    instead of Building in silence."""
+    manifest = {
+        "apiVersion": "knn.dev/v1alpha1",
+        "kind": "KnnIndex",
+        "metadata": {"name": "secretless", "namespace": NS},
+        "spec": {
+            "source": {
+                "uri": "pvc://knn-data/datasets/catalog.npy",
+                "dimension": DIMENSION,
+                "secretName": "no-such-secret",
+            },
+            "storage": {"uri": "pvc://knn-data/artifacts/secretless"},
+            "serving": {"replicas": 1},
+        },
+    }
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(manifest))
+    try:
+
+        def told() -> dict[str, Any] | None:
+            obj = kubectl.json("-n", NS, "get", "knn", "secretless")
+            status: dict[str, Any] = obj.get("status") or {}
+            return status if "no-such-secret" in (status.get("message") or "") else None
+
+        status = wait_for("the missing Secret named in status", told, timeout=120)
+        assert status["phase"] == "Building"
+        assert "CreateContainerConfigError" in status["message"], status["message"]
+        events = kubectl.json("-n", NS, "get", "events")["items"]
+        assert any(e["reason"] == "BuilderPodWaiting" for e in events)
+    finally:
+        kubectl.run("-n", NS, "delete", "knn", "secretless", "--wait=true", timeout=120)

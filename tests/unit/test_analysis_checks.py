@@ -97,3 +97,12 @@ def test_every_analysis_field_is_explained_in_the_crd() -> None:
     assert len(fields) > 40
     missing = [p for p, node in fields if not node.get("description")]
     assert missing == []
+
+
+def test_every_spec_field_is_explained_in_the_crd() -> None:
+    """`kubectl explain knn.spec...` has something to say about every field."""
+    crd = yaml.safe_load(crdgen.render("knnindexes.yaml"))
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    fields = _props(spec, "spec")
+    assert len(fields) > 80
+    assert [p for p, node in fields if not node.get("description")] == []

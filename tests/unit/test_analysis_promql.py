@@ -101,3 +101,19 @@ def test_windows_hold_four_scrapes_and_two_replays() -> None:
     assert probe_window(300 * s, 60 * s) == 300 * s
     assert promql_duration(timedelta(milliseconds=200)) == "1s"
     assert promql_duration(90 * s) == "90s"
+
+
+def test_custom_queries_get_the_rollouts_names() -> None:
+    from knn_operator.analysis.promql import Revision, template
+
+    canary, stable = Revision("shop", "products", "v1-bbbbb"), Revision("shop", "products", "v1-a")
+    q = template(
+        'sum(rate(my_hits{namespace="{{namespace}}",version="{{revision}}"}[1m]))'
+        " / sum(rate(my_all{ {{canary}} }[1m])) - {{stableRevision}}",
+        canary,
+        stable,
+    )
+    assert q == (
+        'sum(rate(my_hits{namespace="shop",version="v1-bbbbb"}[1m]))'
+        ' / sum(rate(my_all{ namespace="shop",index="products",version="v1-bbbbb" }[1m])) - v1-a'
+    )

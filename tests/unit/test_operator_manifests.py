@@ -122,6 +122,7 @@ RESOURCES = {
     "Job": ("batch", "jobs"),
     "Deployment": ("apps", "deployments"),
     "Service": ("", "services"),
+    "HorizontalPodAutoscaler": ("autoscaling", "horizontalpodautoscalers"),
 }
 
 
@@ -132,16 +133,20 @@ def _allowed(rules: list[dict[str, Any]], group: str, resource: str, verb: str) 
 
 
 def _plans_of_a_whole_story() -> list[Plan]:
-    """Plans from build to serving to a history overflow: every kind the planner
-    applies (builder and clean-up Jobs, Deployments, Services) and deletes."""
+    """Plans from build to serving to a history overflow, with and then without an
+    autoscaler: every kind the planner applies (builder and clean-up Jobs,
+    Deployments, Services, the HorizontalPodAutoscaler) and deletes."""
 
     plans: list[Plan] = []
     status = KnnIndexStatus()
     jobs: dict[str, JobState] = {}
     deps: dict[str, DeploymentState] = {}
-    for token in ("a", "b", "c"):
+    autoscaling = {"minReplicas": 1, "maxReplicas": 4}
+    for token, auto in (("a", None), ("b", autoscaling), ("c", autoscaling), ("c", None)):
         spec = SPEC.model_copy(update={"history": SPEC.history.model_copy(update={"limit": 1})})
         spec = spec.model_copy(update={"rebuild": spec.rebuild.model_copy(update={"token": token})})
+        serving = spec.serving.model_validate({"autoscaling": auto})
+        spec = spec.model_copy(update={"serving": serving})
         v = version_of(spec)
         summary = BuildSummary(outcome="Succeeded", version=v, vectors=10, recall=1.0)
         jobs[v] = JobState(f"products-build-{v}", v, True, True, "Complete", summary, "")
@@ -150,16 +155,18 @@ def _plans_of_a_whole_story() -> list[Plan]:
             p = plan(obs, Settings(), dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
             plans.append(p)
             status = p.status
-            deps[v] = DeploymentState(f"products-{v}", v, 2, 2, 2, True)
+            rev = status.target_revision or v
+            deps[rev] = DeploymentState(f"products-{rev}", v, 2, 2, 2, True)
     return plans
 
 
 def test_rbac_grants_every_write_the_planner_makes() -> None:
     rules = rbac.cluster_role()["rules"]
     plans = _plans_of_a_whole_story()
-    applied = {(o["apiVersion"], o["kind"]) for p in plans for o in p.apply}
+    applied = {(o["apiVersion"], o["kind"]) for p in plans for o in [*p.apply, *p.handover]}
     deleted = {kind for p in plans for kind, _ in p.delete}
-    assert {k for _, k in applied} == {"Job", "Deployment", "Service"} and deleted
+    assert {k for _, k in applied} == set(RESOURCES) and deleted
+    assert "HorizontalPodAutoscaler" in deleted
     for api_version, kind in applied:
         group, resource = RESOURCES[kind]
         assert (api_version.split("/")[0] if "/" in api_version else "") == group, api_version

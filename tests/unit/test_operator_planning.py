@@ -135,7 +135,8 @@ def test_build_success_creates_serving_and_records_summary() -> None:
     assert ("Deployment", dep_name(s, v)) in kinds(p)
     assert ("Service", dep_name(s, v)) in kinds(p)
     assert p.status.stable_revision is None  # nothing stable until available
-    assert p.status.canary_revision == revision(s, v)
+    assert p.status.canary_revision is None, "the first revision is not a canary"
+    assert p.status.target_revision == revision(s, v)
     rec = p.status.builds[-1]
     assert rec.outcome == "Succeeded" and rec.recall == 0.97 and rec.vectors == 100
     assert p.status.phase == "Progressing"
@@ -622,3 +623,93 @@ def test_an_analysis_breach_rolls_back_and_times_the_return_to_stable() -> None:
     assert q.status.rolled_back.traffic_restored_at == "2026-11-22T00:00:07Z"
     again = plan(observed(s2, q.status, jobs, gone), SETTINGS, later)
     assert again.breach_to_stable is None, "observed once"
+
+
+# --- autoscaling: the stable's replica count belongs to the autoscaler ------------------------
+
+AUTO = {"replicas": 2, "autoscaling": {"minReplicas": 2, "maxReplicas": 8}}
+
+
+def deployment(p: Plan, revision: str | None) -> dict[str, Any]:
+    return next(o for o in p.apply if o["metadata"]["name"] == f"products-{revision}")
+
+
+def test_the_stable_replica_count_is_handed_to_the_autoscaler_and_never_taken_back() -> None:
+    s = spec(serving=AUTO)
+    v = version_of(s)
+    built = plan(observed(s, None, {v: done_job(v)}), SETTINGS, NOW).status
+    first = plan(observed(s, built, {v: done_job(v)}, {v: dep(v, 2)}), SETTINGS, NOW)
+    stable = first.status.stable_revision
+    hpa = next(o for o in first.apply if o["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == f"products-{stable}"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
+    assert [h["spec"] for h in first.handover] == [{"replicas": 2}]  # a second owner first
+    # The autoscaler chose 5: the operator's applies leave the count out from now on.
+    scaled = {v: dep(v, 5, replicas=5)}
+    later = plan(observed(s, first.status, {v: done_job(v)}, scaled), SETTINGS, NOW)
+    assert "replicas" not in deployment(later, stable)["spec"] and not later.handover
+
+
+def test_a_canary_is_sized_from_what_the_autoscaler_chose() -> None:
+    s = spec(serving=AUTO)
+    v = version_of(s)
+    st = _serving(s)
+    old, jobs = st.stable_revision, {v: done_job(v)}
+    assert old is not None
+    s2 = spec(serving=AUTO, hnsw={"efSearch": 96}, rollout=STEPPED)
+    new = revision(s2, v)
+    p = plan(observed(s2, st, jobs, {old: dep(old, 6, replicas=6)}), SETTINGS, NOW)
+    assert "replicas" not in deployment(p, old)["spec"]
+    assert deployment(p, new)["spec"]["replicas"] == 2  # weight 20 of 6: 6 * 20/80 = 1.5 → 2
+    # Without steps the canary runs at the autoscaler's count and, once promoted,
+    # starts from it too, handed over at once; the autoscaler follows it.
+    s3 = spec(serving=AUTO, hnsw={"efSearch": 96})
+    new = revision(s3, v)
+    deps = {old: dep(old, 6, replicas=6), new: dep(new, 6, replicas=6)}
+    promoted = plan(observed(s3, st, jobs, deps), SETTINGS, NOW)
+    assert promoted.status.stable_revision == new
+    assert deployment(promoted, old)["spec"]["replicas"] == 0
+    assert deployment(promoted, new)["spec"]["replicas"] == 6
+    assert [h["spec"] for h in promoted.handover] == [{"replicas": 6}]
+    hpa = next(o for o in promoted.apply if o["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == f"products-{new}"
+
+
+def test_turning_autoscaling_off_takes_the_count_back_and_deletes_the_autoscaler() -> None:
+    s = spec(serving=AUTO)
+    v = version_of(s)
+    st = _serving(s)
+    st = plan(observed(s, st, {v: done_job(v)}, {v: dep(v, 2)}), SETTINGS, NOW).status
+    off = spec(serving={"replicas": 3})
+    p = plan(observed(off, st, {v: done_job(v)}, {v: dep(v, 5, replicas=5)}), SETTINGS, NOW)
+    assert deployment(p, st.stable_revision)["spec"]["replicas"] == 3
+    assert ("HorizontalPodAutoscaler", "products") in p.delete
+    again = plan(observed(off, p.status, {v: done_job(v)}, {v: dep(v, 3)}), SETTINGS, NOW)
+    assert ("HorizontalPodAutoscaler", "products") not in again.delete
+
+
+def test_a_builder_pod_that_cannot_start_says_why_once() -> None:
+    from knn_operator.observe import job_state
+
+    s = spec(source={"uri": "s3://b/emb.npy", "dimension": 8, "secretName": "s3-creds"})
+    v = version_of(s)
+    st = plan(observed(s), SETTINGS, NOW).status
+    job = {"metadata": {"name": f"products-build-{v}", "labels": {api.LABEL_VERSION: v}}}
+    waiting = {"reason": "CreateContainerConfigError", "message": 'secret "s3-creds" not found'}
+    pod = {
+        "metadata": {"creationTimestamp": "2026-11-22T00:00:01Z"},
+        "status": {"containerStatuses": [{"state": {"waiting": waiting}}]},
+    }
+    stuck = job_state(job, [pod])
+    assert stuck.waiting == 'CreateContainerConfigError: secret "s3-creds" not found'
+    p = plan(observed(s, st, {v: stuck}), SETTINGS, NOW)
+    assert p.status.phase == "Building"
+    assert 'secret "s3-creds" not found' in (p.status.message or "")
+    built = next(c for c in p.status.conditions if c.type == "Built")
+    assert built.reason == "BuilderPodWaiting" and built.status == "Unknown"
+    assert [e.reason for e in p.events] == ["BuilderPodWaiting"]
+    again = plan(observed(s, p.status, {v: stuck}), SETTINGS, NOW)
+    assert not again.events, "said once"
+    pod["status"] = {"containerStatuses": [{"state": {"running": {}}}]}
+    running = plan(observed(s, again.status, {v: job_state(job, [pod])}), SETTINGS, NOW)
+    assert running.status.message is None and running.status.builds[-1].message == ""

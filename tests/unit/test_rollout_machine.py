@@ -238,3 +238,11 @@ def test_inconclusive_analysis_can_hold_the_rollout_until_promote_resumes_it() -
     o = advance(then(o, i, actions=Actions(promote=True), now=at(101)))
     assert o.state is not None and o.state.paused_reason is None
     assert o.state.step == 2  # resumed; the timed pause had ended, so it completes too
+
+
+def test_the_first_analysis_waits_for_the_canary_to_take_its_traffic() -> None:
+    i = inputs(steps=(Step(set_weight=50),), interval=30.0, canary_at=0)
+    o = advance(i)
+    assert o.state is not None and o.state.next_analysis_at is None and o.requeue_after is None
+    o = advance(then(o, i, canary_at=50, now=at(12)))  # its pods are up 12 s later
+    assert o.state is not None and o.state.next_analysis_at == "2026-12-01T12:00:42Z"

@@ -80,5 +80,8 @@ def checks_for(
     if stable is not None and t.max_recall_drop is not None:
         q = promql.recall_drop(canary, stable)
         out.append(Check(names.CHECK_RECALL_DROP, v, q, max=t.max_recall_drop))
-    out += [Check(m.name, v, m.query, min=m.min, max=m.max) for m in analysis.metrics]
+    out += [
+        Check(m.name, v, promql.template(m.query, canary, stable), min=m.min, max=m.max)
+        for m in analysis.metrics
+    ]
     return out

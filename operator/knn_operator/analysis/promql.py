@@ -125,3 +125,19 @@ def live_recall(rev: Revision, window: str) -> str:
 def recall_drop(canary: Revision, stable: Revision) -> str:
     """stable probe recall - canary probe recall (positive when the canary is worse)."""
     return f"{probe_recall(stable)} - {probe_recall(canary)}"
+
+
+def template(query: str, canary: Revision, stable: Revision | None) -> str:
+    """A custom query with the rollout's names filled in, so one spec serves every
+    revision: {{namespace}}, {{index}}, {{revision}}, {{stableRevision}}, and
+    {{canary}}, the canary's label matchers without braces."""
+    values = {
+        "namespace": canary.namespace,
+        "index": canary.index,
+        "revision": canary.version,
+        "stableRevision": stable.version if stable is not None else "",
+        "canary": canary.matchers()[1:-1],
+    }
+    for key, value in values.items():
+        query = query.replace("{{" + key + "}}", value)
+    return query

@@ -24,12 +24,13 @@ def serving_deployment(
     owner: Owner,
     spec: KnnIndexSpec,
     rev: RevisionRecord,
-    replicas: int,
+    replicas: int | None,
     settings: Settings,
 ) -> Manifest:
     """One revision, made from its record (the spec may have moved on to a newer
     revision); the spec gives only where artifacts live and their credentials."""
     revision, version = rev.revision, rev.version
+    # None: an autoscaler owns the replica count; the operator leaves it out.
     mounts = storage_mounts(spec, settings, read_only=True)
     selector = revision_selector(owner, revision)
     port = settings.serving_port
@@ -78,7 +79,7 @@ def serving_deployment(
         "kind": "Deployment",
         "metadata": metadata(owner, deployment_name(owner, revision), selector),
         "spec": {
-            "replicas": replicas,
+            **({"replicas": replicas} if replicas is not None else {}),
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {

@@ -77,7 +77,7 @@ def status_view(index: Obj, now: dt.datetime) -> str:
         f"Name:       {meta['name']}  (namespace {meta.get('namespace', '')})",
         f"Phase:      {st.get('phase', '-')}" + (f"  {st['message']}" if st.get("message") else ""),
         "Stable:     "
-        + _revision_line(revs.get(stable), f"  recall {recall}" if recall is not None else ""),
+        + _revision_line(revs.get(stable), f"  recall {recall:.4f}" if recall is not None else ""),
     ]
     if canary:
         state = st.get("rollout") or {}

@@ -61,8 +61,12 @@ _QUANTITY_MAP = k8s_extra(
 
 
 class Resources(Model):
-    requests: dict[str, Quantity] | None = Field(default=None, json_schema_extra=_QUANTITY_MAP)
-    limits: dict[str, Quantity] | None = Field(default=None, json_schema_extra=_QUANTITY_MAP)
+    requests: dict[str, Quantity] | None = Field(
+        default=None, json_schema_extra=_QUANTITY_MAP, description="e.g. {cpu: 500m, memory: 1Gi}"
+    )
+    limits: dict[str, Quantity] | None = Field(
+        default=None, json_schema_extra=_QUANTITY_MAP, description="e.g. {memory: 2Gi}"
+    )
 
 
 class Condition(Model):

@@ -66,7 +66,9 @@ class Source(Model):
 
 class Hnsw(Model):
     m: int = Field(default=16, ge=2, le=128, description="Graph degree (M)")
-    ef_construction: int = Field(default=200, ge=1, le=4096)
+    ef_construction: int = Field(
+        default=200, ge=1, le=4096, description="Build-time search breadth (graph quality)"
+    )
     ef_search: int = Field(
         default=64, ge=1, le=4096, description="Search breadth; changes serving, not the artifact"
     )
@@ -98,12 +100,24 @@ class Validation(Model):
 
 
 class Build(Model):
-    validation: Validation = Field(default_factory=Validation)
-    resources: Resources | None = None
-    timeout_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
-    backoff_limit: int = Field(default=2, ge=0, le=10)
-    threads: int | None = Field(default=None, ge=1, le=1024)
-    image: str | None = Field(default=None, max_length=512)
+    validation: Validation = Field(
+        default_factory=Validation, description="The recall gate before any traffic"
+    )
+    resources: Resources | None = Field(
+        default=None, description="Requests and limits of the builder pod"
+    )
+    timeout_seconds: int = Field(
+        default=3600, ge=60, le=7 * 24 * 3600, description="The builder Job's deadline"
+    )
+    backoff_limit: int = Field(
+        default=2, ge=0, le=10, description="Builder pod retries before the build fails"
+    )
+    threads: int | None = Field(
+        default=None, ge=1, le=1024, description="Build threads; default: the pod's CPUs"
+    )
+    image: str | None = Field(
+        default=None, max_length=512, description="Builder image; default: the operator's"
+    )
 
 
 class Storage(Model):
@@ -112,24 +126,70 @@ class Storage(Model):
         max_length=2048,
         description="Where versions live: s3://bucket/prefix, pvc://CLAIM/prefix or file://",
     )
-    secret_name: str | None = Field(default=None, pattern=DNS_LABEL_PATTERN, max_length=63)
+    secret_name: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+        description="Secret with credentials for s3:// storage (environment variables)",
+    )
+
+
+class Autoscaling(Model):
+    """A HorizontalPodAutoscaler for the stable revision, made and retargeted by the
+    operator at each promotion; the operator then leaves the stable's replica count to
+    it and sizes a canary in proportion to what the autoscaler chose."""
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest stable replicas")
+    max_replicas: int = Field(ge=1, le=1000, description="Most stable replicas")
+    target_cpu_utilization_percentage: int = Field(
+        default=80, ge=1, le=1000, description="Average CPU use (of requests) to aim for"
+    )
+
+    model_config = validations(
+        cel(
+            "self.minReplicas <= self.maxReplicas",
+            "autoscaling.minReplicas must not exceed maxReplicas",
+        )
+    )
 
 
 class Serving(Model):
-    replicas: int = Field(default=2, ge=0, le=1000)
-    image: str | None = Field(default=None, max_length=512)
-    resources: Resources | None = None
-    workers: int = Field(default=1, ge=1, le=64)
-    probe_interval_seconds: int = Field(default=60, ge=1, le=86400)
+    replicas: int = Field(
+        default=2, ge=0, le=1000, description="Stable replicas (the start when autoscaling)"
+    )
+    image: str | None = Field(
+        default=None, max_length=512, description="Serving image; default: the operator's"
+    )
+    resources: Resources | None = Field(
+        default=None, description="Requests and limits of each serving pod"
+    )
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Server processes per pod (each loads the index)"
+    )
+    probe_interval_seconds: int = Field(
+        default=60, ge=1, le=86400, description="Seconds between replays of the probe set"
+    )
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="Scale the stable revision with a HorizontalPodAutoscaler"
+    )
 
 
 class GatewayApiRouter(Model):
-    http_route: str = Field(pattern=DNS_LABEL_PATTERN, max_length=253)
+    http_route: str = Field(
+        pattern=DNS_LABEL_PATTERN, max_length=253, description="HTTPRoute whose weights shift"
+    )
 
 
 class IstioRouter(Model):
-    virtual_service: str = Field(pattern=DNS_LABEL_PATTERN, max_length=253)
-    destination_rule: str | None = Field(default=None, pattern=DNS_LABEL_PATTERN, max_length=253)
+    virtual_service: str = Field(
+        pattern=DNS_LABEL_PATTERN, max_length=253, description="VirtualService whose weights shift"
+    )
+    destination_rule: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=253,
+        description="DestinationRule with the stable and canary subsets",
+    )
 
 
 class ReplicasRouter(Model):
@@ -137,9 +197,14 @@ class ReplicasRouter(Model):
 
 
 class TrafficRouter(Model):
-    gateway_api: GatewayApiRouter | None = Field(default=None, alias="gatewayAPI")
-    istio: IstioRouter | None = None
-    replicas: ReplicasRouter | None = None
+    gateway_api: GatewayApiRouter | None = Field(
+        default=None, alias="gatewayAPI", description="Gateway API (not in this version)"
+    )
+    istio: IstioRouter | None = Field(default=None, description="Istio (not in this version)")
+    replicas: ReplicasRouter | None = Field(
+        default=None,
+        description="One Service over all revisions; the canary's share is its share of pods",
+    )
 
     model_config = validations(
         cel(
@@ -160,8 +225,10 @@ class Pause(Model):
 
 
 class Step(Model):
-    set_weight: int | None = Field(default=None, ge=0, le=100)
-    pause: Pause | None = None
+    set_weight: int | None = Field(
+        default=None, ge=0, le=100, description="The canary's share of traffic, in percent"
+    )
+    pause: Pause | None = Field(default=None, description="Wait: a duration, or until promoted")
 
     model_config = validations(
         cel(
@@ -226,8 +293,10 @@ class CustomMetric(Model):
     query: str = Field(
         min_length=1,
         max_length=4096,
-        description="PromQL run as is; must return one series or a scalar "
-        "(aggregate it, e.g. sum(...)); no series or NaN is inconclusive",
+        description="PromQL; {{namespace}}, {{index}}, {{revision}} (the canary's) and "
+        "{{stableRevision}} are replaced before it runs, {{canary}} by the canary's label "
+        "matchers; must return one series or a scalar (aggregate it, e.g. sum(...)); no "
+        "series or NaN is inconclusive",
     )
     min: float | None = Field(default=None, description="Least value allowed (inclusive)")
     max: float | None = Field(default=None, description="Most value allowed (inclusive)")
@@ -395,11 +464,23 @@ class Analysis(Model):
 
 class Rollout(Model):
     traffic_router: TrafficRouter = Field(
-        default_factory=lambda: TrafficRouter(replicas=ReplicasRouter())
+        default_factory=lambda: TrafficRouter(replicas=ReplicasRouter()),
+        description="What moves traffic between the stable and the canary",
     )
-    steps: list[Step] = Field(default_factory=list, max_length=MAX_STEPS)
-    analysis: Analysis | None = None
-    scale_down_delay_seconds: int = Field(default=300, ge=0, le=86400)
+    steps: list[Step] = Field(
+        default_factory=list,
+        max_length=MAX_STEPS,
+        description="setWeight and pause steps; none: promoted as soon as available",
+    )
+    analysis: Analysis | None = Field(
+        default=None, description="Judge the canary in Prometheus while it takes traffic"
+    )
+    scale_down_delay_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="How long a replaced stable stays warm (routers that can keep it idle)",
+    )
 
     model_config = validations(
         cel(
@@ -423,15 +504,17 @@ class Rebuild(Model):
 
 
 class KnnIndexSpec(Model):
-    source: Source
-    metric: Metric = "cosine"
-    hnsw: Hnsw = Field(default_factory=Hnsw)
-    build: Build = Field(default_factory=Build)
-    storage: Storage
-    serving: Serving = Field(default_factory=Serving)
-    rollout: Rollout = Field(default_factory=Rollout)
-    history: History = Field(default_factory=History)
-    rebuild: Rebuild = Field(default_factory=Rebuild)
+    source: Source = Field(description="The vectors to index")
+    metric: Metric = Field(default="cosine", description="Distance: l2, ip or cosine")
+    hnsw: Hnsw = Field(default_factory=Hnsw, description="HNSW graph and search parameters")
+    build: Build = Field(default_factory=Build, description="The builder Job and its recall gate")
+    storage: Storage = Field(description="Where built versions (artifacts) are kept")
+    serving: Serving = Field(default_factory=Serving, description="The serving Deployments")
+    rollout: Rollout = Field(
+        default_factory=Rollout, description="How a new revision earns its traffic"
+    )
+    history: History = Field(default_factory=History, description="Versions kept")
+    rebuild: Rebuild = Field(default_factory=Rebuild, description="Rebuilding the same inputs")
 
     model_config = validations(
         cel(
@@ -526,6 +609,9 @@ class RevisionRecord(Model):
     workers: int
     resources: Resources | None = None
     probe_interval_seconds: int
+    autoscaled: bool = Field(
+        default=False, description="its replica count has been handed to the autoscaler"
+    )
     state: RevisionState
     since: str = Field(description="when it entered this state")
     scale_down_at: str | None = Field(
@@ -573,6 +659,9 @@ class HandledActions(Model):
     promote: str | None = None
     abort: str | None = None
     retry: str | None = None
+    rebuild: str | None = Field(
+        default=None, description="the knn.dev/rebuild value the target version was built for"
+    )
 
 
 class KnnIndexStatus(Model):

@@ -7,8 +7,9 @@ Running it twice on the same input gives the same plan, which is what makes a
 restarted operator resume from status alone.
 
 Stages, each a small pure function: builds (Jobs and build records) → serving
-(target revision, rollout state machine) → revisions (their roles) →
-retention (Deployments, Services, deletions, artifacts) → status.
+(target revision, rollout state machine) → revisions (their roles) → sizes
+(replicas, the autoscaler) → retention (Deployments, Services, deletions,
+artifacts) → status.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..events import Event
 from ..settings import Settings
 from .builds import builds_stage
 from .outcomes import outcomes_stage
-from .retention import retention_stage, revisions_stage
+from .retention import retention_stage, revisions_stage, sizes_stage
 from .serving import serving_stage
 from .status import status_stage
 from .types import Observed, Plan
@@ -33,6 +34,7 @@ def plan(obs: Observed, settings: Settings, now: dt.datetime) -> Plan:
     serving = serving_stage(obs, builds, target, settings, now, out)
     serving = outcomes_stage(obs, serving, now, out)
     revisions = revisions_stage(obs, builds, serving, now, out)
-    builds = retention_stage(obs, builds, serving, revisions, settings, out)
+    revisions, sizes = sizes_stage(obs, serving, revisions, out)
+    builds = retention_stage(obs, builds, serving, revisions, sizes, settings, out)
     out.status = status_stage(obs, builds, serving, revisions, now, out)
     return out

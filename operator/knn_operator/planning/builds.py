@@ -58,7 +58,7 @@ def _track_build(
     if not job.finished:
         if rec is None:
             rec = BuildRecord(version=target, outcome="Building", started=iso(now))
-        return upsert(builds, rec)
+        return upsert(builds, _waiting(rec, job.waiting, job.name, plan))
     started = rec.started if rec else None
     s = job.summary
     if job.succeeded and s is not None and s.outcome == "Succeeded":
@@ -100,6 +100,16 @@ def _track_build(
             version=target, outcome="Failed", message=message, started=started, finished=iso(now)
         ),
     )
+
+
+def _waiting(rec: BuildRecord, waiting: str, job: str, plan: Plan) -> BuildRecord:
+    """A builder pod that cannot start says why in the build record (and the Built
+    condition), with one Warning Event per new reason; cleared once it runs."""
+    message = f"builder pod of Job {job} cannot start: {waiting}" if waiting else ""
+    if message and message != rec.message:
+        event = Event("Warning", "BuilderPodWaiting", f"version {rec.version}: {message}")
+        plan.events.append(event)
+    return rec.model_copy(update={"message": message})
 
 
 def kept_versions(builds: list[BuildRecord], limit: int, pinned: set[str]) -> set[str]:

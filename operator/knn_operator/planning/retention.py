@@ -9,6 +9,7 @@ import datetime as dt
 from knn_contracts import rollout as names
 from knn_contracts.identity import version_of_revision
 
+from ..builders.autoscaler import autoscaler, replicas_only
 from ..builders.common import deployment_name
 from ..builders.deployment import serving_deployment
 from ..builders.service import revision_service
@@ -18,7 +19,7 @@ from ..routers.replicas import ReplicaRouter
 from ..settings import Settings
 from ..timeutil import iso, parse_iso, seconds_until
 from .builds import collect_artifacts, kept_versions, record
-from .serving import Serving
+from .serving import Serving, stable_size
 from .types import Observed, Plan
 
 LIVE: frozenset[str] = frozenset(
@@ -100,14 +101,37 @@ def _bounded(recs: list[RevisionRecord], limit: int) -> list[RevisionRecord]:
     return live + (rest[-room:] if room else [])
 
 
-def _replicas(obs: Observed, serving: Serving, rec: RevisionRecord) -> int:
-    o, n = serving.outcome, obs.spec.serving.replicas
+def sizes_stage(
+    obs: Observed, serving: Serving, revisions: list[RevisionRecord], out: Plan
+) -> tuple[list[RevisionRecord], dict[str, int | None]]:
+    """Replicas of each revision (None: left to the autoscaler), the autoscaler
+    itself, and the hand-over of the stable's replica count to it."""
+    o, owner, auto = serving.outcome, obs.owner, obs.spec.serving.autoscaling
     router = serving.router or ReplicaRouter()
-    if rec.state == names.REVISION_CANARY:
-        return n if o.stable is None else router.split(n, o.weight).canary
-    if rec.state == names.REVISION_STABLE:
-        return router.split(n, o.weight).stable if o.canary else n
-    return n if rec.state == names.REVISION_WARM else 0
+    n = stable_size(obs)
+    had_autoscaler = any(r.autoscaled for r in revisions)
+    sizes: dict[str, int | None] = {}
+    recs: list[RevisionRecord] = []
+    for rec in revisions:
+        size: int | None
+        if rec.state == names.REVISION_CANARY:
+            size = n if o.stable is None else router.split(n, o.weight).canary
+        elif rec.state == names.REVISION_STABLE:
+            size = router.split(n, o.weight).stable if o.canary else n
+        else:
+            size = n if rec.state == names.REVISION_WARM else 0
+        autoscaled = auto is not None and rec.state == names.REVISION_STABLE
+        if autoscaled and rec.autoscaled:
+            size = None
+        elif autoscaled:
+            out.handover.append(replicas_only(owner, rec.revision, size or 1))
+        sizes[rec.revision] = size
+        recs.append(rec.model_copy(update={"autoscaled": autoscaled}))
+    if auto is not None and o.stable is not None:
+        out.apply.append(autoscaler(owner, auto, o.stable))
+    elif auto is None and had_autoscaler:
+        out.delete.append(("HorizontalPodAutoscaler", owner.name))
+    return recs, sizes
 
 
 def retention_stage(
@@ -115,6 +139,7 @@ def retention_stage(
     builds: list[BuildRecord],
     serving: Serving,
     revisions: list[RevisionRecord],
+    sizes: dict[str, int | None],
     settings: Settings,
     out: Plan,
 ) -> list[BuildRecord]:
@@ -123,8 +148,8 @@ def retention_stage(
     spec, owner = obs.spec, obs.owner
     kept_revisions = {r.revision for r in revisions}
     for rec in revisions:
-        replicas = _replicas(obs, serving, rec)
-        if replicas > 0 or rec.revision in obs.deployments:
+        replicas = sizes[rec.revision]
+        if replicas != 0 or rec.revision in obs.deployments:
             out.apply.append(serving_deployment(owner, spec, rec, replicas, settings))
             out.apply.append(revision_service(owner, rec.revision))
     o = serving.outcome

@@ -67,6 +67,19 @@ def revision_for(
     )
 
 
+def stable_size(obs: Observed) -> int:
+    """The stable's replica count: the spec's, or with autoscaling what the autoscaler
+    chose for the revision it scales (read back from its Deployment)."""
+    n, auto = obs.spec.serving.replicas, obs.spec.serving.autoscaling
+    if auto is None:
+        return n
+    for rec in obs.status.revisions:
+        dep = obs.deployments.get(rec.revision)
+        if rec.autoscaled and dep is not None and dep.replicas > 0:
+            return dep.replicas
+    return min(max(n, auto.min_replicas), auto.max_replicas)
+
+
 def _stable(obs: Observed, builds: list[BuildRecord]) -> str | None:
     """The stable revision from status; before revisions existed, its version (whose
     Deployment is named by version). None when its build record has aged out."""
@@ -117,7 +130,7 @@ def serving_stage(
         ready = False  # nothing can carry a canary's traffic: hold, say why
         _router_unavailable(obs, out)
     dep = obs.deployments.get(target.revision)
-    replicas = spec.serving.replicas
+    replicas = stable_size(obs)
 
     def canary_ready(weight: int) -> bool:
         want = router.split(replicas, weight).canary if router else replicas

@@ -69,6 +69,8 @@ def _conditions(
     old, gen, target, stable = obs.status, obs.generation, serving.target, serving.outcome.stable
     built = {"Succeeded": True, "Failed": False, "Building": None}[target.outcome]
     reason = {"Succeeded": "BuildSucceeded", "Failed": "BuildFailed", "Building": "Building"}
+    if target.outcome == "Building" and target.message:
+        reason["Building"] = "BuilderPodWaiting"
     conds = set_condition(
         list(old.conditions),
         cond_names.CONDITION_BUILT,
@@ -117,7 +119,8 @@ def status_stage(
     stable_ok = stable_dep is not None and stable_dep.is_serving
     phase = _phase(obs, serving, stable_ok)
     conds = _conditions(obs, serving, stable_ok, phase, now, out)
-    if phase != old.phase:
+    # A transition already announced under the phase's name (RolledBack) is not repeated.
+    if phase != old.phase and phase not in {e.reason for e in out.events}:
         kind = "Warning" if phase in ("Failed", "Degraded", "RolledBack") else "Normal"
         out.events.append(Event(kind, phase, f"phase {old.phase or 'none'} → {phase}"))
     by_rev = {r.revision: r for r in revisions}
@@ -129,8 +132,9 @@ def status_stage(
         observed_generation=obs.generation,
         stable_version=stable_rev.version if stable_rev else None,
         stable_revision=o.stable,
-        canary_version=canary_rev.version if canary_rev else None,
-        canary_revision=o.canary,
+        # The first revision of an index deploys without a stable: not a canary.
+        canary_version=canary_rev.version if canary_rev and o.stable else None,
+        canary_revision=o.canary if o.stable else None,
         canary_weight=_delivered(obs, serving) if o.canary and o.stable else None,
         current_step=o.state.step if o.state else None,
         recall=(
@@ -169,6 +173,8 @@ def _handled(obs: Observed) -> HandledActions:
         promote=a.get(api.ANNOTATION_PROMOTE) or obs.status.handled_actions.promote,
         abort=a.get(api.ANNOTATION_ABORT) or obs.status.handled_actions.abort,
         retry=a.get(api.ANNOTATION_RETRY) or obs.status.handled_actions.retry,
+        # A rebuild value is part of the version's identity: it is handled by building it.
+        rebuild=obs.rebuild_annotation,
     )
 
 
@@ -181,7 +187,7 @@ def _message(obs: Observed, serving: Serving, stable: RevisionRecord | None) -> 
             return serving.verdict.message
         keeps = f"; revision {stable.revision} keeps serving at efSearch {stable.ef_search}"
         return serving.verdict.message + keeps
-    if target.outcome == "Failed":
+    if target.outcome in ("Failed", "Building") and target.message:
         return target.message
     if serving.router is None and o.stable is not None and serving.target_ready:
         return router_unavailable(obs.spec)

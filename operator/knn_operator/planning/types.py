@@ -33,6 +33,9 @@ class Observed:
 @dataclass
 class Plan:
     apply: list[Manifest] = field(default_factory=list)
+    # Applied with a second field manager (FIELD_MANAGER_HANDOVER), once per revision,
+    # so the replica count outlives the main manager's ownership (autoscaling).
+    handover: list[Manifest] = field(default_factory=list)
     delete: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
     status: KnnIndexStatus = field(default_factory=KnnIndexStatus)
     events: list[Event] = field(default_factory=list)

@@ -245,7 +245,9 @@ def _schedule(i: Inputs, state: RolloutState) -> tuple[RolloutState, float | Non
     """Analysis runs every interval from the moment the canary takes traffic."""
     if i.analysis_interval is None:
         return state, None
-    if state.next_analysis_at is None and state.weight > 0:
+    # The first run comes an interval after the canary takes its traffic, not before:
+    # a run while its pods start would only find no data.
+    if state.next_analysis_at is None and state.weight > 0 and i.canary_ready(state.weight):
         first = i.now + dt.timedelta(seconds=i.analysis_interval)
         state = state.model_copy(update={"next_analysis_at": iso(first)})
     due = parse_iso(state.next_analysis_at)

@@ -1,0 +1,82 @@
+"""`kubectl knn` views of a status, with the clock as data."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from knn_operator.kubectl_plugin.render import history_view, status_view, table
+
+NOW = dt.datetime(2026, 12, 1, 12, 0, 30, tzinfo=dt.UTC)
+
+
+def rev(revision: str, ef: int, state: str) -> dict[str, Any]:
+    return {"revision": revision, "version": revision.split("-")[0], "efSearch": ef,
+            "workers": 1, "state": state, "since": "2026-12-01T12:00:00Z"}  # fmt: skip
+
+
+MEASURED = {
+    "check": "recall",
+    "revision": "v1-bbbbb",
+    "value": 0.99412,
+    "limit": ">= 0.95",
+    "result": "Successful",
+    "at": "2026-12-01T12:00:12Z",
+}
+INDEX: dict[str, Any] = {
+    "metadata": {"name": "products", "namespace": "shop"},
+    "spec": {
+        "rollout": {
+            "steps": [{"setWeight": 50}, {"pause": {"duration": "60s"}}],
+            "analysis": {"interval": "30s", "failureLimit": 1, "inconclusiveLimit": 3},
+        }
+    },
+    "status": {
+        "phase": "Progressing",
+        "stableRevision": "v1-aaaaa",
+        "canaryRevision": "v1-bbbbb",
+        "canaryWeight": 50,
+        "recall": 0.97321,
+        "revisions": [rev("v1-aaaaa", 64, "Stable"), rev("v1-bbbbb", 128, "Canary")],
+        "rollout": {
+            "revision": "v1-bbbbb",
+            "startedAt": "2026-12-01T11:59:00Z",
+            "step": 1,
+            "stepStartedAt": "2026-12-01T12:00:00Z",
+            "weight": 50,
+            "nextAnalysisAt": "2026-12-01T12:00:42Z",
+        },
+        "analysis": {
+            "failures": 0,
+            "inconclusive": 1,
+            "lastMeasurements": [MEASURED],
+        },
+        "builds": [{"version": "v1", "outcome": "Succeeded", "vectors": 20000, "recall": 0.99}],
+    },
+}
+
+
+def test_status_shows_revisions_step_and_analysis_against_limits() -> None:
+    text = status_view(INDEX, NOW)
+    assert "Stable:     v1-aaaaa  efSearch 64  workers 1  recall 0.9732" in text
+    assert "Canary:     v1-bbbbb  efSearch 128  workers 1  weight 50% (steps ask 50%)" in text
+    assert "Step:       2/2  pause 60s, 30s left" in text
+    assert "next in 12s; failures 0/1, inconclusive 1/3" in text
+    assert "recall  v1-bbbbb  0.9941  >= 0.95  Successful  18s ago" in text
+
+
+def test_status_of_an_index_without_a_rollout_is_short() -> None:
+    status = {"phase": "Serving", "stableRevision": "v1-aaaaa"}
+    idle = {**INDEX, "spec": {}, "status": {**status, "revisions": [rev("v1-aaaaa", 64, "Stable")]}}
+    text = status_view(idle, NOW)
+    assert "Canary" not in text and "Analysis" not in text and "Phase:      Serving" in text
+
+
+def test_history_lists_revisions_and_builds() -> None:
+    text = history_view(INDEX, NOW)
+    assert "v1-bbbbb  v1       128       Canary  30s ago" in text
+    assert "Builds:" in text and "Succeeded" in text
+
+
+def test_tables_pad_columns() -> None:
+    assert table([["A", "BB"], ["CCC", "D"]]) == "A    BB\nCCC  D"
