@@ -595,6 +595,7 @@ class Result:
     apf_seats: dict[str, float] = field(default_factory=dict)  # nominal, by priority level
     reconciles: int = 0
     reconcile_seconds: float = 0.0
+    reconcile_errors: int = 0
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     separate_apply_seconds: float | None = None  # backlog: the apply, operator down
     separate_apply_cpu: CpuSplit | None = None
@@ -690,7 +691,7 @@ def run_scenario(scenario: str, args: argparse.Namespace, workdir: Path) -> Resu
             _wait(result, progress, operator, watches, applier, t0, args.operator_timeout)
             result.cpu = meter.split()
         result.peak_rss = rss.peak
-        result.reconciles, result.reconcile_seconds = operator.reconciles()
+        result.reconciles, result.reconcile_seconds, result.reconcile_errors = operator.reconciles()
         metrics_after = apix.metrics()
         d = delta(metrics_before, metrics_after)
         result.requests, result.apf = request_counts(d), apf_waits(d)
@@ -814,9 +815,9 @@ def rows(r: Result, args: argparse.Namespace) -> Rows:
     if r.reconciles:
         out.append(
             (
-                "operator reconciles (its histogram): count, per object, mean duration",
+                "operator reconciles (its metrics): count, per object, mean duration, errors",
                 f"{r.reconciles:,}, {r.reconciles / n:.2f}, "
-                f"{r.reconcile_seconds / r.reconciles * 1000:.0f} ms",
+                f"{r.reconcile_seconds / r.reconciles * 1000:.0f} ms, {r.reconcile_errors:,}",
             )
         )
     if r.requests:

@@ -41,6 +41,7 @@ ROLE_NAME: Final = "knn-operator"
 PRODUCTION_RESYNC_SECONDS: Final = 30.0
 STARTUP_TIMEOUT: Final = 60.0
 RECONCILE_HISTOGRAM: Final = "knn_operator_reconcile_duration_seconds"
+RECONCILE_ERRORS: Final = "knn_operator_reconcile_errors_total"
 
 
 class OperatorProcess:
@@ -179,16 +180,18 @@ class OperatorProcess:
         assert status == 200, f"/metrics answered {status}: {text[:500]}"
         return text
 
-    def reconciles(self) -> tuple[int, float]:
-        """(reconciles finished, seconds spent in them) by the operator's own
-        histogram, summed over kinds."""
-        count, total = 0.0, 0.0
+    def reconciles(self) -> tuple[int, float, int]:
+        """(reconciles finished, seconds spent in them, reconciles that raised) by
+        the operator's own metrics, summed over kinds."""
+        count, total, errors = 0.0, 0.0, 0.0
         for line in self.metrics().splitlines():
             if line.startswith(f"{RECONCILE_HISTOGRAM}_count{{"):
                 count += float(line.rsplit(" ", 1)[1])
             elif line.startswith(f"{RECONCILE_HISTOGRAM}_sum{{"):
                 total += float(line.rsplit(" ", 1)[1])
-        return int(count), total
+            elif line.startswith(f"{RECONCILE_ERRORS}{{"):
+                errors += float(line.rsplit(" ", 1)[1])
+        return int(count), total, int(errors)
 
     def rss_bytes(self) -> int:
         return int(psutil.Process(self.pid).memory_info().rss)
