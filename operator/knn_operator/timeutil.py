@@ -31,7 +31,7 @@ def duration_seconds(text: str) -> float:
     """`1h30m`, `90s`, `250ms` (the CRD's duration pattern) in seconds."""
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 5m, 1h30m)")
+        raise ValueError(f"{text!r} is not a duration like 30s, 2m or 1h30m")
     return sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
 
 

@@ -13,26 +13,17 @@ zero and the quantile NaN.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
-_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+from ..timeutil import duration_seconds
+
 SCRAPES_PER_WINDOW = 4
 REPLAYS_PER_WINDOW = 2
 
 
 def parse_duration(text: str) -> timedelta:
     """A Go-style duration of the CRD's DURATION_PATTERN: 30s, 2m, 1h30m, 500ms."""
-    pos, seconds = 0, 0.0
-    for m in _PART.finditer(text):
-        if m.start() != pos:
-            break
-        seconds += int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"{text!r} is not a duration like 30s, 2m or 1h30m")
-    return timedelta(seconds=seconds)
+    return timedelta(seconds=duration_seconds(text))
 
 
 def promql_duration(d: timedelta) -> str:
