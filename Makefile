@@ -89,7 +89,7 @@ e2e-kind: $(STAMP) ## with Docker: the e2e scenarios on a kind cluster, images b
 	hack/e2e-kind.sh
 
 .PHONY: generate
-generate: $(STAMP) ## regenerate crds/ and rbac/ from the pydantic models and rbac rules
+generate: $(STAMP) ## regenerate crds/, rbac/ and the chart's copies from the pydantic models and rbac rules
 	$(PY) -m knn_operator.crdgen
 
 .PHONY: clean

@@ -7,10 +7,10 @@ Two cluster components (see :class:`knn_devtools.cluster.Component`):
   ``volumeName`` (examples/local-cluster/products.yaml). The sample dataset is
   written there; builder Jobs write their artifacts there and serving pods read
   them, both through ``pvc://`` URIs, as on a cluster with real storage.
-* ``operator``: the CRDs of crds/, the ClusterRole of rbac/clusterrole.yaml
-  bound to a ServiceAccount, and ``python -m knn_operator`` as a Deployment in
-  ``knn-system`` from the operator image that BuildKit built from
-  Dockerfile.operator; builder Jobs and serving Deployments use the serving image.
+* ``operator``: the Helm chart of charts/knn-operator (its CRDs applied first, as
+  its README says for upgrades), release ``knn-operator`` in ``knn-system``, with
+  the operator image that BuildKit built from Dockerfile.operator; builder Jobs and
+  serving Deployments use the serving image.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 import yaml
 
 from knn_devtools.buildkit import OPERATOR, SERVING
+from knn_devtools.kubectl import Helm
 from knn_devtools.tools import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -87,102 +88,53 @@ def restricted_container_security() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
-def operator_manifests(
-    operator_image: str, serving_image: str, *, resync_seconds: float = 10.0
-) -> str:
-    """ServiceAccount, ClusterRoleBinding and Deployment of the operator in knn-system
-    (the ClusterRole itself is rbac/clusterrole.yaml, applied as is)."""
-    ns = OPERATOR_NAMESPACE
-    labels = {"app.kubernetes.io/name": "knn-operator"}
-    docs: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": "knn-operator", "namespace": ns},
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "knn-operator"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "knn-operator",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "knn-operator", "namespace": ns}],
-        },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "knn-operator", "namespace": ns, "labels": labels},
-            "spec": {
-                "replicas": 1,
-                # One operator at a time: kopf runs standalone, without peering.
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "serviceAccountName": "knn-operator",
-                        "terminationGracePeriodSeconds": 10,
-                        "securityContext": restricted_pod_security(),
-                        "containers": [
-                            {
-                                "name": "operator",
-                                "image": operator_image,
-                                "imagePullPolicy": "Never",
-                                "env": [
-                                    {"name": "KNN_BUILDER_IMAGE", "value": serving_image},
-                                    {"name": "KNN_SERVING_IMAGE", "value": serving_image},
-                                    {"name": "KNN_IMAGE_PULL_POLICY", "value": "Never"},
-                                    {"name": "KNN_RESYNC_SECONDS", "value": str(resync_seconds)},
-                                ],
-                                "ports": [
-                                    {"name": "metrics", "containerPort": 8081},
-                                    {"name": "liveness", "containerPort": 8082},
-                                ],
-                                "livenessProbe": {
-                                    "httpGet": {"path": "/healthz", "port": 8082},
-                                    "initialDelaySeconds": 10,
-                                    "periodSeconds": 10,
-                                },
-                                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
-                                "securityContext": restricted_container_security(),
-                            }
-                        ],
-                    },
-                },
-            },
-        },
+CHART: Final = REPO_ROOT / "charts" / "knn-operator"
+RELEASE: Final = "knn-operator"
+
+
+def _image_values(key: str, image: str, pull_policy: str) -> list[str]:
+    repository, _, tag = image.rpartition(":")
+    return [
+        f"{key}.repository={repository}",
+        f"{key}.tag={tag}",
+        f"{key}.pullPolicy={pull_policy}",
     ]
-    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+def chart_values(
+    operator_image: str, serving_image: str, *, resync_seconds: float = 10.0
+) -> list[str]:
+    """``--set`` values that point the chart at images built here (never pulled)."""
+    return [
+        *_image_values("image", operator_image, "Never"),
+        *_image_values("servingImage", serving_image, "Never"),
+        f"resyncSeconds={resync_seconds:g}",
+        # The e2e tests and the demo read the operator's decisions from its log.
+        "kopfLogLevel=INFO",
+    ]
+
+
+def apply_crds(kubectl: Kubectl) -> None:
+    """The chart's CRDs, server-side applied: the upgrade step of the chart's README
+    (Helm installs crds/ once and never upgrades them)."""
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    kubectl.run("wait", "--for=condition=Established", "crd/knnindexes.knn.dev", "--timeout=60s")
 
 
 def install_operator(
     kubectl: Kubectl, operator_image: str, serving_image: str, *, timeout: int
 ) -> None:
-    """CRDs, the ClusterRole of rbac/ and the operator Deployment; returns once it rolled
-    out. Shared by the local cluster and kind (hack/e2e-kind.sh), so both run the same
-    install."""
-    kubectl.run("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-    kubectl.run(
-        "wait",
-        "--for=condition=Established",
-        "crd/knnindexes.knn.dev",
-        "--timeout=60s",
-    )
-    kubectl.run("apply", "--server-side", "-f", str(REPO_ROOT / "rbac" / "clusterrole.yaml"))
-    kubectl.apply_manifest(operator_manifests(operator_image, serving_image))
-    kubectl.run(
-        "-n",
-        OPERATOR_NAMESPACE,
-        "rollout",
-        "status",
-        "deployment/knn-operator",
-        f"--timeout={timeout}s",
-        timeout=timeout + 10,
-    )
+    """The operator as a user installs it: its CRDs, then the Helm chart of
+    charts/knn-operator (Deployment, ServiceAccount, exactly the chart's RBAC);
+    returns once it rolled out. Shared by the local cluster and kind
+    (hack/e2e-kind.sh), so both run the same install."""
+    apply_crds(kubectl)
+    helm = Helm(kubectl.kubeconfig)
+    args = ["upgrade", "--install", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE]
+    args += ["--create-namespace", "--wait", f"--timeout={timeout}s"]
+    for value in chart_values(operator_image, serving_image):
+        args += ["--set", value]
+    helm.run(*args, timeout=timeout + 30)
 
 
 class InClusterOperator:

@@ -1,7 +1,8 @@
 """`python -m knn_operator`: run the operator (kopf) in this process.
 
 Options: --namespace NS (repeatable; default: all namespaces),
---metrics-port (default 8081), --liveness-port (default 8082).
+--metrics-port (default 8081), --liveness-port (default 8082),
+--log-level (default INFO), --kopf-log-level (default: --log-level).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import kopf
 from prometheus_client import start_http_server
 
 from .handlers import knnindex, runtime  # noqa: F401  (registers the handlers)
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def identity() -> str:
@@ -37,11 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics-port", type=int, default=8081)
     ap.add_argument("--liveness-port", type=int, default=8082)
     ap.add_argument("--bind", default="0.0.0.0")
-    ap.add_argument("--log-level", default="INFO")
+    ap.add_argument("--log-level", default="INFO", type=str.upper, choices=LEVELS)
+    # kopf logs one INFO line per event it handles: a busy cluster's log is mostly that.
+    ap.add_argument("--kopf-log-level", default=None, type=str.upper, choices=LEVELS)
     args = ap.parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    logging.getLogger("kopf").setLevel(args.kopf_log_level or args.log_level)
     start_http_server(args.metrics_port, addr=args.bind)
     asyncio.run(
         kopf.operator(

@@ -184,16 +184,52 @@ def render_rbac(name: str) -> str:
     )
 
 
+class _NoAliases(yaml.SafeDumper):
+    """Rules share verb lists; a template splices them as text, where an anchor in one
+    file and its alias in another would not resolve."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _rules(rules: list[dict[str, Any]]) -> str:
+    return HEADER.format(source="rbac.py") + yaml.dump(
+        rules, Dumper=_NoAliases, sort_keys=False, width=100
+    )
+
+
+# The chart's copies of the generated files (charts/knn-operator/<name>), which its
+# templates include: CRDs in crds/, the rules of its ClusterRole/Roles in files/.
+CHART_RULES = {
+    "files/rbac-rules.yaml": rbac.BASE_RULES,
+    "files/rbac-rules-prometheus-secrets.yaml": rbac.PROMETHEUS_SECRETS_RULES,
+}
+CHART_FILES = [*(f"crds/{name}" for name in CRDS), *CHART_RULES]
+
+
+def render_chart_file(name: str) -> str:
+    if name in CHART_RULES:
+        return _rules(CHART_RULES[name])
+    return render(name.removeprefix("crds/"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m knn_operator.crdgen")
     ap.add_argument("--crds", type=Path, default=Path("crds"))
     ap.add_argument("--rbac", type=Path, default=Path("rbac"))
+    ap.add_argument("--chart", type=Path, default=Path("charts/knn-operator"))
     args = ap.parse_args(argv)
-    for directory, names, fn in ((args.crds, CRDS, render), (args.rbac, RBAC, render_rbac)):
-        directory.mkdir(parents=True, exist_ok=True)
+    outputs = (
+        (args.crds, CRDS, render),
+        (args.rbac, RBAC, render_rbac),
+        (args.chart, CHART_FILES, render_chart_file),
+    )
+    for directory, names, fn in outputs:
         for name in names:
-            (directory / name).write_text(fn(name))
-            print(f"wrote {directory / name}")
+            path = directory / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(fn(name))
+            print(f"wrote {path}")
     return 0
 
 

@@ -14,7 +14,8 @@ from knn_contracts import api
 READ = ["get", "list", "watch"]
 OWN = [*READ, "create", "patch", "update", "delete"]
 
-RULES: list[dict[str, Any]] = [
+# What the operator needs for every feature.
+BASE_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": [api.GROUP],
         "resources": [api.KNN_INDEX_PLURAL, api.CLUSTER_MODEL_PLURAL],
@@ -30,10 +31,16 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["services"], "verbs": OWN},
     {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": OWN},
     {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
-    # Prometheus credentials named by spec.rollout.analysis.prometheus (get by name only).
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
+# Prometheus credentials named by spec.rollout.analysis.prometheus (get by name only):
+# only that feature needs Secrets, so the chart grants them only when asked
+# (rbac.prometheusSecrets).
+PROMETHEUS_SECRETS_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+]
+# Everything: rbac/ and the tests run the operator with these.
+RULES: list[dict[str, Any]] = [*BASE_RULES, *PROMETHEUS_SECRETS_RULES]
 
 NAME = "knn-operator"
 

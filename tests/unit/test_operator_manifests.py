@@ -41,6 +41,20 @@ def test_checked_in_crds_and_rbac_match_the_generators() -> None:
         )
 
 
+def test_the_charts_copies_of_crds_and_rules_match_the_generators() -> None:
+    chart = ROOT / "charts" / "knn-operator"
+    for name in crdgen.CHART_FILES:
+        assert (chart / name).read_text() == crdgen.render_chart_file(name), (
+            f"charts/knn-operator/{name} is stale: run `make generate`"
+        )
+    # Every CRD the repository ships is in the chart, and nothing else.
+    assert sorted(p.name for p in (chart / "crds").iterdir()) == sorted(crdgen.CRDS)
+    assert sorted(p.name for p in (ROOT / "crds").iterdir()) == sorted(crdgen.CRDS)
+    # The chart's two rule files together are the rules rbac/ grants.
+    split = [yaml.safe_load((chart / f).read_text()) for f in crdgen.CHART_RULES]
+    assert [r for part in split for r in part] == rbac.RULES
+
+
 def test_crd_schema_names_every_model_field() -> None:
     crd = yaml.safe_load((ROOT / "crds" / "knnindexes.yaml").read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
