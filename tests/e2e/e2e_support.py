@@ -6,10 +6,13 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from knn_devtools.cluster import ClusterConfig
+import numpy as np
+from knn_devtools.cluster import Cluster, ClusterConfig
+from knn_devtools.incluster import IMAGE_UID, data_dir
 from knn_devtools.kubectl import Kubectl
+from knn_devtools.synthetic import clustered
 
 T = TypeVar("T")
 
@@ -17,6 +20,20 @@ T = TypeVar("T")
 E2E_POD_CIDR = "10.245.0.0/24"
 E2E_SERVICE_CIDR = "10.97.0.0/16"
 E2E_NODE_IP = "10.251.0.1"
+
+
+# The dataset that examples/local-cluster/products.yaml names.
+PRODUCTS_VECTORS, PRODUCTS_DIMENSION = 20_000, 64
+
+
+def write_products_dataset(cluster: Cluster) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """datasets/products.npy on the cluster's shared storage (the example's source)."""
+    target = data_dir(cluster) / "datasets"
+    target.mkdir(parents=True, exist_ok=True)
+    os.chown(target, IMAGE_UID, IMAGE_UID)
+    data = clustered(PRODUCTS_VECTORS, PRODUCTS_DIMENSION, seed=11).astype(np.float32)
+    np.save(target / "products.npy", data)
+    return data
 
 
 def e2e_config(state_dir: Path, *, addons: tuple[str, ...] = ("dns",)) -> ClusterConfig:

@@ -1,5 +1,5 @@
-"""The product for real: the operator as a Deployment from its image (built by
-BuildKit from Dockerfile.operator) with the RBAC of rbac/, a KnnIndex from
+"""The product for real: the operator installed by its Helm chart from its image (built by
+BuildKit from Dockerfile.operator), a KnnIndex from
 examples/ built by a real Job on the node and served by a real Deployment, queried
 through its Service. No status is written by a test: every phase comes from the
 operator reacting to what the kubelet and the controllers did."""
@@ -7,7 +7,6 @@ operator reacting to what the kubelet and the controllers did."""
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.parse
 import urllib.request
@@ -17,27 +16,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 from knn_devtools.cluster import Cluster
-from knn_devtools.incluster import IMAGE_UID, data_dir
 from knn_devtools.kubectl import Kubectl
-from knn_devtools.synthetic import clustered
 from knn_devtools.tools import REPO_ROOT
 
 if TYPE_CHECKING:
-    from tests.e2e.e2e_support import wait_for
+    from tests.e2e.e2e_support import PRODUCTS_VECTORS, wait_for, write_products_dataset
 else:
-    from e2e_support import wait_for
+    from e2e_support import PRODUCTS_VECTORS, wait_for, write_products_dataset
 
 EXAMPLE = REPO_ROOT / "examples" / "local-cluster" / "products.yaml"
-VECTORS, DIMENSION = 20_000, 64
-
-
-def _write_dataset(cluster: Cluster) -> np.ndarray[Any, np.dtype[np.float32]]:
-    target = data_dir(cluster) / "datasets"
-    target.mkdir(parents=True, exist_ok=True)
-    os.chown(target, IMAGE_UID, IMAGE_UID)
-    data = clustered(VECTORS, DIMENSION, seed=11).astype(np.float32)
-    np.save(target / "products.npy", data)
-    return data
+VECTORS = PRODUCTS_VECTORS
 
 
 def _status(kubectl: Kubectl) -> dict[str, Any]:
@@ -107,7 +95,7 @@ def _patch(kubectl: Kubectl, spec: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def dataset(cluster: Cluster) -> np.ndarray[Any, np.dtype[np.float32]]:
-    return _write_dataset(cluster)
+    return write_products_dataset(cluster)
 
 
 def test_build_serve_query(
