@@ -73,10 +73,14 @@ class ServingInputs(BaseModel):
     workers: int
     resources: str = ""  # canonical JSON of requests and limits
     probe_interval_seconds: int | None = None
+    # Canonical JSON of the pod overrides; empty keeps the ids of revisions made
+    # before overrides existed.
+    pod: str = ""
 
 
 def revision_of(inputs: ServingInputs) -> str:
-    key = inputs.model_dump_json()
+    # Inputs added later are left out while empty, so existing revisions keep their ids.
+    key = inputs.model_dump_json(exclude={"pod"} if not inputs.pod else None)
     digest = hashlib.sha256(key.encode()).hexdigest()[:REVISION_SUFFIX_LENGTH]
     return f"{inputs.version}-{digest}"
 

@@ -79,6 +79,10 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
         out[key] = structural(value, defs)
     if "properties" in out and "type" not in out:
         out["type"] = "object"
+    if out.get("x-kubernetes-preserve-unknown-fields") and out.get("additionalProperties") == {}:
+        # dict[str, JsonValue]: "anything" is said by preserve-unknown-fields alone; a
+        # structural schema may not also carry an untyped additionalProperties.
+        del out["additionalProperties"]
     return out
 
 

@@ -36,7 +36,38 @@ VALID: Spec = {
         "timeoutSeconds": 3600,
     },
     "storage": {"uri": "s3://artifacts/products"},
-    "serving": {"replicas": 2},
+    "serving": {
+        "replicas": 2,
+        "pod": {
+            "nodeSelector": {"kubernetes.io/os": "linux", "pool": "search"},
+            "tolerations": [
+                {
+                    "key": "dedicated",
+                    "operator": "Equal",
+                    "value": "search",
+                    "effect": "NoSchedule",
+                },
+                {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60},
+            ],
+            "affinity": {
+                "podAntiAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "weight": 100,
+                            "podAffinityTerm": {
+                                "topologyKey": "kubernetes.io/hostname",
+                                "labelSelector": {"matchLabels": {"team": "search"}},
+                            },
+                        }
+                    ]
+                }
+            },
+            "imagePullSecrets": [{"name": "registry"}],
+            "priorityClassName": "search-critical",
+            "labels": {"team": "search", "example.com/cost-centre": "42"},
+            "annotations": {"example.com/owner": "search@example.com"},
+        },
+    },
     "rollout": {
         "trafficRouter": {"gatewayAPI": {"httpRoute": "products"}},
         "steps": [{"setWeight": 10}, {"pause": {"duration": "60s"}}, {"setWeight": 50}],
@@ -290,6 +321,50 @@ INVALID: list[tuple[str, Callable[[Spec], None], str, str]] = [
         changed({"rollout": {"analysis": {"prometheus": {"caBundle": {"secretName": "ca"}}}}}),
         "spec.rollout.analysis.prometheus.caBundle",
         "caBundle needs an https:// address",
+    ),
+    (
+        "pod-label-reserved",
+        changed({"serving": {"pod": {"labels": {"knn.dev/revision": "x"}}}}),
+        "spec.serving.pod.labels",
+        "are the operator's",
+    ),
+    (
+        "pod-label-value-invalid",
+        changed({"serving": {"pod": {"labels": {"team": "search team"}}}}),
+        "spec.serving.pod.labels",
+        "valid Kubernetes label keys and values",
+    ),
+    (
+        "pod-node-selector-key-invalid",
+        changed({"build": {"pod": {"nodeSelector": {"bad key": "x"}}}}),
+        "spec.build.pod.nodeSelector",
+        "valid Kubernetes label keys and values",
+    ),
+    (
+        "toleration-exists-with-value",
+        setting(
+            [{"key": "a", "operator": "Exists", "value": "b"}], "serving", "pod", "tolerations"
+        ),
+        "spec.serving.pod.tolerations[0]",
+        "operator Exists takes no value",
+    ),
+    (
+        "toleration-effect-unknown",
+        setting([{"key": "a", "effect": "NoRun"}], "serving", "pod", "tolerations"),
+        "spec.serving.pod.tolerations[0].effect",
+        "supported values",
+    ),
+    (
+        "pull-secret-name-invalid",
+        setting([{"name": "Registry_Creds"}], "serving", "pod", "imagePullSecrets"),
+        "spec.serving.pod.imagePullSecrets[0].name",
+        "should match",
+    ),
+    (
+        "affinity-unknown-kind",
+        setting({"nodeAffinityy": {}}, "serving", "pod", "affinity"),
+        "spec.serving.pod.affinity",
+        "nodeAffinityy",
     ),
     (
         "p95-latency-0",

@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from knn_contracts.artifact import BuildSummary
 from knn_operator import crdgen, rbac
@@ -196,3 +197,68 @@ def test_rbac_grants_every_write_the_planner_makes() -> None:
     assert _allowed(rules, "", "secrets", "get")
     assert not any(_allowed(rules, "", "secrets", v) for v in ("list", "watch", "patch"))
     assert not _allowed(rules, "knn.dev", "knnindexes", "patch"), "the operator never writes spec"
+
+
+POD = {
+    "nodeSelector": {"pool": "search"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "search"}],
+    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}},
+    "imagePullSecrets": [{"name": "registry"}],
+    "priorityClassName": "search-critical",
+    "labels": {"team": "search"},
+    "annotations": {"example.com/owner": "search"},
+}
+
+
+def test_pod_overrides_reach_the_builder_and_serving_pods_beside_the_operators_labels() -> None:
+    spec = KnnIndexSpec.model_validate(
+        {**SPEC.model_dump(by_alias=True), "build": {"pod": POD}, "serving": {"pod": POD}}
+    )
+    rev = revision_for(spec, Settings(), "v1", dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    for obj in (
+        builder_job(OWNER, spec, "v1", Settings()),
+        serving_deployment(OWNER, spec, rev, 2, Settings()),
+    ):
+        template = obj["spec"]["template"]
+        pod = template["spec"]
+        assert pod["nodeSelector"] == {"pool": "search"}
+        assert pod["tolerations"] == POD["tolerations"]
+        assert pod["affinity"] == POD["affinity"]
+        assert pod["imagePullSecrets"] == [{"name": "registry"}]
+        assert pod["priorityClassName"] == "search-critical"
+        assert template["metadata"]["labels"]["team"] == "search"
+        assert template["metadata"]["labels"]["app.kubernetes.io/instance"] == "products"
+        assert template["metadata"]["annotations"]["example.com/owner"] == "search"
+        # The restricted profile is not something an override can take away.
+        assert pod["securityContext"]["runAsNonRoot"] is True
+    dep = serving_deployment(OWNER, spec, rev, 2, Settings())
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert "team" not in dep["spec"]["selector"]["matchLabels"]
+
+
+def test_serving_pod_overrides_make_a_new_revision_and_none_keeps_the_old_id() -> None:
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    with_pod = KnnIndexSpec.model_validate(
+        {**SPEC.model_dump(by_alias=True), "serving": {"pod": {"labels": {"team": "a"}}}}
+    )
+    other = KnnIndexSpec.model_validate(
+        {**SPEC.model_dump(by_alias=True), "serving": {"pod": {"labels": {"team": "b"}}}}
+    )
+    ids = {revision_for(s, Settings(), "v1", now).revision for s in (SPEC, with_pod, other)}
+    assert len(ids) == 3
+    # Build-side overrides change where the build runs, not what it builds or serves.
+    build_only = KnnIndexSpec.model_validate(
+        {**SPEC.model_dump(by_alias=True), "build": {"pod": {"labels": {"team": "a"}}}}
+    )
+    assert revision_for(build_only, Settings(), "v1", now).revision == REV.revision
+    assert version_of(build_only) == version_of(SPEC)
+
+
+def test_reserved_pod_labels_are_refused_by_the_model_too() -> None:
+    with pytest.raises(ValueError, match="knn.dev/revision"):
+        KnnIndexSpec.model_validate(
+            {
+                **SPEC.model_dump(by_alias=True),
+                "serving": {"pod": {"labels": {"knn.dev/revision": "x"}}},
+            }
+        )

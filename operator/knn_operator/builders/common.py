@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from knn_contracts import api
 from knn_contracts.identity import version_of_revision
 
-from ..models.common import Resources
+from ..models.common import PodOverrides, Resources
 from ..models.knnindex import KnnIndexSpec
 from ..settings import Settings
 
@@ -191,6 +191,37 @@ def pod_spec(main: Manifest, mounts: Mounts, **extra: Any) -> Manifest:
         "containers": [main],
         "volumes": mounts.volumes,
     }
+
+
+def pod_template(
+    lbls: dict[str, str],
+    annotations: dict[str, str],
+    spec: Manifest,
+    overrides: PodOverrides | None,
+) -> Manifest:
+    """A pod template with the user's overrides (spec.build.pod, spec.serving.pod): their
+    labels and annotations beside the operator's (which win: they select the pods), and
+    their scheduling fields in the pod spec."""
+    o = overrides or PodOverrides()
+    meta: Manifest = {"labels": {**(o.labels or {}), **lbls}}
+    if annotations or o.annotations:
+        meta["annotations"] = {**(o.annotations or {}), **annotations}
+    extra: Manifest = {}
+    if o.node_selector:
+        extra["nodeSelector"] = dict(o.node_selector)
+    if o.tolerations:
+        extra["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in o.tolerations
+        ]
+    if o.affinity:
+        affinity = o.affinity.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if affinity:
+            extra["affinity"] = affinity
+    if o.image_pull_secrets:
+        extra["imagePullSecrets"] = [{"name": s.name} for s in o.image_pull_secrets]
+    if o.priority_class_name:
+        extra["priorityClassName"] = o.priority_class_name
+    return {"metadata": meta, "spec": {**spec, **extra}}
 
 
 def artifact_uri(spec: KnnIndexSpec, version: str) -> str:

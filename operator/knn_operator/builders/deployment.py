@@ -12,6 +12,7 @@ from .common import (
     deployment_name,
     metadata,
     pod_spec,
+    pod_template,
     resources,
     storage_mounts,
 )
@@ -81,16 +82,15 @@ def serving_deployment(
         "spec": {
             **({"replicas": replicas} if replicas is not None else {}),
             "selector": {"matchLabels": selector},
-            "template": {
-                "metadata": {
-                    "labels": selector,
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(port),
-                        "prometheus.io/path": "/metrics",
-                    },
+            "template": pod_template(
+                selector,
+                {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(port),
+                    "prometheus.io/path": "/metrics",
                 },
-                "spec": pod_spec(main, mounts, terminationGracePeriodSeconds=30),
-            },
+                pod_spec(main, mounts, terminationGracePeriodSeconds=30),
+                rev.pod,
+            ),
         },
     }

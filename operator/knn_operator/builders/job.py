@@ -15,6 +15,7 @@ from .common import (
     labels,
     metadata,
     pod_spec,
+    pod_template,
     resources,
     storage_mounts,
 )
@@ -102,10 +103,9 @@ def _job(
             "backoffLimit": backoff_limit,
             "activeDeadlineSeconds": deadline_seconds,
             **(extra_spec or {}),
-            "template": {
-                "metadata": {"labels": lbls},
-                "spec": pod_spec(main, mounts, restartPolicy="Never"),
-            },
+            "template": pod_template(
+                lbls, {}, pod_spec(main, mounts, restartPolicy="Never"), spec.build.pod
+            ),
         },
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 from pydantic.alias_generators import to_camel
 
 # Go-style durations as Kubernetes users write them: 30s, 2m, 1h30m, 500ms.
@@ -92,3 +92,150 @@ class ObjectMeta(BaseModel):
     annotations: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     deletion_timestamp: str | None = None
+
+
+# Label and annotation syntax as the API server checks it (a prefix, then a name).
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Labels the operator sets on its pods and selects them by: a user's must not collide.
+RESERVED_LABEL_PREFIXES = ("knn.dev/", "app.kubernetes.io/")
+MAX_POD_MAP_ENTRIES = 32
+
+
+def _string_map(max_value: int) -> dict[str, Any]:
+    return k8s_extra(
+        maxProperties=MAX_POD_MAP_ENTRIES,
+        additionalProperties={"type": "string", "maxLength": max_value},
+    )
+
+
+def _valid_keys(field: str, *, values: bool) -> str:
+    """CEL: every key of self.<field> (and value, if ``values``) is valid label syntax
+    (raw strings: the patterns hold backslashes)."""
+    rule = f"size(k) <= 317 && k.matches(r'{LABEL_KEY_PATTERN}')"
+    if values:
+        rule += f" && self.{field}[k].matches(r'{LABEL_VALUE_PATTERN}')"
+    return f"!has(self.{field}) || self.{field}.all(k, {rule})"
+
+
+class Toleration(Model):
+    key: str | None = Field(
+        default=None, max_length=317, pattern=LABEL_KEY_PATTERN, description="Taint key"
+    )
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None, description="Equal (the default) or Exists"
+    )
+    value: str | None = Field(
+        default=None, max_length=63, pattern=LABEL_VALUE_PATTERN, description="Taint value"
+    )
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect; omitted: every effect"
+    )
+    toleration_seconds: int | None = Field(
+        default=None, ge=0, description="NoExecute: how long the pod stays once tainted"
+    )
+
+    model_config = validations(
+        cel(
+            "!has(self.operator) || self.operator != 'Exists' || !has(self.value)",
+            "a toleration with operator Exists takes no value",
+        ),
+        cel(
+            "has(self.key) || (has(self.operator) && self.operator == 'Exists')",
+            "a toleration without a key must use operator Exists",
+        ),
+    )
+
+
+class LocalObjectReference(Model):
+    name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253, description="Its name")
+
+
+# Kubernetes' Affinity has dozens of nested types; the API server checks them when the
+# operator writes the pod template, and the operator reports what it refuses.
+_OPEN_OBJECT = k8s_extra(type="object", **{"x-kubernetes-preserve-unknown-fields": True})
+
+
+class Affinity(Model):
+    node_affinity: dict[str, JsonValue] | None = Field(
+        default=None, json_schema_extra=_OPEN_OBJECT, description="Kubernetes NodeAffinity"
+    )
+    pod_affinity: dict[str, JsonValue] | None = Field(
+        default=None, json_schema_extra=_OPEN_OBJECT, description="Kubernetes PodAffinity"
+    )
+    pod_anti_affinity: dict[str, JsonValue] | None = Field(
+        default=None, json_schema_extra=_OPEN_OBJECT, description="Kubernetes PodAntiAffinity"
+    )
+
+
+class PodOverrides(Model):
+    """Where and how the operator's pods run, as cluster operators need to say it:
+    scheduling, pull credentials, priority and their own labels and annotations."""
+
+    node_selector: dict[str, str] | None = Field(
+        default=None,
+        json_schema_extra=_string_map(63),
+        description="Node labels the pods must match",
+    )
+    tolerations: list[Toleration] | None = Field(
+        default=None, max_length=MAX_POD_MAP_ENTRIES, description="Taints the pods tolerate"
+    )
+    affinity: Affinity | None = Field(default=None, description="Node and pod (anti-)affinity")
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None, max_length=16, description="Secrets for pulling the image"
+    )
+    priority_class_name: str | None = Field(
+        default=None,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+        description="PriorityClass of the pods",
+    )
+    labels: dict[str, str] | None = Field(
+        default=None,
+        json_schema_extra=_string_map(63),
+        description="Extra pod labels (not knn.dev/ or app.kubernetes.io/: the operator's)",
+    )
+    annotations: dict[str, str] | None = Field(
+        default=None,
+        json_schema_extra=_string_map(4096),
+        description="Extra pod annotations",
+    )
+
+    model_config = validations(
+        cel(
+            "!has(self.labels) || self.labels.all(k, "
+            + " && ".join(f"!k.startsWith('{p}')" for p in RESERVED_LABEL_PREFIXES)
+            + ")",
+            "pod labels under knn.dev/ and app.kubernetes.io/ are the operator's",
+            field_path=".labels",
+        ),
+        cel(
+            _valid_keys("labels", values=True),
+            "pod labels must be valid Kubernetes label keys and values",
+            field_path=".labels",
+        ),
+        cel(
+            _valid_keys("annotations", values=False),
+            "pod annotation keys must be valid Kubernetes keys",
+            field_path=".annotations",
+        ),
+        cel(
+            _valid_keys("nodeSelector", values=True),
+            "nodeSelector must use valid Kubernetes label keys and values",
+            field_path=".nodeSelector",
+        ),
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _not_reserved(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for key in v or {}:
+            if key.startswith(RESERVED_LABEL_PREFIXES):
+                raise ValueError(
+                    f"pod label {key!r}: knn.dev/ and app.kubernetes.io/ labels are the operator's"
+                )
+        return v

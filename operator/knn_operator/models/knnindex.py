@@ -19,6 +19,7 @@ from .common import (
     STORAGE_URI_PATTERN,
     Condition,
     Model,
+    PodOverrides,
     Resources,
     cel,
     validations,
@@ -118,6 +119,9 @@ class Build(Model):
     image: str | None = Field(
         default=None, max_length=512, description="Builder image; default: the operator's"
     )
+    pod: PodOverrides | None = Field(
+        default=None, description="Scheduling, pull secrets, labels of the builder pods"
+    )
 
 
 class Storage(Model):
@@ -171,6 +175,11 @@ class Serving(Model):
     )
     autoscaling: Autoscaling | None = Field(
         default=None, description="Scale the stable revision with a HorizontalPodAutoscaler"
+    )
+    pod: PodOverrides | None = Field(
+        default=None,
+        description="Scheduling, pull secrets, labels of the serving pods; a change makes "
+        "a new revision, rolled out like any other",
     )
 
 
@@ -609,6 +618,7 @@ class RevisionRecord(Model):
     workers: int
     resources: Resources | None = None
     probe_interval_seconds: int
+    pod: PodOverrides | None = None
     autoscaled: bool = Field(
         default=False, description="its replica count has been handed to the autoscaler"
     )

@@ -46,6 +46,7 @@ def revision_for(
     """The revision the spec asks for, as a record (its id digests its serving inputs)."""
     s = spec.serving
     resources = s.resources.model_dump(mode="json", exclude_none=True) if s.resources else {}
+    pod = s.pod.model_dump(mode="json", by_alias=True, exclude_none=True) if s.pod else {}
     inputs = ServingInputs(
         version=version,
         ef_search=spec.hnsw.ef_search,
@@ -53,6 +54,7 @@ def revision_for(
         workers=s.workers,
         resources=json.dumps(resources, sort_keys=True) if resources else "",
         probe_interval_seconds=s.probe_interval_seconds,
+        pod=json.dumps(pod, sort_keys=True) if pod else "",
     )
     return RevisionRecord(
         revision=revision_of(inputs),
@@ -62,6 +64,7 @@ def revision_for(
         workers=inputs.workers,
         resources=s.resources,
         probe_interval_seconds=s.probe_interval_seconds,
+        pod=s.pod if pod else None,
         state="Canary",
         since=iso(now),
     )
