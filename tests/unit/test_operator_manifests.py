@@ -255,7 +255,7 @@ def test_serving_pod_overrides_make_a_new_revision_and_none_keeps_the_old_id() -
 
 
 def test_reserved_pod_labels_are_refused_by_the_model_too() -> None:
-    with pytest.raises(ValueError, match="knn.dev/revision"):
+    with pytest.raises(ValueError, match=r"knn\.dev/revision"):
         KnnIndexSpec.model_validate(
             {
                 **SPEC.model_dump(by_alias=True),
