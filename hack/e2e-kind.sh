@@ -10,8 +10,8 @@
 #   3. `kind load docker-image` both images (pods use imagePullPolicy: Never);
 #   4. copies the sample dataset into a directory of the kind node, behind the
 #      PersistentVolume knn-local-data that examples/local-cluster/products.yaml claims;
-#   5. installs the CRDs, the ClusterRole of rbac/ and the operator Deployment as the
-#      local cluster does (knn_devtools.incluster.install_operator);
+#   5. installs the CRDs and the Helm chart charts/knn-operator as the local cluster
+#      does (knn_devtools.incluster.install_operator);
 #   6. runs the scenarios of tests/e2e/test_operator.py through kubectl
 #      (python -m knn_devtools.kind scenarios; its docstring says why not pytest);
 #   7. deletes the cluster, unless KIND_KEEP=1 or it existed before.

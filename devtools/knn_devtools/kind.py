@@ -11,8 +11,8 @@ subcommands here for everything that is not Docker or kind:
   (knn_devtools.buildkit), and the build args those tags assume.
 * ``dataset OUT``: the sample dataset of tests/e2e (20,000 x 64 float32, seed 11).
 * ``install``: the PersistentVolume ``knn-local-data`` on a directory of the kind node,
-  then CRDs, RBAC and the operator Deployment exactly as the local cluster installs
-  them (knn_devtools.incluster.install_operator).
+  then the CRDs and the Helm chart exactly as the local cluster installs them
+  (knn_devtools.incluster.install_operator; helm is built from its Go module).
 * ``scenarios``: what tests/e2e/test_operator.py checks on the local cluster, through
   kubectl alone: build -> serve -> query through the Service; a bad source -> Failed
   with the builder's own message while stable keeps serving; a killed serving pod
