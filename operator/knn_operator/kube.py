@@ -27,6 +27,7 @@ _PLURALS: dict[tuple[str, str], str] = {
     ("v1", "Event"): "events",
     ("v1", "Secret"): "secrets",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     (api.API_VERSION, api.KNN_INDEX_KIND): api.KNN_INDEX_PLURAL,
     (api.API_VERSION, api.CLUSTER_MODEL_KIND): api.CLUSTER_MODEL_PLURAL,
 }

@@ -30,6 +30,7 @@ BASE_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": OWN},
     {"apiGroups": [""], "resources": ["services"], "verbs": OWN},
     {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": OWN},
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": OWN},
     {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]

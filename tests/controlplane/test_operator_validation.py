@@ -38,6 +38,7 @@ VALID: Spec = {
     "storage": {"uri": "s3://artifacts/products"},
     "serving": {
         "replicas": 2,
+        "disruptionBudget": {"maxUnavailable": "25%"},
         "pod": {
             "nodeSelector": {"kubernetes.io/os": "linux", "pool": "search"},
             "tolerations": [
@@ -365,6 +366,18 @@ INVALID: list[tuple[str, Callable[[Spec], None], str, str]] = [
         setting({"nodeAffinityy": {}}, "serving", "pod", "affinity"),
         "spec.serving.pod.affinity",
         "nodeAffinityy",
+    ),
+    (
+        "disruption-budget-both",
+        setting({"maxUnavailable": 1, "minAvailable": 1}, "serving", "disruptionBudget"),
+        "spec.serving.disruptionBudget",
+        "exactly one of maxUnavailable or minAvailable",
+    ),
+    (
+        "disruption-budget-not-a-percent",
+        setting({"minAvailable": "half"}, "serving", "disruptionBudget"),
+        "spec.serving.disruptionBudget.minAvailable",
+        "a count (0 or more) or a percent",
     ),
     (
         "p95-latency-0",

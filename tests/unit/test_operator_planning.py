@@ -14,9 +14,11 @@ import pytest
 from knn_contracts import api
 from knn_contracts.artifact import BuildSummary
 from knn_operator.builders.common import Owner
+from knn_operator.models.common import DisruptionBudget
 from knn_operator.models.knnindex import KnnIndexSpec, KnnIndexStatus
 from knn_operator.observe import DeploymentState, JobState
 from knn_operator.planning import Observed, Plan, plan
+from knn_operator.planning.budgets import budgets_stage
 from knn_operator.planning.serving import revision_for
 from knn_operator.rollout.machine import AnalysisVerdict
 from knn_operator.settings import Settings
@@ -242,6 +244,7 @@ def test_replicas_alone_scale_in_place() -> None:
         {"serving": {"workers": 2}},
         {"serving": {"image": "registry.local/knn-serving:2"}},
         {"serving": {"resources": {"requests": {"cpu": "2"}}}},
+        {"serving": {"pod": {"nodeSelector": {"pool": "search"}}}},
     ],
 )
 def test_a_serving_change_is_a_new_revision_of_the_same_version(change: dict[str, Any]) -> None:
@@ -713,3 +716,63 @@ def test_a_builder_pod_that_cannot_start_says_why_once() -> None:
     pod["status"] = {"containerStatuses": [{"state": {"running": {}}}]}
     running = plan(observed(s, again.status, {v: job_state(job, [pod])}), SETTINGS, NOW)
     assert running.status.message is None and running.status.builds[-1].message == ""
+
+
+def budgets(p: Plan) -> dict[str, Any]:
+    return {o["metadata"]["name"]: o["spec"] for o in p.apply if o["kind"] == "PodDisruptionBudget"}
+
+
+def test_a_disruption_budget_per_serving_revision_comes_and_goes_with_the_spec() -> None:
+    s = spec()
+    v = version_of(s)
+    st = _serving(s)
+    stable = st.stable_revision
+    assert stable is not None and not budgets(
+        plan(observed(s, st, {v: done_job(v)}, {v: dep(v, 2)}), SETTINGS, NOW)
+    )
+
+    # Asked for: one per revision, selecting exactly that revision's pods; not a new
+    # revision (the pods do not change).
+    s2 = spec(serving={"disruptionBudget": {"maxUnavailable": 1}})
+    p = plan(observed(s2, st, {v: done_job(v)}, {v: dep(v, 2)}, generation=2), SETTINGS, NOW)
+    assert p.status.stable_revision == stable and p.status.canary_revision is None
+    ((name, pdb),) = budgets(p).items()
+    assert name == f"products-{stable}" and pdb["maxUnavailable"] == 1
+    assert pdb["selector"]["matchLabels"]["knn.dev/revision"] == stable
+    assert [r.disruption_budget for r in p.status.revisions] == [True]
+
+    # No longer asked for: deleted, once, and forgotten.
+    st2 = p.status
+    p3 = plan(observed(s, st2, {v: done_job(v)}, {v: dep(v, 2)}, generation=3), SETTINGS, NOW)
+    assert ("PodDisruptionBudget", f"products-{stable}") in p3.delete
+    assert not budgets(p3) and [r.disruption_budget for r in p3.status.revisions] == [False]
+    p4 = plan(observed(s, p3.status, {v: done_job(v)}, {v: dep(v, 2)}, generation=3), SETTINGS, NOW)
+    assert not [d for d in p4.delete if d[0] == "PodDisruptionBudget"]
+
+
+def test_a_revision_that_goes_takes_its_disruption_budget_with_it() -> None:
+    s = spec(serving={"disruptionBudget": {"minAvailable": "50%"}})
+    st = _serving(s)
+    (first,) = st.revisions
+    assert first.disruption_budget
+    out = Plan()
+    # The stage is handed the revisions that stay: here none of the recorded ones.
+    kept = budgets_stage(observed(s, st), [], {}, out)
+    assert kept == [] and out.delete == [("PodDisruptionBudget", f"products-{first.revision}")]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"maxUnavailable": -1},
+        {"minAvailable": "half"},
+        {"maxUnavailable": 1, "minAvailable": 1},
+        {},
+    ],
+)
+def test_a_disruption_budget_takes_a_count_or_a_percent_and_exactly_one(
+    bad: dict[str, Any],
+) -> None:
+    with pytest.raises(ValueError):
+        DisruptionBudget.model_validate(bad)
+    assert DisruptionBudget.model_validate({"maxUnavailable": "25%"}).max_unavailable == "25%"

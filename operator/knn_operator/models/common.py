@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 # Go-style durations as Kubernetes users write them: 30s, 2m, 1h30m, 500ms.
@@ -238,4 +239,58 @@ class PodOverrides(Model):
                 raise ValueError(
                     f"pod label {key!r}: knn.dev/ and app.kubernetes.io/ labels are the operator's"
                 )
+        return v
+
+
+PERCENT_PATTERN = r"^[0-9]{1,3}%$"
+
+
+def _int_or_percent(description: str) -> Any:
+    return Field(
+        default=None,
+        json_schema_extra=k8s_extra(**{"x-kubernetes-int-or-string": True}),
+        description=description,
+    )
+
+
+class DisruptionBudget(Model):
+    """A PodDisruptionBudget for each serving revision, so a node drain never takes more
+    of an index's pods at once than it can lose."""
+
+    max_unavailable: int | str | None = _int_or_percent(
+        "Pods of a revision a voluntary disruption may take at once (a count or a percent)"
+    )
+    min_available: int | str | None = _int_or_percent(
+        "Pods of a revision that must stay up (a count or a percent)"
+    )
+
+    model_config = validations(
+        cel(
+            "has(self.maxUnavailable) != has(self.minAvailable)",
+            "set exactly one of maxUnavailable or minAvailable",
+        ),
+        *(
+            cel(
+                f"!has(self.{f}) || (type(self.{f}) == int ? int(self.{f}) >= 0"
+                f" : string(self.{f}).matches(r'{PERCENT_PATTERN}'))",
+                f"{f} is a count (0 or more) or a percent like 25%",
+                field_path=f".{f}",
+            )
+            for f in ("maxUnavailable", "minAvailable")
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DisruptionBudget:
+        if (self.max_unavailable is None) == (self.min_available is None):
+            raise ValueError("set exactly one of maxUnavailable or minAvailable")
+        return self
+
+    @field_validator("max_unavailable", "min_available")
+    @classmethod
+    def _count_or_percent(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("a count must be 0 or more")
+        if isinstance(v, str) and not re.match(PERCENT_PATTERN, v):
+            raise ValueError(f"{v!r} is neither a count nor a percent like 25%")
         return v

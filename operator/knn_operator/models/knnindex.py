@@ -18,6 +18,7 @@ from .common import (
     SOURCE_URI_PATTERN,
     STORAGE_URI_PATTERN,
     Condition,
+    DisruptionBudget,
     Model,
     PodOverrides,
     Resources,
@@ -180,6 +181,9 @@ class Serving(Model):
         default=None,
         description="Scheduling, pull secrets, labels of the serving pods; a change makes "
         "a new revision, rolled out like any other",
+    )
+    disruption_budget: DisruptionBudget | None = Field(
+        default=None, description="A PodDisruptionBudget for each serving revision"
     )
 
 
@@ -619,6 +623,9 @@ class RevisionRecord(Model):
     resources: Resources | None = None
     probe_interval_seconds: int
     pod: PodOverrides | None = None
+    disruption_budget: bool = Field(
+        default=False, description="a PodDisruptionBudget has been made for it"
+    )
     autoscaled: bool = Field(
         default=False, description="its replica count has been handed to the autoscaler"
     )

@@ -18,6 +18,7 @@ import datetime as dt
 
 from ..events import Event
 from ..settings import Settings
+from .budgets import budgets_stage
 from .builds import builds_stage
 from .outcomes import outcomes_stage
 from .retention import retention_stage, revisions_stage, sizes_stage
@@ -35,6 +36,7 @@ def plan(obs: Observed, settings: Settings, now: dt.datetime) -> Plan:
     serving = outcomes_stage(obs, serving, now, out)
     revisions = revisions_stage(obs, builds, serving, now, out)
     revisions, sizes = sizes_stage(obs, serving, revisions, out)
+    revisions = budgets_stage(obs, revisions, sizes, out)
     builds = retention_stage(obs, builds, serving, revisions, sizes, settings, out)
     out.status = status_stage(obs, builds, serving, revisions, now, out)
     return out

@@ -18,6 +18,7 @@ from ..models.knnindex import BuildRecord, RevisionRecord, RevisionState
 from ..routers.replicas import ReplicaRouter
 from ..settings import Settings
 from ..timeutil import iso, parse_iso, seconds_until
+from .budgets import has_deployment
 from .builds import collect_artifacts, kept_versions, record
 from .serving import Serving, stable_size
 from .types import Observed, Plan
@@ -149,7 +150,7 @@ def retention_stage(
     kept_revisions = {r.revision for r in revisions}
     for rec in revisions:
         replicas = sizes[rec.revision]
-        if replicas != 0 or rec.revision in obs.deployments:
+        if has_deployment(obs, rec, sizes):
             out.apply.append(serving_deployment(owner, spec, rec, replicas, settings))
             out.apply.append(revision_service(owner, rec.revision))
     o = serving.outcome
