@@ -4,7 +4,8 @@
 # for the local node (make up, tests/e2e): iptables (kube-proxy, kubelet, traffic
 # guard), libseccomp-dev + pkg-config (runc is built with cgo and seccomp), gcc's
 # static libc (the pause binary), mmdebstrap (the stand-in Python base image);
-# and the linter of the scripts under hack/ and .ci/ for `make lint` (shellcheck).
+# the linter of the scripts under hack/ and .ci/ for `make lint` (shellcheck); and
+# Lua 5.1, the Lua of Argo CD's health checks, to test gitops/argocd (lua5.1).
 # Idempotent: does nothing when every command is already there.
 set -euo pipefail
 
@@ -20,6 +21,7 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc)
 pkg-config --exists libseccomp 2>/dev/null || need+=(libseccomp-dev)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+command -v lua5.1 >/dev/null 2>&1 || need+=(lua5.1)
 [ ${#need[@]} -gt 0 ] || exit 0
 
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import to_jsonable_python
 
-from . import rbac
+from . import gitops, rbac
 from .builders.common import Owner, job_name
 from .models.knnindex import KnnIndexSpec, KnnIndexStatus
 
@@ -222,11 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crds", type=Path, default=Path("crds"))
     ap.add_argument("--rbac", type=Path, default=Path("rbac"))
     ap.add_argument("--chart", type=Path, default=Path("charts/knn-operator"))
+    ap.add_argument("--gitops", type=Path, default=Path("gitops"))
     args = ap.parse_args(argv)
     outputs = (
         (args.crds, CRDS, render),
         (args.rbac, RBAC, render_rbac),
         (args.chart, CHART_FILES, render_chart_file),
+        (args.gitops, gitops.FILES, lambda name: gitops.FILES[name]()),
     )
     for directory, names, fn in outputs:
         for name in names:

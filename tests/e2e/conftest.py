@@ -14,16 +14,23 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
 from knn_devtools.cluster import FULL_STACK, Cluster, host_snapshot
 from knn_devtools.kubectl import Kubectl
+from knn_devtools.tools import REPO_ROOT
 
 if TYPE_CHECKING:  # mypy resolves modules from the repository root...
-    from tests.e2e.e2e_support import e2e_config, host_diff
+    from tests.e2e.e2e_support import (
+        e2e_config,
+        host_diff,
+        wait_products_ready,
+        write_products_dataset,
+    )
 else:  # ...pytest puts this directory on sys.path.
-    from e2e_support import e2e_config, host_diff
+    from e2e_support import e2e_config, host_diff, wait_products_ready, write_products_dataset
 
 
 def _short_dir() -> Iterator[Path]:
@@ -87,3 +94,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
             item.add_marker(pytest.mark.timeout(1800))
+
+
+@pytest.fixture(scope="module")
+def products(cluster: Cluster, kubectl: Kubectl) -> Iterator[np.ndarray[Any, Any]]:
+    """demo/products Ready (examples/local-cluster/products.yaml on its dataset) for one
+    module; deleted after it."""
+    data = write_products_dataset(cluster)
+    kubectl.run("apply", "-f", str(REPO_ROOT / "examples" / "local-cluster" / "products.yaml"))
+    wait_products_ready(kubectl)
+    yield data
+    kubectl.run("-n", "demo", "delete", "knn", "products", "--wait=true", "--timeout=120s")

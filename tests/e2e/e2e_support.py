@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,3 +79,24 @@ def host_diff(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict
         if a != b:
             out[key] = {"left behind": sorted(a - b), "removed": sorted(b - a)}
     return out
+
+
+def wait_products_ready(kubectl: Kubectl, timeout: int = 300) -> None:
+    """demo/products (examples/local-cluster/products.yaml) Ready."""
+    kubectl.run(
+        "-n", "demo", "wait", "--for=condition=Ready", "knn/products", f"--timeout={timeout}s",
+        timeout=timeout + 20,
+    )  # fmt: skip
+
+
+def query_products(kubectl: Kubectl, vector: list[float], k: int = 5) -> dict[str, Any]:
+    """POST /v1/query to demo/products' Service, by ClusterIP from the host (kube-proxy)."""
+    vip = kubectl.json("-n", "demo", "get", "service", "products")["spec"]["clusterIP"]
+    request = urllib.request.Request(
+        f"http://{vip}/v1/query",
+        data=json.dumps({"vector": vector, "k": k}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, Any] = json.load(response)
+    return answer

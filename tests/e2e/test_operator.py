@@ -20,9 +20,14 @@ from knn_devtools.kubectl import Kubectl
 from knn_devtools.tools import REPO_ROOT
 
 if TYPE_CHECKING:
-    from tests.e2e.e2e_support import PRODUCTS_VECTORS, wait_for, write_products_dataset
+    from tests.e2e.e2e_support import (
+        PRODUCTS_VECTORS,
+        query_products,
+        wait_for,
+        write_products_dataset,
+    )
 else:
-    from e2e_support import PRODUCTS_VECTORS, wait_for, write_products_dataset
+    from e2e_support import PRODUCTS_VECTORS, query_products, wait_for, write_products_dataset
 
 EXAMPLE = REPO_ROOT / "examples" / "local-cluster" / "products.yaml"
 VECTORS = PRODUCTS_VECTORS
@@ -65,24 +70,11 @@ def _wait_status(
         raise AssertionError(f"{err}\nphases {phases}\n{_diagnostics(kubectl)}") from None
 
 
-def _query(kubectl: Kubectl, vector: list[float]) -> dict[str, Any]:
-    """POST /v1/query to the stable Service, by ClusterIP from the host (kube-proxy)."""
-    vip = kubectl.json("-n", "demo", "get", "service", "products")["spec"]["clusterIP"]
-    request = urllib.request.Request(
-        f"http://{vip}/v1/query",
-        data=json.dumps({"vector": vector, "k": 5}).encode(),
-        headers={"content-type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        answer: dict[str, Any] = json.load(response)
-    return answer
-
-
 def _try_query(
     kubectl: Kubectl, vector: np.ndarray[Any, np.dtype[np.float32]]
 ) -> dict[str, Any] | None:
     try:
-        return _query(kubectl, vector.tolist())
+        return query_products(kubectl, vector.tolist())
     except OSError:
         return None
 
@@ -113,7 +105,7 @@ def test_build_serve_query(
     assert build["vectors"] == VECTORS
     assert build["recall"] >= 0.9
     print(f"KnnIndex Ready {elapsed:.1f}s after apply; phases {phases}; build {build}")
-    answer = _query(kubectl, dataset[123].tolist())
+    answer = query_products(kubectl, dataset[123].tolist())
     assert len(answer["ids"]) == 5
     assert answer["distances"] == sorted(answer["distances"])
     assert answer["version"] == status["stableVersion"]
@@ -165,7 +157,7 @@ def test_bad_source_fails_with_the_builders_message_and_stable_keeps_serving(
     # The builder's own words (knn-build's summary), not a generic Job failure.
     assert "missing.npy" in failed["message"], failed
     assert status["stableVersion"] == stable
-    assert _query(kubectl, dataset[7].tolist())["version"] == stable
+    assert query_products(kubectl, dataset[7].tolist())["version"] == stable
     # Back to the good source: the same inputs are the same version, serving again.
     _patch(kubectl, {"source": {"uri": "pvc://knn-data/datasets/products.npy"}})
     _wait_status(kubectl, "Serving again", lambda s: s.get("phase") == "Serving", timeout=120)

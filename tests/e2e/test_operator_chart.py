@@ -8,7 +8,6 @@ answering while the operator is away), and a reinstall for the tests that follow
 from __future__ import annotations
 
 import json
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,15 +17,13 @@ from knn_devtools.buildkit import OPERATOR, SERVING
 from knn_devtools.cluster import Cluster
 from knn_devtools.incluster import CHART, OPERATOR_NAMESPACE, RELEASE, install_operator
 from knn_devtools.kubectl import Helm, Kubectl
-from knn_devtools.tools import REPO_ROOT
 from knn_operator import rbac
 
 if TYPE_CHECKING:
-    from tests.e2e.e2e_support import wait_for, write_products_dataset
+    from tests.e2e.e2e_support import query_products, wait_for, wait_products_ready
 else:
-    from e2e_support import wait_for, write_products_dataset
+    from e2e_support import query_products, wait_for, wait_products_ready
 
-EXAMPLE = REPO_ROOT / "examples" / "local-cluster" / "products.yaml"
 # What a request the RBAC refused looks like in kopf's and our logs.
 FORBIDDEN = ("403", "forbidden", "Forbidden")
 
@@ -36,37 +33,8 @@ def helm(kubectl: Kubectl) -> Helm:
     return Helm(kubectl.kubeconfig)
 
 
-@pytest.fixture(scope="module")
-def products(cluster: Cluster, kubectl: Kubectl) -> Any:
-    """demo/products Serving (the example, on the example's dataset)."""
-    data = write_products_dataset(cluster)
-    kubectl.run("apply", "-f", str(EXAMPLE))
-    _wait_serving(kubectl)
-    yield data
-    kubectl.run("-n", "demo", "delete", "knn", "products", "--wait=true", "--timeout=120s")
-
-
-def _wait_serving(kubectl: Kubectl) -> None:
-    kubectl.run(
-        "-n", "demo", "wait", "--for=condition=Ready", "knn/products", "--timeout=300s",
-        timeout=320,
-    )  # fmt: skip
-
-
 def _operator_log(kubectl: Kubectl) -> str:
     return kubectl.run("-n", OPERATOR_NAMESPACE, "logs", f"deployment/{RELEASE}").stdout
-
-
-def _query(kubectl: Kubectl, vector: list[float]) -> dict[str, Any]:
-    vip = kubectl.json("-n", "demo", "get", "service", "products")["spec"]["clusterIP"]
-    request = urllib.request.Request(
-        f"http://{vip}/v1/query",
-        data=json.dumps({"vector": vector, "k": 3}).encode(),
-        headers={"content-type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        answer: dict[str, Any] = json.load(response)
-    return answer
 
 
 def test_the_operator_runs_as_the_charts_release_with_the_charts_rbac(
@@ -128,7 +96,7 @@ def test_helm_upgrade_rolls_the_operator_and_it_keeps_reconciling(
         return bool(d["spec"]["replicas"] == 2 and d["status"].get("readyReplicas") == 2)
 
     wait_for("the upgraded operator to scale demo/products to 2", scaled, timeout=180)
-    _wait_serving(kubectl)
+    wait_products_ready(kubectl)
     log = _operator_log(kubectl)
     assert not [line for line in log.splitlines() if any(w in line for w in FORBIDDEN)]
 
@@ -148,7 +116,7 @@ def test_helm_uninstall_removes_the_operator_and_keeps_the_data_plane_serving(
         # Helm keeps crds/ (and so every KnnIndex) on uninstall; the servers keep serving.
         kubectl.run("get", "crd", "knnindexes.knn.dev")
         assert kubectl.json("-n", "demo", "get", "knn", "products")["status"]["phase"] == "Serving"
-        answer = _query(kubectl, products[7].tolist())
+        answer = query_products(kubectl, products[7].tolist())
         assert answer["ids"][0] == 7
     finally:
         names = cluster.image_names
@@ -158,4 +126,4 @@ def test_helm_uninstall_removes_the_operator_and_keeps_the_data_plane_serving(
             names.get(SERVING.repository) or SERVING.name(),
             timeout=180,
         )
-    _wait_serving(kubectl)
+    wait_products_ready(kubectl)
