@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 from knn_contracts.artifact import BuildSummary, recall_at
+from knn_devtools import argocd
 from knn_devtools.kubectl import Kubectl
 from knn_devtools.synthetic import clustered
+from knn_devtools.tools import REPO_ROOT
 
 if TYPE_CHECKING:
     from tests.controlplane import operator_support as ops
@@ -44,6 +46,7 @@ N, DIM = 20_000, 64
 STABLE_EF, LOW_EF, HIGH_EF = 128, 16, 256
 GATE = 0.3  # build.validation.minRecall: the low efSearch passes it
 NAME = "products"
+ARGOCD_HEALTH = REPO_ROOT / "gitops" / "argocd" / "knnindex-health.lua"
 BIN = Path(sys.executable).parent
 
 
@@ -210,6 +213,9 @@ def test_a_canary_under_the_recall_threshold_is_rolled_back_on_its_own(story: St
     )
     assert abs(measured - truth) < 0.04, (measured, truth)
     assert ("Warning", "RolledBack") in ops.event_reasons(story.kubectl, story.ns, NAME)
+    # What Argo CD would show for this object, read from the API server as it would.
+    live = story.kubectl.json("-n", story.ns, "get", "knnindex", NAME)
+    assert argocd.health(ARGOCD_HEALTH, live) == ("Degraded", f"rolled back: {rolled['message']}")
 
 
 def fresh_query_recall(server: sv.KnnServe, queries: int = 300) -> float:
