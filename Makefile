@@ -89,7 +89,7 @@ e2e-kind: $(STAMP) ## with Docker: the e2e scenarios on a kind cluster, images b
 	hack/e2e-kind.sh
 
 .PHONY: generate
-generate: $(STAMP) ## regenerate crds/, rbac/ and the chart's copies from the pydantic models and rbac rules
+generate: $(STAMP) ## regenerate crds/, rbac/, the chart's copies and gitops/ from the models, rbac rules and contracts
 	$(PY) -m knn_operator.crdgen
 
 .PHONY: clean

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 import yaml
+from knn_contracts import api
 from knn_devtools.buildkit import OPERATOR, SERVING
 from knn_devtools.cluster import Cluster
 from knn_devtools.incluster import CHART, OPERATOR_NAMESPACE, RELEASE, install_operator
@@ -127,3 +128,17 @@ def test_helm_uninstall_removes_the_operator_and_keeps_the_data_plane_serving(
             timeout=180,
         )
     wait_products_ready(kubectl)
+
+
+def test_the_operator_writes_only_the_status_of_a_knnindex(kubectl: Kubectl, products: Any) -> None:
+    """What GitOps tools rely on: after builds, rollouts, an upgrade and a rescale, every
+    field the operator owns on the KnnIndex is in its status subresource; spec and
+    metadata are the user's (and their Git repository's) alone."""
+    shown = kubectl.json("-n", "demo", "get", "knn", "products", "--show-managed-fields")
+    mine = [m for m in shown["metadata"]["managedFields"] if m["manager"] == api.FIELD_MANAGER]
+    assert mine, [m["manager"] for m in shown["metadata"]["managedFields"]]
+    for entry in mine:
+        assert entry.get("subresource") == "status", entry
+        assert set(entry["fieldsV1"]) == {"f:status"}, entry["fieldsV1"].keys()
+    others = [m for m in shown["metadata"]["managedFields"] if m.get("subresource") == "status"]
+    assert {m["manager"] for m in others} == {api.FIELD_MANAGER}
