@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import to_jsonable_python
 
-from . import gitops, rbac
+from . import crddoc, gitops, rbac
 from .builders.common import Owner, job_name
 from .models.knnindex import KnnIndexSpec, KnnIndexStatus
 
@@ -217,18 +217,27 @@ def render_chart_file(name: str) -> str:
     return render(name.removeprefix("crds/"))
 
 
+DOCS = {"crd-reference.md": "knnindexes.yaml"}
+
+
+def render_doc(name: str) -> str:
+    return crddoc.reference(CRDS[DOCS[name]]())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m knn_operator.crdgen")
     ap.add_argument("--crds", type=Path, default=Path("crds"))
     ap.add_argument("--rbac", type=Path, default=Path("rbac"))
     ap.add_argument("--chart", type=Path, default=Path("charts/knn-operator"))
     ap.add_argument("--gitops", type=Path, default=Path("gitops"))
+    ap.add_argument("--docs", type=Path, default=Path("docs"))
     args = ap.parse_args(argv)
     outputs = (
         (args.crds, CRDS, render),
         (args.rbac, RBAC, render_rbac),
         (args.chart, CHART_FILES, render_chart_file),
         (args.gitops, gitops.FILES, lambda name: gitops.FILES[name]()),
+        (args.docs, DOCS, render_doc),
     )
     for directory, names, fn in outputs:
         for name in names:
