@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from knn_devtools.images import images_dir
+from knn_devtools.images import PYTHON_BASE_IMAGE, images_dir
 from knn_devtools.procs import ManagedProcess
 from knn_devtools.tools import REPO_ROOT, ensure_tools
 
@@ -40,6 +40,10 @@ _CONTEXT_PATHS: Final = (
 # hnswlib compiles with -march=native unless this is set: an image built on one
 # CPU could die of SIGILL on another. Dockerfile.serving declares it as an ARG.
 PORTABLE_BUILD_ARGS: Final = ("HNSWLIB_NO_NATIVE=1",)
+# Only here, not in `make e2e-kind`: the base image is the stand-in made from Debian's
+# packages (knn_devtools.images), which answers to the floating tag, not to the
+# Dockerfiles' pinned default.
+LOCAL_BUILD_ARGS: Final = (f"BASE_IMAGE={PYTHON_BASE_IMAGE}",)
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ def context_hash(root: Path, dockerfile: str) -> str:
     """A short hash of the Dockerfile, the build args and every context file it copies."""
     h = hashlib.sha256()
     h.update((root / dockerfile).read_bytes())
-    h.update("\0".join(PORTABLE_BUILD_ARGS).encode())
+    h.update("\0".join(PORTABLE_BUILD_ARGS + LOCAL_BUILD_ARGS).encode())
     for top in _CONTEXT_PATHS:
         base = root / top
         files = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
@@ -150,7 +154,7 @@ class ProductImages:
                 f"--local=dockerfile={REPO_ROOT}",
                 f"--opt=filename={image.dockerfile}",
                 "--opt=image-resolve-mode=local",
-                *(f"--opt=build-arg:{arg}" for arg in PORTABLE_BUILD_ARGS),
+                *(f"--opt=build-arg:{arg}" for arg in PORTABLE_BUILD_ARGS + LOCAL_BUILD_ARGS),
                 f"--output=type=image,name={name},unpack=true",
                 "--progress=plain",
             ]
