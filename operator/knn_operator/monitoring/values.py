@@ -45,3 +45,16 @@ def prometheus_rule_schema() -> dict[str, Any]:
         },
         "additionalProperties": False,
     }
+
+
+def dashboard_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "enabled": {"type": "boolean"},
+            "namespace": {"type": "string"},
+            "labels": _LABELS,
+            "annotations": _LABELS,
+        },
+        "additionalProperties": False,
+    }
