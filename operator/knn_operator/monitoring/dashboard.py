@@ -40,6 +40,7 @@ class Target:
     expr: str
     legend: str  # Grafana legend format, {{label}}
     instant: bool = False  # a table's current values, not a range
+    column: str = ""  # in a table: the name of this query's value column
 
 
 @dataclass(frozen=True)
@@ -155,11 +156,13 @@ PANELS: Final[tuple[Panel, ...]] = (
                 f"* on ({', '.join(s.REVISION)}) group_left ()\n{_RECALL}",
                 REVISION_LEGEND,
                 instant=True,
+                column="recall",
             ),
             Target(
                 f"max {REVISION_BY} ({s.INDEX_VECTORS}{{{_SCOPE}}})",
                 REVISION_LEGEND,
                 instant=True,
+                column="vectors",
             ),
         ),
         width=16,
@@ -227,8 +230,16 @@ def _panel(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
         "targets": targets,
     }
     if panel.kind == "table":
-        # One row per revision: the queries' columns joined on the revision's labels.
-        out["transformations"] = [{"id": "merge", "options": {}}]
+        # One row per revision: the queries' columns joined on the revision's labels,
+        # each query's value column named, target labels left out.
+        names = {
+            f"Value #{t['refId']}": p.column for t, p in zip(targets, panel.targets, strict=True)
+        }
+        hidden = {label: True for label in (*_TARGET_LABELS, "__name__", "Time")}
+        out["transformations"] = [
+            {"id": "merge", "options": {}},
+            {"id": "organize", "options": {"renameByName": names, "excludeByName": hidden}},
+        ]
     return out
 
 
