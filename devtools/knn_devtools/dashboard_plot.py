@@ -14,7 +14,9 @@ from knn_devtools.dashboard_data import PanelData
 
 _YLABEL = {"percent": "%", "ms": "ms", "percentunit": "ratio", "reqps": "req/s", "short": ""}
 # Revision labels carry the index name: the version is what tells lines apart.
-_TABLE_COLUMNS = ("index", "version", "metric", "m", "ef_construction", "ef_search")
+# Not ef_search: knn_index_info's is the artifact's build-time default, not the
+# revision's serving efSearch (the dashboard hides it too).
+_TABLE_COLUMNS = ("index", "version", "metric", "dimension", "m", "ef_construction")
 
 
 def _timeseries(ax: Axes, data: PanelData, t0: float) -> None:
@@ -64,9 +66,11 @@ def draw(panels: Sequence[PanelData], t0: float, title: str) -> Figure:
             width = 0
         rows[-1].append(p)
         width += p.panel.width
-    fig = Figure(figsize=(16, 4.2 * len(rows)), layout="constrained")
+    # Grafana's grid units: a row is as tall as its tallest panel.
+    heights = [max(p.panel.height for p in row) for row in rows]
+    fig = Figure(figsize=(16, 0.55 * sum(heights)), layout="constrained")
     fig.suptitle(title)
-    grid = fig.add_gridspec(len(rows), 24)
+    grid = fig.add_gridspec(len(rows), 24, height_ratios=heights)
     for r, row in enumerate(rows):
         x = 0
         for p in row:

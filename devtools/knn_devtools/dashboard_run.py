@@ -108,8 +108,18 @@ def _wait(
         status = _status(kubectl)
         if done(status):
             return status
+        if status.get("phase") == names.PHASE_FAILED:
+            raise RuntimeError(f"{what}: the KnnIndex failed: {status.get('message')}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {timeout:.0f}s; status {status}")
+        time.sleep(0.5)
+
+
+def _idle(pods: StandIn, seconds: float) -> None:
+    """Lets time pass with the stand-in running (scale-downs take effect)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pods.sync()
         time.sleep(0.5)
 
 
@@ -152,6 +162,9 @@ def real_run(workdir: Path, say: Callable[[str], None] = print) -> Iterator[Run]
         say("control plane up; installing the CRD and the chart's RBAC")
         install_crds(kubectl, [CRD_FILE])
         kubectl.run("create", "namespace", NAMESPACE)
+        # No controller manager runs: the namespace's `default` ServiceAccount, which the
+        # builder Pods use, is made by hand.
+        kubectl.run("create", "serviceaccount", "default", "-n", NAMESPACE)
         kubectl.run("apply", "--server-side", "-f", str(CLUSTER_ROLE_FILE))
         account = service_account_with_role(
             kubectl, namespace=NAMESPACE, name="knn-operator", role=ROLE_NAME,
@@ -182,7 +195,7 @@ def real_run(workdir: Path, say: Callable[[str], None] = print) -> Iterator[Run]
         }
         say(f"serving {status['stableRevision']}, recall curve {curve}")
         with Load(pods):
-            time.sleep(20)  # a baseline before the first rollout
+            _idle(pods, 20)  # a baseline before the first rollout
             # Between what the stable and the low-efSearch canary really reach.
             threshold = _threshold(curve)
             say(f"canary 1: efSearch {GOOD_EF}, minRecall {threshold}")
@@ -197,14 +210,14 @@ def real_run(workdir: Path, say: Callable[[str], None] = print) -> Iterator[Run]
                 ),
             )
             say(f"promoted {status['stableRevision']}")
-            time.sleep(20)
+            _idle(pods, 20)
             say(f"canary 2: efSearch {LOW_EF}, minRecall {threshold}")
             _apply(kubectl, _spec(source, storage, LOW_EF, prom.url, threshold))
             status = _wait(
                 "rolled back", kubectl, pods, lambda s: s.get("phase") == names.PHASE_ROLLED_BACK
             )
             say(f"rolled back: {status['rolledBack']['message']}")
-            time.sleep(25)
+            _idle(pods, 25)
         run.ended = time.time()
         yield run
 

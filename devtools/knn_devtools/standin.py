@@ -52,6 +52,7 @@ class StandIn:
         self.on_servers = on_servers
         self.servers: dict[str, KnnServe] = {}
         self._jobs_done: set[str] = set()
+        workdir.mkdir(parents=True, exist_ok=True)
 
     def _items(self, kind: str, component: str) -> list[Obj]:
         selector = f"{api.LABEL_COMPONENT}={component}"

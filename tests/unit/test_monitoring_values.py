@@ -62,3 +62,10 @@ def test_dashboard_panels_use_only_its_own_variables() -> None:
         }
         assert not cells & mine, panel["title"]
         cells |= mine
+
+
+def test_the_monitoring_doc_lists_every_alert_and_panel() -> None:
+    doc = (CHART.parents[1] / "docs" / "monitoring.md").read_text()
+    for a in alerts.ALERTS:
+        assert f"`{a.name}` | `{a.key}`" in doc, a.name
+    assert "python -m knn_devtools.dashboard_png" in doc

@@ -31,6 +31,9 @@ _OBJECT: Final = (
 # Scrape-target labels (Prometheus' and prometheus-operator's), dropped so one revision
 # with several pods is one row.
 _TARGET_LABELS: Final = ("job", "instance", "pod", "container", "endpoint", "service")
+# knn_index_info's ef_search is the artifact's build-time default, not the revision's
+# serving efSearch (--ef-search): shown, it would mislabel every revision of a version.
+_HIDDEN_INFO: Final = ("ef_search",)
 
 Unit = Literal["percent", "ms", "percentunit", "reqps", "short", "none"]
 
@@ -144,6 +147,19 @@ PANELS: Final[tuple[Panel, ...]] = (
         ),
     ),
     Panel(
+        "Objects by phase",
+        "KnnIndexes per phase as the operator sees them: Building is a build under way, "
+        "Failed a build that failed with nothing serving.",
+        "timeseries",
+        "short",
+        (
+            Target(
+                f"sum {by(s.PHASE)} ({s.OBJECTS}{{{s.KIND}={q(s.KNN_INDEX_KIND)}}})",
+                _legend(s.PHASE),
+            ),
+        ),
+    ),
+    Panel(
         "Builds serving and their recall",
         "Each version that serves, with its build parameters (knn_index_info), its "
         "probe-replay recall and its size. Builds that never served (failed) are in "
@@ -165,21 +181,8 @@ PANELS: Final[tuple[Panel, ...]] = (
                 column="vectors",
             ),
         ),
-        width=16,
-    ),
-    Panel(
-        "Objects by phase",
-        "KnnIndexes per phase as the operator sees them: Building is a build under way, "
-        "Failed a build that failed with nothing serving.",
-        "timeseries",
-        "short",
-        (
-            Target(
-                f"sum {by(s.PHASE)} ({s.OBJECTS}{{{s.KIND}={q(s.KNN_INDEX_KIND)}}})",
-                _legend(s.PHASE),
-            ),
-        ),
-        width=8,
+        width=24,
+        height=6,
     ),
 )
 
@@ -235,7 +238,7 @@ def _panel(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
         names = {
             f"Value #{t['refId']}": p.column for t, p in zip(targets, panel.targets, strict=True)
         }
-        hidden = {label: True for label in (*_TARGET_LABELS, "__name__", "Time")}
+        hidden = {label: True for label in (*_TARGET_LABELS, *_HIDDEN_INFO, "__name__", "Time")}
         out["transformations"] = [
             {"id": "merge", "options": {}},
             {"id": "organize", "options": {"renameByName": names, "excludeByName": hidden}},
