@@ -31,7 +31,7 @@ from knn_devtools.knnoperator import OperatorProcess
 from knn_devtools.kubectl import Kubectl
 from knn_devtools.rbac import service_account_with_role
 from knn_devtools.tools import tool_path
-from knn_operator.monitoring import alerts, dashboard
+from knn_operator.monitoring import alerts, dashboard, render
 
 if TYPE_CHECKING:
     from tests.controlplane import operator_support as ops
@@ -96,7 +96,7 @@ def stack(
     data = np.random.default_rng(4).standard_normal((COUNT, DIM), dtype=np.float32)
     rules = tmp / "rules.yml"
     jobs = {"operator": OPERATOR_JOB, "serving": SERVING_JOB}
-    rules.write_text(yaml.safe_dump(alerts.groups(alerts.LiteralRender(alerts.defaults(), jobs))))
+    rules.write_text(yaml.safe_dump(alerts.groups(render.LiteralRender(alerts.defaults(), jobs))))
     servers: list[sv.KnnServe] = []
     prom: sv.Prometheus | None = None
     try:

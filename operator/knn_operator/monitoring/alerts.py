@@ -2,10 +2,9 @@
 
 Each alert has settings (threshold, window, for, severity) that the chart exposes
 under `prometheusRule.alerts.<key>`. Rules are rendered with each setting as text
-that a `Render` supplies: Helm expressions for the chart's file (helm_rules), or
-literal values. Annotations name the series' labels through the render too,
-because in the chart's file Prometheus' `{{ $labels.x }}` must survive Helm's
-`tpl`.
+that a `render.Render` supplies: Helm expressions for the chart's file, or literal
+values. Annotations name the series' labels through the render too, because in the
+chart's file Prometheus' `{{ $labels.x }}` must survive Helm's `tpl`.
 
 Targets are the chart's thresholds, not each KnnIndex's spec.rollout.analysis
 thresholds: no metric exports a spec's targets, so a rule cannot compare against
@@ -16,38 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from knn_contracts import metrics as serving
 from knn_contracts import rollout as names
 
 from . import series as s
+from .promql import REVISION_BY, by, q
+from .render import Render
 
 GROUP: Final = "knn-operator"
 SETTINGS: Final = ("threshold", "window", "for", "severity")
-
-
-def q(value: str) -> str:
-    """A PromQL double-quoted string (Go escaping)."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
-
-
-def by(*labels: str) -> str:
-    return f"by ({', '.join(labels)})"
-
-
-REVISION_BY: Final = by(*s.REVISION)
-
-
-class Render(Protocol):
-    """Text spliced into a rule for a setting, a target's job, or a series label."""
-
-    def setting(self, key: str, name: str) -> str: ...
-
-    def job(self, which: str) -> str: ...
-
-    def label(self, name: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -323,42 +301,6 @@ def rule(alert: Alert, render: Render) -> dict[str, Any]:
 def groups(render: Render) -> dict[str, Any]:
     """A Prometheus rule file's content (also a PrometheusRule's spec)."""
     return {"groups": [{"name": GROUP, "rules": [rule(a, render) for a in ALERTS]}]}
-
-
-# --- renders ------------------------------------------------------------------------------------
-
-VALUES_KEY: Final = "prometheusRule"
-
-
-class HelmRender:
-    """Settings as `.Values.prometheusRule.alerts.<key>.<name>`, jobs from the chart's
-    helpers, Prometheus' label templates escaped from Helm's `tpl`."""
-
-    def setting(self, key: str, name: str) -> str:
-        return f"{{{{ .Values.{VALUES_KEY}.alerts.{key}.{name} }}}}"
-
-    def job(self, which: str) -> str:
-        return f'{{{{ include "knn-operator.alerts.{which}Job" . }}}}'
-
-    def label(self, name: str) -> str:
-        return f"{{{{`{{{{ $labels.{name} }}}}`}}}}"
-
-
-@dataclass(frozen=True)
-class LiteralRender:
-    """Settings and jobs as given; labels as Prometheus templates."""
-
-    settings: Mapping[str, Mapping[str, Any]]
-    jobs: Mapping[str, str]
-
-    def setting(self, key: str, name: str) -> str:
-        return str(self.settings[key][name])
-
-    def job(self, which: str) -> str:
-        return self.jobs[which]
-
-    def label(self, name: str) -> str:
-        return f"{{{{ $labels.{name} }}}}"
 
 
 def defaults() -> dict[str, dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any, Final, Literal
 from knn_contracts import metrics as serving
 
 from . import series as s
-from .alerts import REVISION_BY, by, q
+from .promql import REVISION_BY, by, q
 
 UID: Final = "knn-operator"
 TITLE: Final = "knn-operator: rollouts, latency, recall"
