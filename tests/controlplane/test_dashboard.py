@@ -21,12 +21,15 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 import pytest
 import yaml
+from knn_devtools.dashboard_data import fetch
+from knn_devtools.dashboard_plot import draw
 from knn_devtools.knnoperator import OperatorProcess
 from knn_devtools.kubectl import Kubectl
 from knn_devtools.rbac import service_account_with_role
@@ -248,3 +251,21 @@ def test_the_alert_rules_evaluate_in_this_prometheus(stack: Stack) -> None:
     assert state["KnnOperatorDown"] == "inactive", state
     assert state["KnnServingRevisionWithoutMetrics"] == "inactive", state
     assert state["KnnOperatorNotReconciling"] == "inactive", state
+
+
+def test_the_picture_script_draws_every_panel_from_this_prometheus(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """knn_devtools.dashboard_png's own code path (fetch, draw) on this real data: every
+    panel has lines or rows, and the figure is written."""
+    end = time.time()
+    panels = fetch(stack.prom.url, stack.began, end, namespace=stack.namespace, index=NAME)
+    assert [p.panel for p in panels] == list(dashboard.PANELS)
+    for p in panels:
+        assert p.lines or p.rows, p.panel.title
+    (table,) = [p for p in panels if p.panel.kind == "table"]
+    columns = {t.column for t in table.panel.targets}
+    assert all(any(c in row for row in table.rows) for c in columns), table.rows
+    out = tmp_path / "dashboard.png"
+    draw(panels, stack.began, "test").savefig(out)
+    assert out.read_bytes().startswith(b"\x89PNG")
