@@ -28,7 +28,9 @@ def _timeseries(ax: Axes, data: PanelData, t0: float) -> None:
     ax.set_ylabel(_YLABEL.get(data.panel.unit, ""))
     ax.grid(alpha=0.3)
     if data.lines:
-        ax.legend(fontsize=6, loc="best")
+        # Drawn inside the axes and kept out of the layout: a long legend must not
+        # squeeze the plot to nothing.
+        ax.legend(fontsize=6, loc="best").set_in_layout(False)
     else:
         ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
 
