@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -32,11 +34,23 @@ def install_crds(kubectl: Kubectl, paths: Iterable[Path], *, timeout: float = 60
 
 
 def wait_established(kubectl: Kubectl, names: Iterable[str], *, timeout: float = 60.0) -> None:
-    refs = [f"crd/{n}" for n in names]
-    kubectl.run(
-        "wait",
-        "--for=condition=Established",
-        f"--timeout={int(timeout)}s",
-        *refs,
-        timeout=timeout + 10,
-    )
+    """Polls until every CRD reports Established=True. Not `kubectl wait`: on a CRD
+    created a moment ago, whose status has no conditions yet, it fails at once
+    ("conditions accessor error: <nil>") instead of waiting."""
+    pending = list(names)
+    deadline = time.monotonic() + timeout
+    while pending:
+        out = kubectl.run("get", *(f"crd/{n}" for n in pending), "-o", "json", timeout=30)
+        doc = json.loads(out.stdout)
+        items = doc.get("items", [doc])  # one name: the object itself, not a List
+        established = {
+            item["metadata"]["name"]
+            for item in items
+            for c in (item.get("status") or {}).get("conditions") or []
+            if c.get("type") == "Established" and c.get("status") == "True"
+        }
+        pending = [n for n in pending if n not in established]
+        if pending and time.monotonic() > deadline:
+            raise TimeoutError(f"CRDs not Established within {timeout:.0f}s: {pending}")
+        if pending:
+            time.sleep(0.2)

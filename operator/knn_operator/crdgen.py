@@ -23,6 +23,7 @@ from pydantic_core import to_jsonable_python
 from . import crddoc, gitops, rbac
 from .builders.common import Owner, job_name
 from .models.knnindex import KnnIndexSpec, KnnIndexStatus
+from .monitoring import chartfiles
 
 _DROP = {"title", "additionalProperties_false"}
 
@@ -208,12 +209,14 @@ CHART_RULES = {
     "files/rbac-rules.yaml": rbac.BASE_RULES,
     "files/rbac-rules-prometheus-secrets.yaml": rbac.PROMETHEUS_SECRETS_RULES,
 }
-CHART_FILES = [*(f"crds/{name}" for name in CRDS), *CHART_RULES]
+CHART_FILES = [*(f"crds/{name}" for name in CRDS), *CHART_RULES, *chartfiles.FILES]
 
 
 def render_chart_file(name: str) -> str:
     if name in CHART_RULES:
         return _rules(CHART_RULES[name])
+    if name in chartfiles.FILES:
+        return chartfiles.FILES[name]()
     return render(name.removeprefix("crds/"))
 
 

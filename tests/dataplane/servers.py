@@ -25,7 +25,7 @@ import signal
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -237,9 +237,15 @@ class Prometheus:
         basic_auth: tuple[str, str] | None = None,
         ca_file: Path | None = None,
         discovered: bool = False,
+        binary: Path | None = None,
+        extra_jobs: Mapping[str, Sequence[str]] | None = None,
+        rule_files: Sequence[Path] = (),
     ) -> None:
         """`web_config` is Prometheus' --web.config.file (basic_auth_users, tls_server_config);
-        `basic_auth` and `ca_file` are what this helper itself then uses to reach it."""
+        `basic_auth` and `ca_file` are what this helper itself then uses to reach it.
+        `binary` another Prometheus than Debian's (e.g. the pinned build of the tools
+        cache); `extra_jobs` more scrape jobs (name → static targets, labels honoured);
+        `rule_files` rule files it evaluates at each scrape interval."""
         self.workdir = workdir
         self.targets = list(targets)
         self.scrape_interval = scrape_interval
@@ -254,6 +260,9 @@ class Prometheus:
         # can add servers that start after Prometheus, as pods appear in a cluster.
         self.discovered = discovered
         self.targets_path = workdir / "targets.json"
+        self.binary = binary
+        self.extra_jobs = dict(extra_jobs or {})
+        self.rule_files = [str(f) for f in rule_files]
         self._child: ManagedProcess | None = None
 
     @property
@@ -282,8 +291,19 @@ class Prometheus:
                     "scrape_interval": self.scrape_interval,
                     "scrape_timeout": self.scrape_interval,
                     **self._targets_config(),
-                }
+                },
+                *(
+                    {
+                        "job_name": name,
+                        "honor_labels": True,
+                        "scrape_interval": self.scrape_interval,
+                        "scrape_timeout": self.scrape_interval,
+                        "static_configs": [{"targets": list(targets)}],
+                    }
+                    for name, targets in self.extra_jobs.items()
+                ),
             ],
+            **({"rule_files": self.rule_files} if self.rule_files else {}),
         }
 
     def _targets_config(self) -> dict[str, Any]:
@@ -307,7 +327,7 @@ class Prometheus:
         return self.config_path
 
     def start(self, timeout: float = 60.0) -> None:
-        binary = require_command("prometheus")
+        binary = self.binary if self.binary is not None else require_command("prometheus")
         self.write_config()
         web: list[str] = []
         if self.web_config is not None:
