@@ -210,6 +210,28 @@ def parse_manifest(raw: bytes, where: str) -> AnyManifest:
         raise ArtifactError(f"{where}: invalid manifest at {loc}: {first['msg']}") from None
 
 
+@dataclass(frozen=True)
+class KMeansProbes:
+    """A k-means artifact's probe points with their exact nearest centroid."""
+
+    points: npt.NDArray[np.float32]  # (n, d)
+    assignments: npt.NDArray[np.int64]  # (n,) cluster ids
+    distances: npt.NDArray[np.float64]  # (n,) Euclidean distance to that centroid
+
+    def save(self, path: Path) -> None:
+        with path.open("wb") as f:
+            np.savez(f, points=self.points, assignments=self.assignments, distances=self.distances)
+
+    @classmethod
+    def load(cls, path: Path) -> KMeansProbes:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(
+                points=np.ascontiguousarray(z["points"], dtype=np.float32),
+                assignments=np.asarray(z["assignments"], dtype=np.int64),
+                distances=np.asarray(z["distances"], dtype=np.float64),
+            )
+
+
 def read_any_manifest(directory: Path) -> AnyManifest:
     path = directory / MANIFEST_FILE
     try:

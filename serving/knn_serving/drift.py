@@ -1,0 +1,93 @@
+"""Drift of a live assignment stream against training. Pure: no I/O, no clock.
+
+PSI (population stability index) of a live distribution q against the training
+distribution p over the same bins::
+
+    PSI = sum_i (q_i - p_i) * ln(q_i / p_i)
+
+A bin that is empty on either side would make a term infinite, so both
+proportions are floored at PSI_EPSILON first. 1e-4 is a hundredth of a percent:
+below the share any real cluster of a model with at most a few thousand
+clusters has, so it only matters for bins that are truly empty, and an
+emptied-out bin of share p then adds about p * ln(p / 1e-4), a bounded
+penalty instead of infinity. Rules of thumb: below 0.1 stable, 0.1-0.25 some
+shift, above 0.25 a significant shift.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+PSI_EPSILON = 1e-4
+
+
+def proportions(counts: Sequence[float] | npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
+    arr = np.asarray(counts, dtype=np.float64)
+    total = float(arr.sum())
+    if arr.ndim != 1 or total <= 0.0 or (arr < 0).any():
+        raise ValueError("counts must be a non-empty list of non-negative numbers, not all 0")
+    out: npt.NDArray[np.float64] = arr / total
+    return out
+
+
+def psi(
+    expected: Sequence[float] | npt.NDArray[np.generic],
+    actual: Sequence[float] | npt.NDArray[np.generic],
+    epsilon: float = PSI_EPSILON,
+) -> float:
+    """PSI of `actual` counts against `expected` counts (same bins, any totals)."""
+    p = proportions(expected)
+    q = proportions(actual)
+    if p.shape != q.shape:
+        raise ValueError(f"expected {p.shape[0]} bins, got {q.shape[0]}")
+    p = np.maximum(p, epsilon)
+    q = np.maximum(q, epsilon)
+    return float(((q - p) * np.log(q / p)).sum())
+
+
+class SlidingWindow:
+    """The last `size` assignments (cluster id and distance), with running counts.
+
+    Not thread-safe: one owner (the server's event loop) adds and reads.
+    """
+
+    def __init__(self, size: int, clusters: int) -> None:
+        if size < 1 or clusters < 1:
+            raise ValueError("size and clusters must be at least 1")
+        self.size = size
+        self._labels = np.zeros(size, dtype=np.int64)
+        self._distances = np.zeros(size, dtype=np.float64)
+        self._next = 0
+        self._filled = 0
+        self.counts = np.zeros(clusters, dtype=np.int64)
+        self._distance_sum = 0.0
+
+    def __len__(self) -> int:
+        return self._filled
+
+    def add(self, labels: npt.NDArray[np.int64], distances: npt.NDArray[np.float64]) -> None:
+        # A batch larger than the window: only its last `size` rows can stay.
+        labels, distances = labels[-self.size :], distances[-self.size :]
+        for label, distance in zip(labels.tolist(), distances.tolist(), strict=True):
+            if self._filled == self.size:
+                self.counts[self._labels[self._next]] -= 1
+                self._distance_sum -= float(self._distances[self._next])
+            else:
+                self._filled += 1
+            self._labels[self._next] = label
+            self._distances[self._next] = distance
+            self.counts[label] += 1
+            self._distance_sum += distance
+            self._next = (self._next + 1) % self.size
+            if self._next == 0:
+                # Once per lap, re-summed exactly: a long run of += and -= drifts.
+                self._distance_sum = float(self._distances[: self._filled].sum())
+
+    def mean_distance(self) -> float:
+        if not self._filled:
+            return math.nan
+        return max(0.0, self._distance_sum) / self._filled
