@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -91,3 +92,45 @@ class SlidingWindow:
         if not self._filled:
             return math.nan
         return max(0.0, self._distance_sum) / self._filled
+
+
+# Assignments the window must hold before PSI is exported (or the whole window,
+# if it is smaller): with fewer, sampling noise alone makes PSI large.
+MIN_ASSIGNMENTS_FOR_PSI = 1000
+
+
+@dataclass(frozen=True)
+class DriftReading:
+    assignments: int  # in the window
+    psi: float | None  # None until the window holds enough assignments
+    distance_ratio: float | None  # None with no assignment yet or a zero training mean
+
+
+class DriftTracker:
+    """The live side of drift for one model: a sliding window of assignments
+    judged against the training cluster sizes and mean distance."""
+
+    def __init__(
+        self,
+        training_sizes: Sequence[int],
+        training_mean_distance: float,
+        window: int,
+        min_for_psi: int = MIN_ASSIGNMENTS_FOR_PSI,
+    ) -> None:
+        self.expected = proportions(training_sizes)
+        self.training_mean = training_mean_distance
+        self.window = SlidingWindow(window, len(training_sizes))
+        self.min_for_psi = min(window, min_for_psi)
+
+    def add(
+        self, labels: npt.NDArray[np.int64], distances: npt.NDArray[np.float64]
+    ) -> DriftReading:
+        self.window.add(labels, distances)
+        n = len(self.window)
+        value = psi(self.expected, self.window.counts) if n >= self.min_for_psi else None
+        ratio = (
+            self.window.mean_distance() / self.training_mean
+            if n and self.training_mean > 0.0
+            else None
+        )
+        return DriftReading(n, value, ratio)
