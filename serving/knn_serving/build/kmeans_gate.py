@@ -54,9 +54,9 @@ def failures(m: Measured, t: Thresholds) -> list[str]:
         listed = ", ".join(f"cluster {i}: {s} rows" for i, s in small[:5])
         more = f" and {len(small) - 5} more" if len(small) > 5 else ""
         out.append(
-            f"{len(small)} of {k} clusters hold fewer than {floor:.1f} training rows "
-            f"(--min-cluster-fraction {t.min_cluster_fraction} of an even share of {rows} rows)"
-            f" or none: {listed}{more}"
+            f"{len(small)} of {k} clusters are empty or hold fewer than {floor:.1f} training "
+            f"rows (--min-cluster-fraction {t.min_cluster_fraction} of an even share of "
+            f"{rows} rows): {listed}{more}"
         )
     if m.previous_mean is not None and m.this_on_previous_mean is not None:
         growth = inertia_regression(m.previous_mean, m.this_on_previous_mean)

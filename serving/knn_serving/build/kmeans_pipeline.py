@@ -124,9 +124,27 @@ def _split(opts: KMeansOptions, src: Source) -> tuple[F32, F32]:
     return np.ascontiguousarray(every[keep]), np.ascontiguousarray(every[np.sort(held)])
 
 
-def _previous_means(uri: str, centroids: F32, dimension: int) -> tuple[float, float]:
-    """Mean squared distance of the previous version's probe points to its own
-    centroids and to `centroids`, recomputed from its files (not its manifest)."""
+@dataclass(frozen=True)
+class Previous:
+    """The previous version's centroids and probe points, loaded before training so
+    that a bad --previous fails at once, not after the training it would judge."""
+
+    uri: str
+    centroids: F32
+    points: F32
+
+    def means(self, centroids: F32) -> tuple[float, float]:
+        """Mean squared distance of the previous probe points to the previous centroids
+        and to `centroids`, recomputed from its files (not its manifest)."""
+        _, before = nearest_centroid(self.points, self.centroids)
+        _, after = nearest_centroid(self.points, centroids)
+        n = self.points.shape[0]
+        return inertia(before) / n, inertia(after) / n
+
+
+def _load_previous(uri: str | None, dimension: int) -> Previous | None:
+    if uri is None:
+        return None
     with tempfile.TemporaryDirectory(prefix="knn-previous-") as tmp:
         try:
             directory = artifact.localize(uri, Path(tmp))
@@ -137,13 +155,11 @@ def _previous_means(uri: str, centroids: F32, dimension: int) -> tuple[float, fl
             raise InputError(
                 f"--previous {uri}: dimension {manifest.dimension}, this build has {dimension}"
             )
-        old = np.load(directory / CENTROIDS_FILE, allow_pickle=False)
+        centroids = np.load(directory / CENTROIDS_FILE, allow_pickle=False)
         points = KMeansProbes.load(directory / KMEANS_PROBES_FILE).points
     if points.shape[0] == 0:
         raise InputError(f"--previous {uri}: has no probe points to compare on")
-    _, before = nearest_centroid(points, old)
-    _, after = nearest_centroid(points, centroids)
-    return inertia(before) / points.shape[0], inertia(after) / points.shape[0]
+    return Previous(uri, np.asarray(centroids, dtype=np.float32), points)
 
 
 def _thresholds(opts: KMeansOptions) -> Thresholds:
@@ -151,11 +167,15 @@ def _thresholds(opts: KMeansOptions) -> Thresholds:
 
 
 def _gate(
-    opts: KMeansOptions, silhouette_value: float, sizes: list[int], centroids: F32, dim: int
+    opts: KMeansOptions,
+    silhouette_value: float,
+    sizes: list[int],
+    centroids: F32,
+    previous: Previous | None,
 ) -> tuple[float | None, float | None]:
     prev_mean = this_mean = None
-    if opts.previous is not None:
-        prev_mean, this_mean = _previous_means(opts.previous, centroids, dim)
+    if previous is not None:
+        prev_mean, this_mean = previous.means(centroids)
     check(Measured(silhouette_value, sizes, prev_mean, this_mean), _thresholds(opts))
     return prev_mean, this_mean
 
@@ -207,9 +227,10 @@ def run_kmeans_build(opts: KMeansOptions) -> KMeansResult:
     target = Target(opts.out, version)
     inputs = SourceInfo(uri=opts.source, format=src.format, sha256=source_sha, column=opts.column)
 
+    previous = _load_previous(opts.previous, src.dimension)
     found = existing(target)
     if found is not None:
-        return _reuse(found, target, opts, source_sha, probe_sha)
+        return _reuse(found, target, opts, source_sha, probe_sha, previous)
 
     train, points = _split(opts, src)
     if train.shape[0] <= opts.clusters_max:
@@ -237,7 +258,7 @@ def run_kmeans_build(opts: KMeansOptions) -> KMeansResult:
     sizes = cluster_sizes(labels, best.k)
     probe_labels, probe_dist = nearest_centroid(points, centroids)
     log.info("chose k=%d (silhouette %.4f); cluster sizes %s", best.k, best.silhouette, sizes)
-    prev_mean, this_mean = _gate(opts, best.silhouette, sizes, centroids, src.dimension)
+    prev_mean, this_mean = _gate(opts, best.silhouette, sizes, centroids, previous)
 
     def write_files(stage: Path) -> None:
         with (stage / CENTROIDS_FILE).open("wb") as f:
@@ -322,6 +343,7 @@ def _reuse(
     opts: KMeansOptions,
     source_sha: str,
     probe_sha: str | None,
+    previous: Previous | None,
 ) -> KMeansResult:
     """A retried Job finds its version published: check it came from these inputs
     and gate it again (the thresholds are not part of the version)."""
@@ -335,10 +357,10 @@ def _reuse(
         )
     centroids: npt.NDArray[np.float32] = np.zeros((0, found.dimension), dtype=np.float32)
     local = target.local_out
-    if opts.previous is not None:
+    if previous is not None:
         if local is None:
             raise InputError("--previous with an existing remote version is not supported")
         centroids = np.load(local / target.version / CENTROIDS_FILE, allow_pickle=False)
-    _gate(opts, found.validation.silhouette, found.cluster_sizes, centroids, found.dimension)
+    _gate(opts, found.validation.silhouette, found.cluster_sizes, centroids, previous)
     log.info("artifact %s already exists for these inputs; reusing it", target.uri)
     return KMeansResult(found, target.uri, existing_manifest_sha256(target))

@@ -286,6 +286,7 @@ async def _load_model(state: State, directory: Path) -> None:
         max_batch=s.max_batch,
         max_body_bytes=s.max_body_bytes,
         takes_k=False,
+        noun="model",
     )
     assigner = Assigner(loaded)
     points = loaded.probes.points

@@ -38,6 +38,7 @@ class Limits:
     # False for /v1/assign: a nearest centroid has no k or ef, and a body that
     # names them is refused as an unknown field rather than silently ignored.
     takes_k: bool = True
+    noun: str = "index"  # what the server serves, in messages: "index" or "model"
 
     @property
     def k_max(self) -> int:
@@ -100,7 +101,9 @@ def _matrix(
         got = arr.shape[-1] if arr.ndim >= 1 and arr.size else 0
         if arr.ndim == 2 or (arr.ndim == 1 and name == "vector"):
             raise RequestError(
-                422, f"'{name}' has dimension {got}; this index has dimension {limits.dimension}"
+                422,
+                f"'{name}' has dimension {got}; this {limits.noun} has dimension "
+                f"{limits.dimension}",
             )
         raise RequestError(422, f"'{name}' must be a list of {limits.dimension} numbers per vector")
     if not np.isfinite(arr).all():
