@@ -14,6 +14,14 @@ LIVE_RECALL_EXPECTED: Final = "knn_live_recall_expected"  # k per checked query
 LIVE_RECALL_SAMPLES: Final = "knn_live_recall_samples"  # queries checked
 LIVE_RECALL_DROPPED: Final = "knn_live_recall_dropped"  # sampled, not checked (queue full)
 INDEX_INFO: Final = "knn_index_info"
+# Query drift of an index: the served nearest-neighbour distance (hnswlib's: squared
+# L2, 1 - cosine, 1 - inner product) of live queries (histogram; buckets from the
+# probe set's), the probe set's mean, and the live mean over the last --drift-window
+# queries divided by it. Incoming queries that move away from the indexed data
+# raise the ratio while recall can stay perfect.
+QUERY_NN_DISTANCE: Final = "knn_query_nn_distance"
+QUERY_PROBE_NN_DISTANCE: Final = "knn_query_probe_nn_distance_mean"
+QUERY_DISTANCE_RATIO: Final = "knn_query_distance_ratio"
 # k-means models (`knn-serve` of a kind kmeans artifact, labelled `model`).
 CLUSTER_ASSIGNMENTS: Final = "knn_cluster_assignments"  # knn_cluster_assignments_total{cluster}
 # Euclidean distance of each assigned vector to its centroid (histogram; buckets

@@ -50,6 +50,62 @@ def psi(
     return float(((q - p) * np.log(q / p)).sum())
 
 
+# Histogram buckets: quantiles of the reference distances, then multiples of their
+# p99. Distances that grow past anything in the reference are what a shifted input
+# looks like, so the tail gets buckets of its own.
+BUCKET_QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+TAIL_MULTIPLES = (1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+def histogram_buckets(reference: npt.NDArray[np.floating]) -> list[float]:
+    """Increasing, positive upper bounds fitted to `reference` distances."""
+    qs = np.quantile(np.asarray(reference, dtype=np.float64), BUCKET_QUANTILES)
+    p99 = float(qs[-1])
+    bounds = {_sig(float(q)) for q in qs} | {_sig(p99 * m) for m in TAIL_MULTIPLES}
+    # Only positive bounds: every reference at distance 0 (or, for inner product,
+    # below it) still needs one bucket.
+    return sorted(b for b in bounds if b > 0.0) or [1.0]
+
+
+class MeanWindow:
+    """The mean of the last `size` values, with a running sum."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self.size = size
+        self._values = np.zeros(size, dtype=np.float64)
+        self._next = 0
+        self._filled = 0
+        self._sum = 0.0
+
+    def __len__(self) -> int:
+        return self._filled
+
+    def push(self, value: float) -> float | None:
+        """Add `value`; return the value it evicted, if the window was full."""
+        evicted = None
+        if self._filled == self.size:
+            evicted = float(self._values[self._next])
+            self._sum -= evicted
+        else:
+            self._filled += 1
+        self._values[self._next] = value
+        self._sum += value
+        self._next = (self._next + 1) % self.size
+        if self._next == 0:
+            # Once per lap, re-summed exactly: a long run of += and -= drifts.
+            self._sum = float(self._values[: self._filled].sum())
+        return evicted
+
+    def mean(self) -> float:
+        return self._sum / self._filled if self._filled else math.nan
+
+
 class SlidingWindow:
     """The last `size` assignments (cluster id and distance), with running counts.
 
@@ -61,37 +117,25 @@ class SlidingWindow:
             raise ValueError("size and clusters must be at least 1")
         self.size = size
         self._labels = np.zeros(size, dtype=np.int64)
-        self._distances = np.zeros(size, dtype=np.float64)
+        self._distances = MeanWindow(size)
         self._next = 0
-        self._filled = 0
         self.counts = np.zeros(clusters, dtype=np.int64)
-        self._distance_sum = 0.0
 
     def __len__(self) -> int:
-        return self._filled
+        return len(self._distances)
 
     def add(self, labels: npt.NDArray[np.int64], distances: npt.NDArray[np.float64]) -> None:
         # A batch larger than the window: only its last `size` rows can stay.
         labels, distances = labels[-self.size :], distances[-self.size :]
         for label, distance in zip(labels.tolist(), distances.tolist(), strict=True):
-            if self._filled == self.size:
+            if self._distances.push(distance) is not None:
                 self.counts[self._labels[self._next]] -= 1
-                self._distance_sum -= float(self._distances[self._next])
-            else:
-                self._filled += 1
             self._labels[self._next] = label
-            self._distances[self._next] = distance
             self.counts[label] += 1
-            self._distance_sum += distance
             self._next = (self._next + 1) % self.size
-            if self._next == 0:
-                # Once per lap, re-summed exactly: a long run of += and -= drifts.
-                self._distance_sum = float(self._distances[: self._filled].sum())
 
     def mean_distance(self) -> float:
-        if not self._filled:
-            return math.nan
-        return max(0.0, self._distance_sum) / self._filled
+        return self._distances.mean()
 
 
 # Assignments the window must hold before PSI is exported (or the whole window,
@@ -134,3 +178,21 @@ class DriftTracker:
             else None
         )
         return DriftReading(n, value, ratio)
+
+
+class QueryDrift:
+    """For an index: the mean nearest-neighbour distance of the last `window` live
+    queries against the probe set's (the same search, so the same distance)."""
+
+    def __init__(self, probe_mean: float, window: int) -> None:
+        self.probe_mean = probe_mean
+        self.window = MeanWindow(window)
+
+    def add(self, nearest: npt.NDArray[np.floating]) -> float | None:
+        """Add each query's nearest distance; the ratio live/probe, or None where it
+        means nothing (a probe mean of 0 or below, as inner product can give)."""
+        for d in np.asarray(nearest, dtype=np.float64).tolist():
+            self.window.push(d)
+        if self.probe_mean <= 0.0 or not len(self.window):
+            return None
+        return self.window.mean() / self.probe_mean

@@ -8,7 +8,16 @@ from collections import deque
 
 import numpy as np
 import pytest
-from knn_serving.drift import PSI_EPSILON, DriftTracker, SlidingWindow, proportions, psi
+from knn_serving.drift import (
+    PSI_EPSILON,
+    DriftTracker,
+    MeanWindow,
+    QueryDrift,
+    SlidingWindow,
+    histogram_buckets,
+    proportions,
+    psi,
+)
 from scipy.stats import entropy
 
 
@@ -73,3 +82,28 @@ def test_tracker_reports_psi_once_the_window_holds_enough() -> None:
 def test_a_zero_training_distance_gives_no_ratio() -> None:
     r = DriftTracker([1, 1], 0.0, window=5).add(np.array([1]), np.array([0.5]))
     assert r.distance_ratio is None
+
+
+def test_mean_window_evicts_the_oldest() -> None:
+    w = MeanWindow(3)
+    assert math.isnan(w.mean())
+    assert [w.push(v) for v in (1.0, 2.0, 3.0, 4.0)] == [None, None, None, 1.0]
+    assert w.mean() == pytest.approx(3.0)
+    for v in range(1000):
+        w.push(v * 1e6 + 0.1)
+    assert w.mean() == pytest.approx(998e6 + 0.1)
+
+
+def test_query_drift_ratio() -> None:
+    d = QueryDrift(probe_mean=2.0, window=2)
+    assert d.add(np.array([2.0])) == pytest.approx(1.0)
+    assert d.add(np.array([4.0, 6.0])) == pytest.approx(2.5)
+    assert QueryDrift(probe_mean=-0.5, window=4).add(np.array([1.0])) is None
+
+
+def test_histogram_buckets() -> None:
+    ref = np.random.default_rng(2).gamma(2.0, 1.0, 5000)
+    b = histogram_buckets(ref)
+    assert b == sorted(set(b)) and b[0] > 0
+    assert b[-1] == pytest.approx(10 * float(f"{np.quantile(ref, 0.99):.6g}"), rel=1e-5)
+    assert histogram_buckets(np.array([-1.0, -0.5])) == [1.0]

@@ -13,13 +13,12 @@ import numpy as np
 import numpy.typing as npt
 from knn_contracts.kmeans import DistanceSummary, ElbowPoint
 
+from ..drift import BUCKET_QUANTILES, histogram_buckets
+
 # Points of the elbow curve in the build summary: about 30 bytes each, so the
 # summary stays far under the kubelet's 4,096-byte termination message.
 SUMMARY_ELBOW_POINTS = 40
-QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
-# Histogram buckets beyond the training p99, in multiples of it: distances that
-# grow past anything seen in training are what a shifted input looks like.
-TAIL_MULTIPLES = (1.5, 2.0, 3.0, 5.0, 10.0)
+QUANTILES = BUCKET_QUANTILES
 
 
 def parse_range(text: str) -> tuple[int, int]:
@@ -64,18 +63,11 @@ def compact_elbow(
     ]
 
 
-def _sig(x: float) -> float:
-    return float(f"{x:.6g}")
-
-
 def distance_summary(distances: npt.NDArray[np.float64]) -> DistanceSummary:
     """Mean, quantiles, and histogram buckets fitted to the training distances."""
     qs = np.quantile(distances, QUANTILES)
-    p99 = float(qs[-1])
-    bounds = sorted({_sig(float(q)) for q in qs} | {_sig(p99 * m) for m in TAIL_MULTIPLES})
-    buckets = [b for b in bounds if b > 0.0] or [1.0]  # every row on its centroid
     return DistanceSummary(
         mean=float(distances.mean()),
-        quantiles={str(q): _sig(float(v)) for q, v in zip(QUANTILES, qs, strict=True)},
-        buckets=buckets,
+        quantiles={str(q): float(f"{v:.6g}") for q, v in zip(QUANTILES, qs, strict=True)},
+        buckets=histogram_buckets(distances),
     )

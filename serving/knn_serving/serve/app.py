@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import artifact
 from ..artifact import localize
-from ..drift import DriftTracker
+from ..drift import DriftTracker, QueryDrift
 from ..errors import ArtifactError
 from ..hnswfile import map_vectors
 from .index import LoadedIndex, Searcher
@@ -69,6 +69,8 @@ class State:
     assigner: Assigner | None = None
     cluster_metrics: ClusterMetrics | None = None
     drift: DriftTracker | None = None
+    # An index: live nearest distances against the probe set's (from the first replay).
+    query_drift: QueryDrift | None = None
     limits: Limits | None = None
     error: str | None = None
     warm: bool = False
@@ -340,8 +342,14 @@ async def _replay_once(state: State) -> None:
     if p.truth.shape[0] == 0:
         state.warm = True
         return
-    recall = await state.searcher.replay_probes(observe=state.metrics.observe_probe)
+    replay = await state.searcher.replay_probes(observe=state.metrics.observe_probe)
+    recall = replay.recall
     state.last_recall = recall
+    if state.query_drift is None:
+        # The first replay is the baseline: the probes are held-out data rows (or the
+        # user's real queries), so live queries like the data get a ratio near 1.
+        state.metrics.set_query_baseline(replay.nearest)
+        state.query_drift = QueryDrift(float(replay.nearest.mean()), state.settings.drift_window)
     if state.searcher.loaded.unbiased_probes:
         state.metrics.set_recall(int(p.truth.shape[1]), recall)
     if not state.warm:
@@ -488,7 +496,7 @@ async def handle_query(
     try:
         params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
         q = parse(content_type, body, params, limits)
-        payload = await _answer(searcher, q, state.live)
+        payload = await _answer(searcher, q, state.live, state)
     except RequestError as e:
         state.metrics.count(e.status)
         return e.status, orjson.dumps({"detail": e.message})
@@ -621,7 +629,9 @@ async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, int]:
             return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), size
 
 
-async def _answer(searcher: Searcher, q: Query, live: LiveRecall | None) -> dict[str, Any]:
+async def _answer(
+    searcher: Searcher, q: Query, live: LiveRecall | None, state: State
+) -> dict[str, Any]:
     try:
         labels, distances = await searcher.search(q.vectors, q.k, q.ef)
     except RuntimeError as e:  # hnswlib: fewer than k reachable neighbours at this ef
@@ -636,6 +646,13 @@ async def _answer(searcher: Searcher, q: Query, live: LiveRecall | None) -> dict
         )
     if live is not None:
         live.offer(q.vectors, labels, q.k)
+    if state.query_drift is not None:
+        nearest = distances[:, 0]
+        for d in nearest.tolist():
+            state.metrics.observe_nn(d)
+        ratio = state.query_drift.add(nearest)
+        if ratio is not None:
+            state.metrics.set_query_ratio(ratio)
     ids = searcher.loaded.ids[labels.astype(np.intp)]
     version = searcher.loaded.manifest.version
     if ids.dtype.kind == "U":

@@ -11,6 +11,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 from knn_contracts import metrics as names
 from knn_contracts.artifact import Manifest
 from knn_contracts.identity import version_of_revision
@@ -18,7 +20,7 @@ from knn_contracts.kmeans import KMeansManifest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as mp
 
-from ..drift import DriftReading
+from ..drift import DriftReading, histogram_buckets
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -154,6 +156,38 @@ class ServingMetrics:
             *v, manifest.metric, str(manifest.dimension), "", "", "", manifest.kind
         ).set(1)
         return ClusterMetrics(self.registry, self.identity_labels, v, manifest)
+
+    def set_query_baseline(self, probe_nn: npt.NDArray[np.floating]) -> None:
+        """Create the live nearest-distance histogram, its buckets fitted to the
+        probe set's nearest distances, and export their mean. Once per process."""
+        ident = self.identity_labels
+        self.nn_distance = Histogram(
+            names.QUERY_NN_DISTANCE,
+            "Served distance to the nearest neighbour of each live query (hnswlib's "
+            "distance: squared L2, 1 - cosine, 1 - inner product); buckets from the probes'.",
+            ident,
+            buckets=histogram_buckets(probe_nn),
+            registry=self.registry,
+        )
+        self.nn_ratio = Gauge(
+            names.QUERY_DISTANCE_RATIO,
+            "Mean nearest distance of the last --drift-window live queries / the probe "
+            "set's (worst worker).",
+            ident,
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        Gauge(
+            names.QUERY_PROBE_NN_DISTANCE,
+            "Mean served nearest-neighbour distance of the probe set.",
+            ident,
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        ).labels(*self._v).set(float(np.mean(probe_nn)))
+        self.observe_nn = self.nn_distance.labels(*self._v).observe
+
+    def set_query_ratio(self, ratio: float) -> None:
+        self.nn_ratio.labels(*self._v).set(ratio)
 
     def count(self, code: int) -> None:
         child = self._codes.get(code)
