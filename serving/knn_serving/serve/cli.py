@@ -85,8 +85,9 @@ def parser() -> argparse.ArgumentParser:
         "--drift-window",
         type=int,
         default=10_000,
-        help="k-means: assignments in the sliding window that knn_cluster_drift_psi and "
-        "knn_cluster_distance_ratio are computed over (default %(default)s)",
+        help="the sliding window of drift gauges: assignments for knn_cluster_drift_psi and "
+        "knn_cluster_distance_ratio (k-means), queries for knn_query_distance_ratio (index) "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--revision",
