@@ -70,6 +70,9 @@ class DistanceSummary(BaseModel):
     # Upper bounds of the server's distance histogram, chosen from this
     # distribution so its buckets resolve the model's own scale.
     buckets: list[float]
+    # Training rows per bucket (le each bound; the last entry is above the last
+    # bound): the same histogram as the server's, for training.
+    counts: list[int] = Field(default_factory=list)
 
 
 class KMeansValidation(BaseModel):

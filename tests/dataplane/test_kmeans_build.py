@@ -103,6 +103,11 @@ def test_recorded_statistics_match_an_independent_computation(ranged: sv.KMeansA
     assert m.distances.mean == pytest.approx(float(dist.mean()), rel=1e-6)
     assert m.distances.quantiles["0.5"] == pytest.approx(float(np.median(dist)), rel=1e-4)
     assert m.distances.buckets == sorted(set(m.distances.buckets))
+    upper = np.asarray([*m.distances.buckets, np.inf])
+    assert (
+        m.distances.counts
+        == np.bincount(np.searchsorted(upper, dist), minlength=upper.shape[0]).tolist()
+    )
     probes = artifact.KMeansProbes.load(ranged.directory / "probes.npz")
     p_labels, p_dist = ds.nearest(points, centroids)
     assert probes.assignments.tolist() == p_labels.tolist()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from knn_contracts.kmeans import ElbowPoint
@@ -63,6 +65,10 @@ def test_distance_buckets_increase_and_cover_the_tail() -> None:
     assert s.buckets == sorted(set(s.buckets)) and s.buckets[0] > 0
     assert s.buckets[-1] >= 10 * np.quantile(d, 0.99) * 0.999
     assert s.mean == pytest.approx(d.mean())
+    # Counts per bucket as Prometheus counts them (le), and the rows above the last bound.
+    edges = [-np.inf, *s.buckets, np.inf]
+    want = [int(((d > lo) & (d <= hi)).sum()) for lo, hi in pairwise(edges)]
+    assert s.counts == want and sum(s.counts) == d.shape[0]
     assert distance_summary(np.zeros(5)).buckets[0] > 0  # every row on its centroid
 
 

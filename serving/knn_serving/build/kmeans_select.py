@@ -66,8 +66,12 @@ def compact_elbow(
 def distance_summary(distances: npt.NDArray[np.float64]) -> DistanceSummary:
     """Mean, quantiles, and histogram buckets fitted to the training distances."""
     qs = np.quantile(distances, QUANTILES)
+    buckets = histogram_buckets(distances)
+    # side="left": a distance equal to a bound falls in that bound's bucket (le).
+    which = np.searchsorted(np.asarray(buckets), distances, side="left")
     return DistanceSummary(
         mean=float(distances.mean()),
         quantiles={str(q): float(f"{v:.6g}") for q, v in zip(QUANTILES, qs, strict=True)},
-        buckets=histogram_buckets(distances),
+        buckets=buckets,
+        counts=np.bincount(which, minlength=len(buckets) + 1).tolist(),
     )
