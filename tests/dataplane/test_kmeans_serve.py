@@ -9,12 +9,14 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
 from scipy.stats import entropy
 
 if TYPE_CHECKING:  # mypy resolves modules from the repository root...
@@ -307,3 +309,56 @@ def test_bad_input_is_answered_as_for_queries(pair: Pair, name: str) -> None:
 def test_k_is_an_unknown_field_for_assign(pair: Pair) -> None:
     r = pair.assign.post("/v1/assign", json={"vector": [0.5] * DIM, "k": 3})
     bad.assert_detail(r, 422, "unknown field(s): k")
+
+
+# --- fuzzing /v1/assign: no input gets a 5xx -----------------------------------------------------
+
+
+def sized_assign(doc: dict[str, Any]) -> dict[str, Any]:
+    """/v1/assign's JSON body fitted to the model, so valid-looking cases get assigned."""
+    body = doc["paths"]["/v1/assign"]["post"]["requestBody"]["content"]["application/json"]
+    single, batch = body["schema"]["oneOf"]
+    single["properties"]["vector"].update(minItems=DIM, maxItems=DIM)
+    batch["properties"]["vectors"].update(minItems=1, maxItems=16)
+    batch["properties"]["vectors"]["items"].update(minItems=DIM, maxItems=DIM)
+    return doc
+
+
+FUZZ = [
+    (schemathesis.GenerationMode.POSITIVE, False),
+    (schemathesis.GenerationMode.NEGATIVE, False),
+    (schemathesis.GenerationMode.POSITIVE, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("mode", "fit"), FUZZ, ids=[f"{m.value}{' sized' if f else ''}" for m, f in FUZZ]
+)
+def test_schemathesis_finds_no_server_error_in_assign(
+    server: sv.ModelServe, mode: schemathesis.GenerationMode, fit: bool
+) -> None:
+    with server.client() as c:
+        doc = c.get("/openapi.json").json()
+    operation = schemathesis.openapi.from_dict(sized_assign(doc) if fit else doc)["/v1/assign"][
+        "POST"
+    ]
+    seen: dict[int, int] = {}
+
+    @settings(
+        max_examples=100,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def no_server_error(case: schemathesis.Case[Any]) -> None:
+        response = case.call(base_url=server.url, timeout=30)
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert response.status_code < 500, f"{case.body!r:.300} -> {response.text[:500]}"
+
+    no_server_error()
+    if fit:
+        assert seen.get(200, 0) > 0, f"the sized schema should reach the assignment: {seen}"
+    server.child.check_running()
+    assert "Traceback" not in server.child.stderr(), server.child.stderr_tail(80)
