@@ -367,3 +367,25 @@ def test_hnsw_build_refuses_a_model_in_its_place(tmp_path: Path, small_source: P
     with pytest.raises(ArtifactError, match="is a k-means model"):
         artifact.verify(tmp_path / "v1")
     assert isinstance(artifact.verify_any(tmp_path / "v1"), KMeansManifest)
+
+
+def test_probe_source_points_are_not_held_out(
+    tmp_path: Path, blobs: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
+) -> None:
+    source = ds.write_npy(tmp_path / "d.npy", blobs[0])
+    others, _, _ = ds.blobs(150, D, TRUE_K, seed=77)  # other points, other draws
+    probe_file = ds.write_npy(tmp_path / "p.npy", others)
+    out = tmp_path / "out"
+    run = knn_build(
+        "--kind", "kmeans", "--source", source, "--clusters", "5", "--probe-source", probe_file,
+        "--probe-queries", "100", "--version", "p1", "--out", out,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    m = artifact.verify_kmeans(out / "p1")
+    v = m.validation
+    assert (v.method, v.training_rows, v.probe_points) == ("probe-source", N, 100)
+    assert v.probe_source == str(probe_file)
+    probes = artifact.KMeansProbes.load(out / "p1" / "probes.npz")
+    np.testing.assert_array_equal(probes.points, others[:100])
+    want, _ = ds.nearest(others[:100], np.load(out / "p1" / "centroids.npy"))
+    assert probes.assignments.tolist() == want.tolist()

@@ -100,8 +100,10 @@ def _identity(opts: KMeansOptions, source_sha: str, probe_sha: str | None) -> KM
 
 
 def _split(opts: KMeansOptions, src: Source) -> tuple[F32, F32]:
-    """(training rows, probe points): held-out rows, or --probe-source vectors."""
-    every = np.asarray(src.vectors, dtype=np.float32)
+    """(training rows, probe points): held-out rows, or --probe-source vectors.
+
+    One in-memory float32 copy of the training rows (indexing a memory-mapped
+    source copies only the rows it selects)."""
     if opts.probe_source is not None:
         ps = load_source(opts.probe_source, None)
         if ps.dimension != src.dimension:
@@ -111,7 +113,7 @@ def _split(opts: KMeansOptions, src: Source) -> tuple[F32, F32]:
             )
         check_finite(ps.vectors, opts.probe_source)
         points = np.ascontiguousarray(ps.vectors[: opts.probe_points], dtype=np.float32)
-        return np.ascontiguousarray(every), points
+        return np.ascontiguousarray(src.vectors, dtype=np.float32), points
     if opts.probe_points >= src.count:
         raise InputError(
             f"--probe-queries {opts.probe_points} held-out points would leave no training rows "
@@ -121,7 +123,8 @@ def _split(opts: KMeansOptions, src: Source) -> tuple[F32, F32]:
     held = rng.choice(src.count, size=opts.probe_points, replace=False)
     keep = np.ones(src.count, dtype=bool)
     keep[held] = False
-    return np.ascontiguousarray(every[keep]), np.ascontiguousarray(every[np.sort(held)])
+    train = np.ascontiguousarray(src.vectors[keep], dtype=np.float32)
+    return train, np.ascontiguousarray(src.vectors[np.sort(held)], dtype=np.float32)
 
 
 @dataclass(frozen=True)
