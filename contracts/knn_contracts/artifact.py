@@ -168,7 +168,8 @@ class BuildSummary(BaseModel):
     # Compact recall curve: [efSearch, recall, one-thread latency in µs] per rung
     # (about 25 bytes each; the full curve is in the manifest).
     curve: list[tuple[int, float, float]] | None = None
-    # Which builder wrote it; absent in summaries written before k-means existed.
+    # "kmeans" for a k-means build; absent for an HNSW one (as before k-means existed,
+    # so an operator whose contract predates the field still reads HNSW summaries).
     kind: Literal["hnsw", "kmeans"] | None = None
     # k-means (--kind kmeans): the served k, its training inertia and silhouette, and
     # a compact elbow curve [k, inertia, silhouette] (thinned to fit; the manifest

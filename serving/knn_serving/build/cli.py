@@ -442,9 +442,10 @@ def _build(args: argparse.Namespace, summary_path: Path | None) -> int:
     m = result.manifest
     _write_summary(
         summary_path,
+        # No `kind` here: BuildSummary forbids unknown fields, so an operator older
+        # than k-means would refuse an HNSW summary that carried one.
         BuildSummary(
             outcome="Succeeded",
-            kind="hnsw",
             version=m.version,
             vectors=m.count,
             dimension=m.dimension,
