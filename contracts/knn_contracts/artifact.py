@@ -116,7 +116,8 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format_version: Literal[1, 2] = FORMAT_VERSION
-    kind: Literal["hnsw", "kmeans"]
+    # A k-means model has its own manifest (knn_contracts.kmeans.KMeansManifest).
+    kind: Literal["hnsw"]
     version: str
     dimension: int = Field(ge=1)
     metric: Metric
@@ -138,7 +139,10 @@ class BuildExit(IntEnum):
     """
 
     BUILT = 0
-    RECALL_TOO_LOW = 1  # the recall gate failed: --min-recall not reached
+    # The validation gate failed: --min-recall not reached (hnsw), or for kmeans
+    # --min-silhouette, --min-cluster-fraction or --max-inertia-regression.
+    RECALL_TOO_LOW = 1
+    GATE_FAILED = 1  # the same code under the name that fits both kinds
     BAD_INPUT = 2  # a source, ids file or option that cannot be used (usage errors too)
     STORAGE_ERROR = 3  # --out or an existing artifact: unwritable, corrupt, or other inputs
     INTERNAL_ERROR = 4  # anything unexpected: out of memory, a library failure, a bug
@@ -164,6 +168,16 @@ class BuildSummary(BaseModel):
     # Compact recall curve: [efSearch, recall, one-thread latency in µs] per rung
     # (about 25 bytes each; the full curve is in the manifest).
     curve: list[tuple[int, float, float]] | None = None
+    # "kmeans" for a k-means build; absent for an HNSW one (as before k-means existed,
+    # so an operator whose contract predates the field still reads HNSW summaries).
+    kind: Literal["hnsw", "kmeans"] | None = None
+    # k-means (--kind kmeans): the served k, its training inertia and silhouette, and
+    # a compact elbow curve [k, inertia, silhouette] (thinned to fit; the manifest
+    # holds every k tried).
+    clusters: int | None = None
+    inertia: float | None = None
+    silhouette: float | None = None
+    elbow: list[tuple[int, float, float]] | None = None
     message: str = ""
 
     def recall_curve(self) -> list[CurvePoint]:

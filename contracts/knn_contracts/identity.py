@@ -48,7 +48,34 @@ class BuildInputs(BaseModel):
     tokens: tuple[str | None, ...] = ()
 
 
-def version_of(inputs: BuildInputs) -> str:
+class KMeansBuildInputs(BaseModel):
+    """A k-means version's identity. The gate's thresholds (--min-silhouette, ...)
+    and --previous are not in it: a model is the same model whatever it is judged
+    against, so after a failed gate the same inputs build the same version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str = "kmeans"
+    source_uri: str
+    source_format: str | None = None
+    dimension: int | None = None
+    column: str | None = None
+    clusters_min: int
+    clusters_max: int
+    n_init: int
+    max_iter: int
+    seed: int
+    algorithm: str
+    batch_size: int | None = None
+    probe_points: int
+    probe_source: str | None = None
+    silhouette_sample: int
+    source_sha256: str | None = None
+    probe_source_sha256: str | None = None
+    tokens: tuple[str | None, ...] = ()
+
+
+def version_of(inputs: BuildInputs | KMeansBuildInputs) -> str:
     """'v' + the first VERSION_LENGTH hex digits of the inputs' sha256."""
     key = inputs.model_dump_json()
     return "v" + hashlib.sha256(key.encode()).hexdigest()[:VERSION_LENGTH]

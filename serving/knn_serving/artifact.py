@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -20,6 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +33,7 @@ from knn_contracts.artifact import (
     TEMP_PREFIX,
     Manifest,
 )
+from knn_contracts.kmeans import KMEANS_FILES, KMeansManifest
 from pydantic import ValidationError
 
 from .errors import ArtifactError
@@ -120,7 +123,7 @@ def file_digests(directory: Path) -> dict[str, str]:
     }
 
 
-def write_manifest(directory: Path, manifest: Manifest) -> str:
+def write_manifest(directory: Path, manifest: Manifest | KMeansManifest) -> str:
     path = directory / MANIFEST_FILE
     data = manifest.model_dump_json(indent=2).encode() + b"\n"
     with path.open("wb") as f:
@@ -173,7 +176,63 @@ class Probes:
             )
 
 
-def read_manifest(directory: Path) -> Manifest:
+ArtifactKind = Literal["hnsw", "kmeans"]
+AnyManifest = Manifest | KMeansManifest
+KIND_NAMES: dict[str, str] = {
+    "hnsw": "an HNSW index (kind hnsw, a KnnIndex version)",
+    "kmeans": "a k-means model (kind kmeans, a ClusterModel version)",
+}
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "hnsw": (INDEX_FILE, IDS_FILE, PROBES_FILE),
+    "kmeans": KMEANS_FILES,
+}
+
+
+def parse_manifest(raw: bytes, where: str) -> AnyManifest:
+    """The manifest of either kind, by its `kind` field (ArtifactError naming the problem)."""
+    try:
+        doc = json.loads(raw)
+    except ValueError as e:
+        raise ArtifactError(f"{where}: invalid manifest: not JSON ({e})") from None
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    model: type[Manifest] | type[KMeansManifest]
+    if kind == "kmeans":
+        model = KMeansManifest
+    elif kind == "hnsw":
+        model = Manifest
+    else:
+        raise ArtifactError(f"{where}: invalid manifest: unknown kind {kind!r} (hnsw or kmeans)")
+    try:
+        return model.model_validate(doc)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"]) or "(root)"
+        raise ArtifactError(f"{where}: invalid manifest at {loc}: {first['msg']}") from None
+
+
+@dataclass(frozen=True)
+class KMeansProbes:
+    """A k-means artifact's probe points with their exact nearest centroid."""
+
+    points: npt.NDArray[np.float32]  # (n, d)
+    assignments: npt.NDArray[np.int64]  # (n,) cluster ids
+    distances: npt.NDArray[np.float64]  # (n,) Euclidean distance to that centroid
+
+    def save(self, path: Path) -> None:
+        with path.open("wb") as f:
+            np.savez(f, points=self.points, assignments=self.assignments, distances=self.distances)
+
+    @classmethod
+    def load(cls, path: Path) -> KMeansProbes:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(
+                points=np.ascontiguousarray(z["points"], dtype=np.float32),
+                assignments=np.asarray(z["assignments"], dtype=np.int64),
+                distances=np.asarray(z["distances"], dtype=np.float64),
+            )
+
+
+def read_any_manifest(directory: Path) -> AnyManifest:
     path = directory / MANIFEST_FILE
     try:
         raw = path.read_bytes()
@@ -183,18 +242,30 @@ def read_manifest(directory: Path) -> Manifest:
         ) from None
     except OSError as e:
         raise ArtifactError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        return Manifest.model_validate_json(raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "(root)"
-        raise ArtifactError(f"{path}: invalid manifest at {where}: {first['msg']}") from None
+    return parse_manifest(raw, str(path))
 
 
-def verify(directory: Path) -> Manifest:
+def refuse_other_kind(directory: Path | str, manifest: AnyManifest, wanted: ArtifactKind) -> None:
+    """ArtifactError if `manifest` is not of kind `wanted`: an HNSW reader given a
+    k-means model (or the reverse) says so instead of failing on a missing file."""
+    if manifest.kind != wanted:
+        raise ArtifactError(
+            f"{directory}: is {KIND_NAMES[manifest.kind]}, not {KIND_NAMES[wanted]}"
+        )
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """The manifest of an HNSW artifact; a k-means artifact is refused by name."""
+    manifest = read_any_manifest(directory)
+    refuse_other_kind(directory, manifest, "hnsw")
+    assert isinstance(manifest, Manifest)
+    return manifest
+
+
+def verify_any(directory: Path) -> AnyManifest:
     """Check every file against the manifest; raise ArtifactError naming the first mismatch."""
-    manifest = read_manifest(directory)
-    for required in (INDEX_FILE, IDS_FILE, PROBES_FILE):
+    manifest = read_any_manifest(directory)
+    for required in _REQUIRED[manifest.kind]:
         if required not in manifest.files:
             raise ArtifactError(f"{directory}: manifest lists no checksum for {required}")
     for name, expected in sorted(manifest.files.items()):
@@ -207,6 +278,22 @@ def verify(directory: Path) -> Manifest:
                 f"{path}: sha256 mismatch (manifest {expected[:12]}…, file {actual[:12]}…); "
                 "the artifact is corrupt"
             )
+    return manifest
+
+
+def verify(directory: Path) -> Manifest:
+    """verify_any for an HNSW artifact: a k-means one is refused by name."""
+    manifest = verify_any(directory)
+    refuse_other_kind(directory, manifest, "hnsw")
+    assert isinstance(manifest, Manifest)
+    return manifest
+
+
+def verify_kmeans(directory: Path) -> KMeansManifest:
+    """verify_any for a k-means artifact: an HNSW one is refused by name."""
+    manifest = verify_any(directory)
+    refuse_other_kind(directory, manifest, "kmeans")
+    assert isinstance(manifest, KMeansManifest)
     return manifest
 
 
@@ -229,6 +316,6 @@ def localize(uri: str, cache: Path) -> Path:
     return target
 
 
-def read_remote_manifest(fs: object, root: str) -> Manifest:
+def read_remote_manifest(fs: object, root: str) -> AnyManifest:
     with fs.open(join(root, MANIFEST_FILE), "rb") as f:  # type: ignore[attr-defined]
-        return Manifest.model_validate_json(f.read())
+        return parse_manifest(f.read(), join(root, MANIFEST_FILE))

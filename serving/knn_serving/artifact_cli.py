@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from knn_contracts.artifact import MANIFEST_FILE
+from knn_contracts.kmeans import KMeansManifest
 
 from . import artifact
 from .errors import ArtifactError, InputError
@@ -56,8 +57,12 @@ def delete(uri: str) -> str:
 
 def verify(uri: str) -> str:
     with tempfile.TemporaryDirectory(prefix="knn-verify-") as tmp:
-        m = artifact.verify(artifact.localize(uri, Path(tmp)))
-    return f"{uri}: version {m.version} verified ({len(m.files)} files, {m.count} vectors)"
+        m = artifact.verify_any(artifact.localize(uri, Path(tmp)))
+    what = f"{m.parameters.clusters} clusters of " if isinstance(m, KMeansManifest) else ""
+    return (
+        f"{uri}: {m.kind} version {m.version} verified "
+        f"({len(m.files)} files, {what}{m.count} vectors)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,10 +42,12 @@ __all__ = [
     "F32",
     "U8",
     "Metric",
+    "blobs",
     "brute_force",
     "byte_vectors",
     "gaussian",
     "int_ids",
+    "nearest",
     "serve_directory",
     "str_ids",
     "uniform",
@@ -67,6 +69,31 @@ def gaussian(n: int, d: int, *, seed: int = 0) -> F32:
     """
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, d), dtype=np.float32)
+
+
+def blobs(
+    n: int, d: int, centers: int, *, spread: float = 10.0, seed: int = 0
+) -> tuple[F32, npt.NDArray[np.int64], F32]:
+    """`n` vectors around `centers` random centres (unit normal noise, centres drawn
+    with standard deviation `spread`): (vectors, true cluster of each, centres).
+    With the default spread the clusters are far apart: k is unambiguous."""
+    rng = np.random.default_rng(seed)
+    middle = rng.normal(0.0, spread, (centers, d)).astype(np.float32)
+    truth = rng.integers(0, centers, n).astype(np.int64)
+    vectors = (middle[truth] + rng.standard_normal((n, d), dtype=np.float32)).astype(np.float32)
+    return vectors, truth, middle
+
+
+def nearest(
+    vectors: npt.NDArray[np.generic], centroids: npt.NDArray[np.generic]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Brute-force nearest centroid in float64 by full differences (not the expanded
+    form knn_serving.centroids uses): labels and Euclidean distances."""
+    x = np.asarray(vectors, dtype=np.float64)
+    c = np.asarray(centroids, dtype=np.float64)
+    dist = np.sqrt(((x[:, None, :] - c[None, :, :]) ** 2).sum(axis=2))
+    labels: npt.NDArray[np.int64] = dist.argmin(axis=1).astype(np.int64)
+    return labels, dist[np.arange(x.shape[0]), labels]
 
 
 def uniform(n: int, d: int, *, seed: int = 0) -> F32:

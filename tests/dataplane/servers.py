@@ -28,12 +28,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import numpy as np
 import numpy.typing as npt
-from knn_contracts.artifact import MANIFEST_FILE, Manifest, Metric
+from knn_contracts.artifact import MANIFEST_FILE, BuildSummary, Manifest, Metric
+from knn_contracts.kmeans import KMeansManifest
 from knn_devtools import knnserve
 from knn_devtools.knnserve import KNN_BUILD, KNN_SERVE, LOOPBACK
 from knn_devtools.procs import ManagedProcess, ProcessError, log_files, start_on_free_port
@@ -45,19 +46,23 @@ __all__ = [
     "KNN_SERVE",
     "LOOPBACK",
     "Artifact",
+    "KMeansArtifact",
     "KnnServe",
     "ManagedProcess",
     "MissingCommandError",
+    "ModelServe",
     "ProcessError",
     "Prometheus",
     "ServerError",
     "build_artifact",
+    "build_kmeans_artifact",
     "child_processes",
     "metric_samples",
     "prometheus",
     "promtool_check_metrics",
     "require_command",
     "serve",
+    "serve_model",
 ]
 
 # Default identity labels the tests pass to knn-serve.
@@ -162,6 +167,51 @@ def build_artifact(
     return Artifact(directory, manifest, np.asarray(data, dtype=np.float32), id_list)
 
 
+@dataclass(frozen=True)
+class KMeansArtifact:
+    """One k-means version written by the real `knn-build --kind kmeans`."""
+
+    directory: Path
+    manifest: KMeansManifest
+    data: npt.NDArray[np.float32]
+    summary: BuildSummary
+
+
+def build_kmeans_artifact(
+    workdir: Path,
+    data: npt.NDArray[np.float32],
+    *,
+    clusters: int | None = None,
+    clusters_range: str | None = None,
+    version: str = "km1",
+    probe_points: int = 200,
+    extra: Sequence[str] = (),
+    threads: int = 1,
+    timeout: float = 300.0,
+) -> KMeansArtifact:
+    """Write `data` to an .npy file and train a model on it with the real `knn-build`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    source = workdir / f"{version}-source.npy"
+    with source.open("wb") as f:
+        np.save(f, np.ascontiguousarray(data, dtype=np.float32), allow_pickle=False)
+    which = ["--clusters", str(clusters)] if clusters else ["--clusters-range", str(clusters_range)]
+    summary_file = workdir / f"{version}-summary.json"
+    args = [
+        "--kind", "kmeans", "--source", str(source), *which, "--version", version,
+        "--probe-queries", str(probe_points), "--threads", str(threads),
+        "--out", str(workdir / "artifacts"), "--summary-file", str(summary_file), *extra,
+    ]  # fmt: skip
+    run = subprocess.run(
+        [str(KNN_BUILD), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if run.returncode != 0:
+        raise ServerError(f"knn-build exited {run.returncode}:\n{run.stderr[-4000:]}")
+    directory = workdir / "artifacts" / version
+    manifest = KMeansManifest.model_validate_json((directory / MANIFEST_FILE).read_bytes())
+    summary = BuildSummary.model_validate_json(summary_file.read_bytes())
+    return KMeansArtifact(directory, manifest, np.asarray(data, dtype=np.float32), summary)
+
+
 # --- child processes --------------------------------------------------------------------------
 
 
@@ -187,11 +237,27 @@ class KnnServe(knnserve.KnnServe):
     """The real `knn-serve` (knn_devtools.knnserve), labelled index=test-index and
     namespace=test-ns unless a test names others."""
 
-    default_index_name = INDEX_NAME
-    default_namespace = NAMESPACE
+    default_index_name: ClassVar[str | None] = INDEX_NAME
+    default_namespace: ClassVar[str | None] = NAMESPACE
 
 
 serve = KnnServe.serve
+
+MODEL_NAME = "test-model"
+
+
+class ModelServe(KnnServe):
+    """The real `knn-serve` of a k-means model: `--model-name` (label `model`)
+    instead of `--index-name`."""
+
+    default_index_name: ClassVar[str | None] = None
+
+    def argv(self) -> list[str]:
+        named = "--model-name" in self.args
+        return super().argv() + ([] if named else ["--model-name", MODEL_NAME])
+
+
+serve_model = ModelServe.serve
 
 
 # --- metrics text -----------------------------------------------------------------------------

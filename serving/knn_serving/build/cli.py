@@ -1,10 +1,14 @@
 """`knn-build` command line.
 
+Two kinds (--kind): an HNSW index (the default) or a k-means model. Both load
+sources the same way and publish through the same step (build/publish.py).
+
 Exit codes (knn_contracts.artifact.BuildExit):
 
     0  built (or an identical artifact already existed)
-    1  recall gate failed: recall below --min-recall at --ef-search (or, without
-       --ef-search, at every efSearch of the measured curve)
+    1  validation gate failed: for hnsw, recall below --min-recall at --ef-search (or,
+       without --ef-search, at every efSearch of the measured curve); for kmeans,
+       --min-silhouette, --min-cluster-fraction or --max-inertia-regression
     2  bad input or usage
     3  artifact or storage error (including an existing version built from other inputs)
     4  internal error: an unexpected exception (out of memory, a library failure, a bug);
@@ -22,12 +26,15 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn, cast
+from typing import Any, NoReturn, cast
 
 from knn_contracts.artifact import BuildExit, BuildSummary, Metric
 
 from ..cpus import available_cpus
 from ..errors import ArtifactError, InputError
+from .kmeans_gate import GateFailedError
+from .kmeans_pipeline import MINI_BATCH_ABOVE, KMeansOptions, KMeansResult, run_kmeans_build
+from .kmeans_select import compact_elbow, parse_range
 from .pipeline import BuildOptions, RecallTooLowError, run_build
 from .sources import FORMATS
 
@@ -88,33 +95,140 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see knn-build --help)")
 
 
+# HNSW-only flags and their defaults: None in argparse, so a k-means build can
+# refuse one that was given instead of silently ignoring it.
+HNSW_DEFAULTS: dict[str, object] = {"m": 16, "ef_construction": 200, "k": 10, "min_recall": 0.9}
+HNSW_ONLY = ("ids", "id_column", "m", "ef_construction", "ef_search", "k", "min_recall")
+KMEANS_ONLY = (
+    "clusters",
+    "clusters_range",
+    "n_init",
+    "max_iter",
+    "mini_batch_above",
+    "batch_size",
+    "silhouette_sample",
+    "min_silhouette",
+    "min_cluster_fraction",
+    "previous",
+    "max_inertia_regression",
+)
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _range(text: str) -> tuple[int, int]:
+    try:
+        return parse_range(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _nonnegative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value}")
+    return value
+
+
+def _silhouette(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between -1 and 1, got {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="knn-build",
-        description="Build, validate and write a versioned HNSW artifact from source vectors.",
-        epilog="Exit codes: 0 built, 1 recall below --min-recall, 2 bad input, 3 storage error, "
-        "4 internal error.",
+        description="Build, validate and write a versioned artifact from source vectors: "
+        "an HNSW index (--kind hnsw) or a k-means model (--kind kmeans).",
+        epilog="Exit codes: 0 built, 1 validation gate (recall; silhouette, cluster sizes, "
+        "inertia regression), 2 bad input, 3 storage error, 4 internal error.",
     )
+    p.add_argument("--kind", choices=["hnsw", "kmeans"], default="hnsw")
     p.add_argument("--source", required=True, help="path, file://, pvc://, http(s):// or s3://")
     p.add_argument("--format", choices=FORMATS, help="default: from the file extension")
-    p.add_argument("--ids", help="ids file (.npy int64/str, .json list, or one per line)")
+    p.add_argument("--ids", help="hnsw: ids file (.npy int64/str, .json list, or one per line)")
     p.add_argument("--column", help="parquet column holding the vectors")
-    p.add_argument("--id-column", help="parquet column holding the ids")
+    p.add_argument("--id-column", help="hnsw: parquet column holding the ids")
     p.add_argument("--dimension", type=_positive("--dimension", 65536), help="expected dimension")
-    p.add_argument("--metric", required=True, choices=["l2", "ip", "cosine"])
+    p.add_argument(
+        "--metric",
+        choices=["l2", "ip", "cosine"],
+        help="required for hnsw; kmeans is l2 only (the default there)",
+    )
     # hnswlib needs M >= 2 (and the manifest contract says so).
-    p.add_argument("--m", type=_positive("--m", 128, lower=2), default=16)
-    p.add_argument("--ef-construction", type=_positive("--ef-construction", 4096), default=200)
+    p.add_argument("--m", type=_positive("--m", 128, lower=2), help="hnsw (default 16)")
+    p.add_argument(
+        "--ef-construction", type=_positive("--ef-construction", 4096), help="hnsw (default 200)"
+    )
     p.add_argument(
         "--ef-search",
         type=_positive("--ef-search", 4096),
-        help="efSearch the recall gate checks and the server uses by default (default: the "
-        "smallest efSearch of the measured curve that reaches --min-recall)",
+        help="hnsw: efSearch the recall gate checks and the server uses by default (default: "
+        "the smallest efSearch of the measured curve that reaches --min-recall)",
     )
-    p.add_argument("--probe-queries", type=_positive("--probe-queries", 100_000), default=500)
-    p.add_argument("--probe-source", help="probe queries from this file instead of held-out rows")
-    p.add_argument("--k", type=_positive("--k", 1000), default=10)
-    p.add_argument("--min-recall", type=_ratio, default=0.9)
+    p.add_argument(
+        "--probe-queries",
+        type=_positive("--probe-queries", 100_000),
+        default=500,
+        help="held-out probe rows (hnsw: queries; kmeans: probe points) (default 500)",
+    )
+    p.add_argument("--probe-source", help="probe vectors from this file instead of held-out rows")
+    p.add_argument("--k", type=_positive("--k", 1000), help="hnsw: neighbours (default 10)")
+    p.add_argument("--min-recall", type=_ratio, help="hnsw (default 0.9)")
+    km = p.add_argument_group("kmeans (--kind kmeans)")
+    which = km.add_mutually_exclusive_group()
+    which.add_argument("--clusters", type=_positive("--clusters", 100_000, lower=2), help="k")
+    which.add_argument(
+        "--clusters-range",
+        type=_range,
+        metavar="MIN:MAX",
+        help="try every k in MIN..MAX, keep the best silhouette",
+    )
+    km.add_argument(
+        "--n-init", type=_positive("--n-init", 1000), help="k-means++ restarts per k (default 3)"
+    )
+    km.add_argument(
+        "--max-iter", type=_positive("--max-iter", 100_000), help="iterations (default 300)"
+    )
+    km.add_argument(
+        "--mini-batch-above",
+        type=_positive("--mini-batch-above", lower=0),
+        help=f"training rows above which MiniBatchKMeans runs (default {MINI_BATCH_ABOVE})",
+    )
+    km.add_argument(
+        "--batch-size", type=_positive("--batch-size", 1 << 20), help="minibatch (default 4096)"
+    )
+    km.add_argument(
+        "--silhouette-sample",
+        type=_positive("--silhouette-sample", 100_000, lower=3),
+        help="training rows the silhouette is computed on (default 5000; it costs rows^2)",
+    )
+    km.add_argument("--min-silhouette", type=_silhouette, help="gate (default: not gated)")
+    km.add_argument(
+        "--min-cluster-fraction",
+        type=_nonnegative,
+        help="gate: every cluster holds at least this fraction of an even share "
+        "(training rows / k); empty clusters always fail (default 0.05)",
+    )
+    km.add_argument(
+        "--previous", help="gate: the previous version's artifact, compared on its probe points"
+    )
+    km.add_argument(
+        "--max-inertia-regression",
+        type=_nonnegative,
+        help="gate with --previous: largest relative growth of the mean squared distance on "
+        "the previous version's probe points (default 0.1)",
+    )
     p.add_argument("--threads", type=_positive("--threads", 1024), help="default: all usable CPUs")
     p.add_argument(
         "--version", type=_version_name, help="version name (default: derived from inputs)"
@@ -127,6 +241,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory (or s3://) where versions live")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
+
+
+def kind_conflict(args: argparse.Namespace) -> str | None:
+    """The usage error of flags that do not belong to --kind, or None."""
+    if args.kind == "kmeans":
+        given = [_flag(d) for d in HNSW_ONLY if getattr(args, d) is not None]
+        if given:
+            return f"{', '.join(given)} not used by --kind kmeans"
+        if args.metric not in (None, "l2"):
+            return f"--kind kmeans supports --metric l2 only, got {args.metric}"
+        if args.clusters is None and args.clusters_range is None:
+            return "--kind kmeans needs --clusters K or --clusters-range MIN:MAX"
+        if args.max_inertia_regression is not None and args.previous is None:
+            return "--max-inertia-regression needs --previous"
+        return None
+    given = [_flag(d) for d in KMEANS_ONLY if getattr(args, d) is not None]
+    if given:
+        return f"{', '.join(given)} only used by --kind kmeans"
+    if args.metric is None:
+        return "the following arguments are required: --metric"
+    return None
 
 
 def _summary_path(given: str | None) -> Path | None:
@@ -189,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
     except UsageError as e:
         return _usage_failure(argv, str(e))
+    conflict = kind_conflict(args)
+    if conflict is not None:
+        return _usage_failure(argv, f"{conflict} (see knn-build --help)")
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,
@@ -201,17 +339,22 @@ def main(argv: list[str] | None = None) -> int:
         return _internal_error(e, summary_path, args.version)
 
 
+def _or(value: object, default: object) -> Any:
+    return default if value is None else value
+
+
 def _options(args: argparse.Namespace) -> BuildOptions:
+    d = HNSW_DEFAULTS
     return BuildOptions(
         source=args.source,
         out=args.out,
         metric=cast(Metric, args.metric),
-        m=args.m,
-        ef_construction=args.ef_construction,
+        m=_or(args.m, d["m"]),
+        ef_construction=_or(args.ef_construction, d["ef_construction"]),
         ef_search=args.ef_search,
         probe_queries=args.probe_queries,
-        k=args.k,
-        min_recall=args.min_recall,
+        k=_or(args.k, d["k"]),
+        min_recall=_or(args.min_recall, d["min_recall"]),
         format=args.format,
         ids=args.ids,
         column=args.column,
@@ -224,15 +367,65 @@ def _options(args: argparse.Namespace) -> BuildOptions:
     )
 
 
+def _kmeans_options(args: argparse.Namespace) -> KMeansOptions:
+    lo, hi = args.clusters_range or (args.clusters, args.clusters)
+    d = KMeansOptions
+    return KMeansOptions(
+        source=args.source,
+        out=args.out,
+        clusters_min=lo,
+        clusters_max=hi,
+        n_init=_or(args.n_init, d.n_init),
+        max_iter=_or(args.max_iter, d.max_iter),
+        seed=args.seed,
+        mini_batch_above=_or(args.mini_batch_above, d.mini_batch_above),
+        batch_size=_or(args.batch_size, d.batch_size),
+        probe_points=args.probe_queries,
+        probe_source=args.probe_source,
+        silhouette_sample=_or(args.silhouette_sample, d.silhouette_sample),
+        min_silhouette=args.min_silhouette,
+        min_cluster_fraction=_or(args.min_cluster_fraction, d.min_cluster_fraction),
+        max_inertia_regression=_or(args.max_inertia_regression, d.max_inertia_regression),
+        previous=args.previous,
+        format=args.format,
+        column=args.column,
+        dimension=args.dimension,
+        threads=args.threads or available_cpus(),
+        version=args.version,
+    )
+
+
+def _kmeans_summary(result: KMeansResult, seconds: float) -> BuildSummary:
+    m = result.manifest
+    v = m.validation
+    return BuildSummary(
+        outcome="Succeeded",
+        kind="kmeans",
+        version=m.version,
+        vectors=m.count,
+        dimension=m.dimension,
+        clusters=m.parameters.clusters,
+        inertia=float(f"{v.inertia:.6g}"),
+        silhouette=round(v.silhouette, 6),
+        elbow=compact_elbow(v.elbow, m.parameters.clusters),
+        build_seconds=round(seconds, 3),
+        artifact=result.artifact_uri,
+        sha256=result.manifest_sha256,
+    )
+
+
 def _build(args: argparse.Namespace, summary_path: Path | None) -> int:
     start = time.perf_counter()
     code = BuildExit.BUILT
     try:
-        result = run_build(_options(args))
+        if args.kind == "kmeans":
+            kmeans = run_kmeans_build(_kmeans_options(args))
+        else:
+            result = run_build(_options(args))
     except InputError as e:
         message, code = str(e), BuildExit.BAD_INPUT
-    except RecallTooLowError as e:
-        message, code = str(e), BuildExit.RECALL_TOO_LOW
+    except (RecallTooLowError, GateFailedError) as e:
+        message, code = str(e), BuildExit.GATE_FAILED
     except ArtifactError as e:
         message, code = str(e), BuildExit.STORAGE_ERROR
     except OSError as e:
@@ -243,9 +436,14 @@ def _build(args: argparse.Namespace, summary_path: Path | None) -> int:
             summary_path, BuildSummary(outcome="Failed", version=args.version, message=message)
         )
         return code
+    if args.kind == "kmeans":
+        _write_summary(summary_path, _kmeans_summary(kmeans, time.perf_counter() - start))
+        return BuildExit.BUILT
     m = result.manifest
     _write_summary(
         summary_path,
+        # No `kind` here: BuildSummary forbids unknown fields, so an operator older
+        # than k-means would refuse an HNSW summary that carried one.
         BuildSummary(
             outcome="Succeeded",
             version=m.version,

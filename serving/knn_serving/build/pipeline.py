@@ -9,9 +9,7 @@ to the termination message that the operator reads.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +34,8 @@ from .. import artifact
 from ..errors import ArtifactError, InputError
 from ..exact import exact_topk
 from ..sidelist import SideList
-from ..uris import join, resolve
 from .progress import Progress
+from .publish import Target, existing, existing_manifest_sha256, publish, source_digest
 from .sources import Source, Vectors, check_finite, load_source
 from .validate import RecallTooLowError, ef_ladder, gate, measure_curve
 
@@ -83,20 +81,6 @@ class BuildResult:
     # efSearch keeps its manifest's own default).
     ef_search: int
     recall: float
-
-
-def _source_digest(uri: str) -> str:
-    """sha256 of the source bytes, read in chunks, so a version names its input."""
-    loc = resolve(uri)
-    if loc.local is not None:
-        return artifact.sha256_file(loc.local)
-    import fsspec
-
-    digest = hashlib.sha256()
-    with fsspec.open(uri, "rb") as f:
-        while chunk := f.read(4 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def build_inputs(
@@ -242,21 +226,9 @@ def _add_all(
     return time.perf_counter() - start
 
 
-def _existing(final_uri: str) -> Manifest | None:
-    loc = resolve(final_uri)
-    if loc.local is not None:
-        return artifact.verify(loc.local) if loc.local.exists() else None
-    import fsspec
-
-    fs, _, (root,) = fsspec.get_fs_token_paths(final_uri)
-    if not fs.exists(join(root, "manifest.json")):
-        return None
-    return artifact.read_remote_manifest(fs, root)
-
-
 def _reuse(
     previous: Manifest,
-    final_uri: str,
+    target: Target,
     opts: BuildOptions,
     inputs: SourceInfo,
     params: HnswParameters,
@@ -267,17 +239,15 @@ def _reuse(
     differences = _input_differences(previous, inputs, opts, params, probe_sha)
     if differences:
         raise ArtifactError(
-            f"{final_uri}: already exists with other inputs ({'; '.join(differences)}); "
+            f"{target.uri}: already exists with other inputs ({'; '.join(differences)}); "
             "artifacts are immutable, choose another --version"
         )
     v = previous.validation
     ef, recall = gate(
         v.curve, opts.ef_search or previous.parameters.ef_search, opts.min_recall, v.probe_queries
     )
-    log.info("artifact %s already exists for these inputs; reusing it", final_uri)
-    loc = resolve(final_uri)
-    sha = artifact.sha256_file(loc.local / "manifest.json") if loc.local is not None else ""
-    return BuildResult(previous, final_uri, sha, ef, recall)
+    log.info("artifact %s already exists for these inputs; reusing it", target.uri)
+    return BuildResult(previous, target.uri, existing_manifest_sha256(target), ef, recall)
 
 
 def run_build(opts: BuildOptions) -> BuildResult:
@@ -294,11 +264,11 @@ def run_build(opts: BuildOptions) -> BuildResult:
     )
     _check_options(opts, src)
     check_finite(src.vectors, opts.source, need_nonzero=opts.metric == "cosine")
-    source_sha = _source_digest(opts.source)
-    ids_sha = _source_digest(opts.ids) if opts.ids is not None else None
-    probe_sha = _source_digest(opts.probe_source) if opts.probe_source is not None else None
+    source_sha = source_digest(opts.source)
+    ids_sha = source_digest(opts.ids) if opts.ids is not None else None
+    probe_sha = source_digest(opts.probe_source) if opts.probe_source is not None else None
     version = opts.version or default_version(source_sha, ids_sha, opts, probe_sha)
-    final_uri = join(opts.out, version)
+    target = Target(opts.out, version)
     inputs = SourceInfo(
         uri=opts.source,
         format=src.format,
@@ -312,14 +282,11 @@ def run_build(opts: BuildOptions) -> BuildResult:
         m=opts.m, ef_construction=opts.ef_construction, ef_search=opts.ef_search or opts.k
     )
 
-    out = resolve(opts.out)
-    if out.local is not None:
-        # A build killed while writing (SIGKILL, OOM) leaves its staging directory.
-        # Remote outputs stage under the pod's own temporary directory instead.
-        artifact.remove_stale_staging(out.local, version)
-    previous = _existing(final_uri)
+    previous = existing(target)
     if previous is not None:
-        return _reuse(previous, final_uri, opts, inputs, graph_params, probe_sha)
+        artifact.refuse_other_kind(target.uri, previous, "hnsw")
+        assert isinstance(previous, Manifest)
+        return _reuse(previous, target, opts, inputs, graph_params, probe_sha)
 
     probes, side = _probe_set(opts, src)
     index = _build_graph(opts, src, side)
@@ -344,13 +311,15 @@ def run_build(opts: BuildOptions) -> BuildResult:
     index.set_ef(ef)
 
     ids = src.ids if src.ids is not None else np.arange(src.count, dtype=np.int64)
-    stage_parent = out.local if out.local is not None else Path(tempfile.gettempdir())
-    with artifact.staging_dir(stage_parent, version) as stage:
+
+    def write_files(stage: Path) -> None:
         index.save_index(str(stage / INDEX_FILE))
         with (stage / IDS_FILE).open("wb") as f:
             np.save(f, ids, allow_pickle=False)
         probes.save(stage / PROBES_FILE)
-        manifest = Manifest(
+
+    def make_manifest(files: dict[str, str]) -> Manifest:
+        return Manifest(
             kind="hnsw",
             version=version,
             dimension=src.dimension,
@@ -374,21 +343,18 @@ def run_build(opts: BuildOptions) -> BuildResult:
             ),
             build_seconds=round(time.perf_counter() - t0, 3),
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            files=artifact.file_digests(stage),
+            files=files,
         )
-        manifest_sha = artifact.write_manifest(stage, manifest)
-        if out.local is not None:
-            artifact.publish_local(stage, out.local / version)
-        else:
-            artifact.publish_remote(stage, final_uri)
+
+    manifest, manifest_sha = publish(target, write_files, make_manifest)
     log.info(
         "wrote %s (%d vectors, %d of them in the exact side list, total %.1fs)",
-        final_uri,
+        target.uri,
         src.count,
         len(side),
         manifest.build_seconds,
     )
-    return BuildResult(manifest, final_uri, manifest_sha, ef, recall)
+    return BuildResult(manifest, target.uri, manifest_sha, ef, recall)
 
 
 def _probe_set(opts: BuildOptions, src: Source) -> tuple[artifact.Probes, SideList]:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,15 @@ from knn_contracts.artifact import INDEX_FILE
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import artifact
 from ..artifact import localize
+from ..drift import DriftTracker, QueryDrift
 from ..errors import ArtifactError
 from ..hnswfile import map_vectors
 from .index import LoadedIndex, Searcher
 from .live import LiveRecall, LiveSettings
-from .metrics import Identity, ServingMetrics
+from .metrics import ClusterMetrics, Identity, ServingMetrics
+from .model import Assigner, LoadedModel
 from .requests import Limits, Query, RequestError, parse
 
 log = logging.getLogger("knn-serve")
@@ -52,6 +55,8 @@ class Settings:
     ef_search: int | None = None
     cache_dir: Path = Path("/tmp/knn-artifacts")
     live: LiveSettings = field(default_factory=LiveSettings)
+    # k-means models: assignments in the sliding window that PSI is computed over.
+    drift_window: int = 10_000
 
 
 @dataclass
@@ -60,6 +65,12 @@ class State:
     metrics: ServingMetrics
     searcher: Searcher | None = None
     live: LiveRecall | None = None
+    # A k-means model (the server was started with --model-name).
+    assigner: Assigner | None = None
+    cluster_metrics: ClusterMetrics | None = None
+    drift: DriftTracker | None = None
+    # An index: live nearest distances against the probe set's (from the first replay).
+    query_drift: QueryDrift | None = None
     limits: Limits | None = None
     error: str | None = None
     warm: bool = False
@@ -135,10 +146,84 @@ QUERY_SCHEMA: dict[str, Any] = {
 }
 
 
+def _refuse(state: State, message: str) -> None:
+    state.error = f"artifact refused: {message}"
+    log.error("%s", state.error)
+
+
+def _kind_mismatch(state: State, directory: Path) -> str | None:
+    """Why this server cannot serve the artifact's kind, naming the flag that would."""
+    manifest = artifact.read_any_manifest(directory)
+    wanted = "kmeans" if state.settings.identity.serves_model else "hnsw"
+    if manifest.kind == wanted:
+        return None
+    how = (
+        "serve a k-means model with --model-name NAME"
+        if manifest.kind == "kmeans"
+        else "serve an HNSW index with --index-name NAME, not --model-name"
+    )
+    return f"{directory}: is {artifact.KIND_NAMES[manifest.kind]}; {how}"
+
+
+ASSIGN_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            JSON: {
+                "schema": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "required": ["vector"],
+                            "properties": {
+                                "vector": {"type": "array", "items": {"type": "number"}}
+                            },
+                            "additionalProperties": False,
+                        },
+                        {
+                            "type": "object",
+                            "required": ["vectors"],
+                            "properties": {
+                                "vectors": {
+                                    "type": "array",
+                                    "items": {"type": "array", "items": {"type": "number"}},
+                                }
+                            },
+                            "additionalProperties": False,
+                        },
+                    ]
+                }
+            },
+            "application/octet-stream": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "little-endian float32 rows",
+                }
+            },
+        },
+    },
+    "responses": {
+        "200": {"description": "nearest centroid: cluster id and Euclidean distance"},
+        **{code: QUERY_SCHEMA["responses"][code] for code in ("400", "413", "415")},
+        "404": {"description": "this server serves an HNSW index (use /v1/query)"},
+        "422": {"description": "invalid vector (dimension, NaN, unknown field)"},
+        "503": {"description": "model not loaded yet"},
+    },
+}
+
+
 async def _load(state: State) -> None:
     s = state.settings
     try:
         directory = await asyncio.to_thread(localize, s.artifact, s.cache_dir)
+        mismatch = await asyncio.to_thread(_kind_mismatch, state, directory)
+        if mismatch is not None:
+            _refuse(state, mismatch)
+            return
+        if s.identity.serves_model:
+            await _load_model(state, directory)
+            return
         loaded = await asyncio.to_thread(LoadedIndex.load, directory, s.ef_search)
     except ArtifactError as e:
         state.error = f"artifact refused: {e}"
@@ -185,6 +270,51 @@ async def _load(state: State) -> None:
     await _replay_forever(state)
 
 
+async def _load_model(state: State, directory: Path) -> None:
+    """Load a k-means model, assign its probe points as a client's vectors would be
+    (the probe inertia gauge), then report ready. A model does not change while
+    served, so one pass suffices: there is no periodic replay."""
+    s = state.settings
+    loaded = await asyncio.to_thread(LoadedModel.load, directory)
+    m = loaded.manifest
+    try:
+        cluster_metrics = state.metrics.set_model(m)
+    except ValueError as e:
+        _refuse(state, str(e))
+        return
+    state.limits = Limits(
+        dimension=m.dimension,
+        count=m.parameters.clusters,
+        max_batch=s.max_batch,
+        max_body_bytes=s.max_body_bytes,
+        takes_k=False,
+        noun="model",
+    )
+    assigner = Assigner(loaded)
+    points = loaded.probes.points
+    if points.shape[0]:
+        labels, distances = await assigner.assign(points)
+        differ = int((labels != loaded.probes.assignments).sum())
+        if differ:
+            log.warning(
+                "%d of %d probe points are assigned otherwise than at build time",
+                differ,
+                points.shape[0],
+            )
+        cluster_metrics.set_probe_inertia(float(np.square(distances).mean()))
+    state.cluster_metrics = cluster_metrics
+    state.drift = DriftTracker(m.cluster_sizes, m.distances.mean, s.drift_window)
+    state.assigner = assigner
+    state.warm = True
+    log.info(
+        "loaded %s: k-means model version %s, %d clusters of dimension %d; ready",
+        s.artifact,
+        m.version,
+        m.parameters.clusters,
+        m.dimension,
+    )
+
+
 def _start_live(state: State, directory: Path, loaded: LoadedIndex) -> LiveRecall | None:
     live = state.settings.live
     if live.rate <= 0:
@@ -212,8 +342,14 @@ async def _replay_once(state: State) -> None:
     if p.truth.shape[0] == 0:
         state.warm = True
         return
-    recall = await state.searcher.replay_probes(observe=state.metrics.observe_probe)
+    replay = await state.searcher.replay_probes(observe=state.metrics.observe_probe)
+    recall = replay.recall
     state.last_recall = recall
+    if state.query_drift is None:
+        # The first replay is the baseline: the probes are held-out data rows (or the
+        # user's real queries), so live queries like the data get a ratio near 1.
+        state.metrics.set_query_baseline(replay.nearest)
+        state.query_drift = QueryDrift(float(replay.nearest.mean()), state.settings.drift_window)
     if state.searcher.loaded.unbiased_probes:
         state.metrics.set_recall(int(p.truth.shape[1]), recall)
     if not state.warm:
@@ -252,6 +388,8 @@ def create_app(settings: Settings, metrics: ServingMetrics | None = None) -> Fas
                     await t
             if state.searcher is not None:
                 state.searcher.close()
+            if state.assigner is not None:
+                state.assigner.close()
             if state.live is not None:
                 await asyncio.to_thread(state.live.close)
 
@@ -276,8 +414,8 @@ def create_app(settings: Settings, metrics: ServingMetrics | None = None) -> Fas
             return _error(503, state.error)
         if state.draining:
             return _error(503, "shutting down")
-        if state.searcher is None:
-            return _error(503, "loading index")
+        if state.searcher is None and state.assigner is None:
+            return _error(503, "loading model" if _serves_model(state) else "loading index")
         if not state.warm:
             return _error(503, "warming up: replaying probe set")
         return _json({"status": "ready"})
@@ -290,6 +428,10 @@ def create_app(settings: Settings, metrics: ServingMetrics | None = None) -> Fas
 
     @app.get("/v1/info", responses={503: {"description": "index not loaded"}})
     async def info() -> Response:
+        if state.assigner is not None:
+            doc = state.assigner.loaded.manifest.model_dump(mode="json")
+            doc["live"] = {"ready": state.warm}
+            return _json(doc)
         if state.searcher is None:
             return _error(503, state.error or "loading index")
         doc = state.searcher.loaded.manifest.model_dump(mode="json")
@@ -310,14 +452,43 @@ def create_app(settings: Settings, metrics: ServingMetrics | None = None) -> Fas
         )
         return Response(payload, status, media_type=JSON)
 
+    @app.post("/v1/assign", openapi_extra=ASSIGN_SCHEMA)
+    async def assign(request: Request) -> Response:
+        # Normally answered by QueryFastPath, as /v1/query is.
+        start = time.perf_counter()
+        status, payload = await handle_assign(
+            state,
+            request.headers.get("content-type"),
+            await request.body(),
+            request.url.query.encode(),
+            start,
+        )
+        return Response(payload, status, media_type=JSON)
+
     app.add_middleware(QueryFastPath, state=state)
     return app
+
+
+def _serves_model(state: State) -> bool:
+    return state.settings.identity.serves_model
+
+
+def _wrong_route(state: State) -> tuple[int, bytes]:
+    state.metrics.count(404)
+    detail = (
+        "this server serves a k-means model: use POST /v1/assign"
+        if _serves_model(state)
+        else "this server serves an HNSW index: use POST /v1/query"
+    )
+    return 404, orjson.dumps({"detail": detail})
 
 
 async def handle_query(
     state: State, content_type: str | None, body: bytes, query: bytes, start: float
 ) -> tuple[int, bytes]:
     """Answer one query request: (status, JSON body). Counts and times it."""
+    if _serves_model(state):
+        return _wrong_route(state)
     searcher, limits = state.searcher, state.limits
     if searcher is None or limits is None:
         state.metrics.count(503)
@@ -325,7 +496,7 @@ async def handle_query(
     try:
         params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
         q = parse(content_type, body, params, limits)
-        payload = await _answer(searcher, q, state.live)
+        payload = await _answer(searcher, q, state.live, state)
     except RequestError as e:
         state.metrics.count(e.status)
         return e.status, orjson.dumps({"detail": e.message})
@@ -335,16 +506,61 @@ async def handle_query(
     return 200, out
 
 
+async def handle_assign(
+    state: State, content_type: str | None, body: bytes, query: bytes, start: float
+) -> tuple[int, bytes]:
+    """Answer one assign request: (status, JSON body). Counts, times and feeds the
+    drift window; parsing and refusals are /v1/query's (requests.parse)."""
+    if not _serves_model(state):
+        return _wrong_route(state)
+    assigner, limits = state.assigner, state.limits
+    if assigner is None or limits is None or state.drift is None:
+        state.metrics.count(503)
+        return 503, orjson.dumps({"detail": state.error or "loading model"})
+    try:
+        params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
+        q = parse(content_type, body, params, limits)
+    except RequestError as e:
+        state.metrics.count(e.status)
+        return e.status, orjson.dumps({"detail": e.message})
+    labels, distances = await assigner.assign(q.vectors)
+    version = assigner.loaded.manifest.version
+    if q.single:
+        payload: dict[str, Any] = {
+            "cluster": int(labels[0]),
+            "distance": float(distances[0]),
+            "version": version,
+        }
+    else:
+        payload = {
+            "results": [
+                {"cluster": c, "distance": d}
+                for c, d in zip(labels.tolist(), distances.tolist(), strict=True)
+            ],
+            "version": version,
+        }
+    out = orjson.dumps(payload)
+    cluster_metrics = state.cluster_metrics
+    assert cluster_metrics is not None
+    k = assigner.loaded.manifest.parameters.clusters
+    cluster_metrics.record(np.bincount(labels, minlength=k).tolist(), distances.tolist())
+    cluster_metrics.set_drift(state.drift.add(labels, distances))
+    state.metrics.observe(time.perf_counter() - start)
+    state.metrics.count(200)
+    return 200, out
+
+
 class QueryFastPath:
-    """Pure-ASGI answer to POST /v1/query, ahead of FastAPI's routing and
-    request objects, which cost more than a single HNSW search."""
+    """Pure-ASGI answer to POST /v1/query and /v1/assign, ahead of FastAPI's routing
+    and request objects, which cost more than a single HNSW search."""
 
     def __init__(self, app: ASGIApp, state: State) -> None:
         self.app = app
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/v1/query" or scope["method"] != "POST":
+        handler = FAST_ROUTES.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
@@ -368,7 +584,7 @@ class QueryFastPath:
                 status, payload = 413, _too_large(size, limit)
                 self.state.metrics.count(413)
             else:
-                status, payload = await handle_query(
+                status, payload = await handler(
                     self.state, content_type, body, scope["query_string"], start
                 )
         await send(
@@ -382,6 +598,10 @@ class QueryFastPath:
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+Handler = Callable[[State, str | None, bytes, bytes, float], Awaitable[tuple[int, bytes]]]
+FAST_ROUTES: dict[str, Handler] = {"/v1/query": handle_query, "/v1/assign": handle_assign}
 
 
 def _too_large(size: int, limit: int) -> bytes:
@@ -409,7 +629,9 @@ async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, int]:
             return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), size
 
 
-async def _answer(searcher: Searcher, q: Query, live: LiveRecall | None) -> dict[str, Any]:
+async def _answer(
+    searcher: Searcher, q: Query, live: LiveRecall | None, state: State
+) -> dict[str, Any]:
     try:
         labels, distances = await searcher.search(q.vectors, q.k, q.ef)
     except RuntimeError as e:  # hnswlib: fewer than k reachable neighbours at this ef
@@ -424,6 +646,13 @@ async def _answer(searcher: Searcher, q: Query, live: LiveRecall | None) -> dict
         )
     if live is not None:
         live.offer(q.vectors, labels, q.k)
+    if state.query_drift is not None:
+        nearest = distances[:, 0]
+        for d in nearest.tolist():
+            state.metrics.observe_nn(d)
+        ratio = state.query_drift.add(nearest)
+        if ratio is not None:
+            state.metrics.set_query_ratio(ratio)
     ids = searcher.loaded.ids[labels.astype(np.intp)]
     version = searcher.loaded.manifest.version
     if ids.dtype.kind == "U":

@@ -24,6 +24,7 @@ from types import FrameType
 import prometheus_client
 import uvicorn
 from fastapi import FastAPI
+from knn_contracts.metrics import LABEL_MODEL
 
 from ..artifact_cli import verify
 from ..cpus import available_cpus
@@ -70,8 +71,23 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--index-name",
-        default=os.environ.get("KNN_INDEX_NAME", "default"),
-        help="'index' label on every metric (env KNN_INDEX_NAME)",
+        default=None,
+        help="'index' label on every metric (env KNN_INDEX_NAME; default 'default'); "
+        "the artifact must be an HNSW index",
+    )
+    p.add_argument(
+        "--model-name",
+        default=os.environ.get("KNN_MODEL_NAME") or None,
+        help="serve a k-means model (kind kmeans) under this 'model' label instead of an "
+        "index (env KNN_MODEL_NAME); /v1/assign replaces /v1/query",
+    )
+    p.add_argument(
+        "--drift-window",
+        type=int,
+        default=10_000,
+        help="the sliding window of drift gauges: assignments for knn_cluster_drift_psi and "
+        "knn_cluster_distance_ratio (k-means), queries for knn_query_distance_ratio (index) "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--revision",
@@ -149,9 +165,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     if args.probe_interval <= 0:
         raise SystemExit("knn-serve: error: --probe-interval must be positive")
     threads = args.batch_threads or max(1, available_cpus() // args.workers)
+    if args.drift_window < 1:
+        raise SystemExit("knn-serve: error: --drift-window must be at least 1")
     return Settings(
         artifact=args.artifact,
-        identity=Identity(args.index_name, args.namespace, revision=args.revision),
+        identity=_identity(args),
+        drift_window=args.drift_window,
         probe_interval=args.probe_interval,
         batch_threads=threads,
         max_batch=args.max_batch,
@@ -162,6 +181,19 @@ def _settings(args: argparse.Namespace) -> Settings:
         cache_dir=args.cache_dir,
         live=_live(args),
     )
+
+
+def _identity(args: argparse.Namespace) -> Identity:
+    """`index` label for an HNSW index, `model` for a k-means model (--model-name)."""
+    if args.model_name is not None:
+        if args.index_name is not None:
+            raise SystemExit(
+                "knn-serve: error: give --index-name (an HNSW index) or --model-name "
+                "(a k-means model), not both"
+            )
+        return Identity(args.model_name, args.namespace, revision=args.revision, label=LABEL_MODEL)
+    name = args.index_name or os.environ.get("KNN_INDEX_NAME") or "default"
+    return Identity(name, args.namespace, revision=args.revision)
 
 
 def _configure_logging(level: str) -> None:

@@ -87,6 +87,12 @@ def _side_list(directory: Path, manifest: Manifest, probes: artifact.Probes) -> 
     return SideList.build(probes.queries[rows], labels, manifest.metric)
 
 
+@dataclass(frozen=True)
+class Replay:
+    recall: float
+    nearest: npt.NDArray[np.float64]  # each probe's served nearest distance
+
+
 class Searcher:
     def __init__(self, loaded: LoadedIndex, batch_threads: int) -> None:
         self.loaded = loaded
@@ -115,21 +121,23 @@ class Searcher:
 
     def _timed_probes(
         self, start: int, stop: int, k: int
-    ) -> tuple[list[npt.NDArray[np.int64]], list[float]]:
+    ) -> tuple[list[npt.NDArray[np.int64]], list[float], list[float]]:
         """Probes start..stop one at a time, each timed: the replay's own latency
-        (search only), for revisions with too little live traffic to judge."""
+        (search only), for revisions with too little live traffic to judge; and
+        each probe's served nearest distance."""
         p, index, side = self.loaded.probes, self.loaded.index, self.loaded.side
-        found, seconds = [], []
+        found, seconds, nearest = [], [], []
         for i in range(start, stop):
             t0 = time.perf_counter()
-            labels, _ = knn(index, side, p.queries[i : i + 1], k, 1, p.self_labels[i : i + 1])
+            labels, dist = knn(index, side, p.queries[i : i + 1], k, 1, p.self_labels[i : i + 1])
             seconds.append(time.perf_counter() - t0)
             found.append(np.asarray(labels, dtype=np.int64))
-        return found, seconds
+            nearest.append(float(dist[0, 0]))
+        return found, seconds, nearest
 
     async def replay_probes(
         self, chunk: int = 8, observe: Callable[[float], None] | None = None
-    ) -> float:
+    ) -> Replay:
         """Recall@k of the live index on its probe set, at the serving ef; each
         probe's search time goes to `observe`.
 
@@ -140,15 +148,17 @@ class Searcher:
         p = self.loaded.probes
         k = int(p.truth.shape[1])
         found: list[npt.NDArray[np.int64]] = []
+        nearest: list[float] = []
         for i in range(0, len(p.queries), chunk):
-            rows, seconds = await loop.run_in_executor(
+            rows, seconds, first = await loop.run_in_executor(
                 self._pool, self._timed_probes, i, min(i + chunk, len(p.queries)), k
             )
             found += rows
+            nearest += first
             if observe is not None:
                 for s in seconds:
                     observe(s)
-        return recall_at_k(np.concatenate(found), p.truth)
+        return Replay(recall_at_k(np.concatenate(found), p.truth), np.asarray(nearest))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -15,6 +15,7 @@ import orjson
 
 JSON_TYPES = ("application/json",)
 BINARY_TYPES = ("application/octet-stream", "application/x-float32")
+VECTOR_FIELDS = frozenset({"vector", "vectors"})
 
 
 class RequestError(Exception):
@@ -34,6 +35,10 @@ class Limits:
     max_body_bytes: int = 16 << 20
     # Cosine has no direction for a zero vector; the answer would be arbitrary.
     reject_zero: bool = False
+    # False for /v1/assign: a nearest centroid has no k or ef, and a body that
+    # names them is refused as an unknown field rather than silently ignored.
+    takes_k: bool = True
+    noun: str = "index"  # what the server serves, in messages: "index" or "model"
 
     @property
     def k_max(self) -> int:
@@ -43,7 +48,7 @@ class Limits:
 @dataclass(frozen=True)
 class Query:
     vectors: npt.NDArray[np.float32]  # (n, d), C-contiguous
-    k: int
+    k: int  # 0 where the route takes no k (Limits.takes_k False)
     ef: int | None
     single: bool
 
@@ -96,7 +101,9 @@ def _matrix(
         got = arr.shape[-1] if arr.ndim >= 1 and arr.size else 0
         if arr.ndim == 2 or (arr.ndim == 1 and name == "vector"):
             raise RequestError(
-                422, f"'{name}' has dimension {got}; this index has dimension {limits.dimension}"
+                422,
+                f"'{name}' has dimension {got}; this {limits.noun} has dimension "
+                f"{limits.dimension}",
             )
         raise RequestError(422, f"'{name}' must be a list of {limits.dimension} numbers per vector")
     if not np.isfinite(arr).all():
@@ -135,10 +142,10 @@ def parse_json(body: bytes, limits: Limits) -> Query:
         raise RequestError(400, f"malformed JSON: {e}") from None
     if not isinstance(doc, dict):
         raise RequestError(422, "body must be a JSON object with 'vector' or 'vectors'")
-    unknown = set(doc) - {"vector", "vectors", "k", "ef"}
+    unknown = set(doc) - ({"vector", "vectors", "k", "ef"} if limits.takes_k else VECTOR_FIELDS)
     if unknown:
         raise RequestError(422, f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
-    k, ef = _k_and_ef(doc.get("k", 10), doc.get("ef"), limits)
+    k, ef = _k_and_ef(doc.get("k", 10), doc.get("ef"), limits) if limits.takes_k else (0, None)
     may_hold_bools = _may_spell_bool(body)
     if ("vector" in doc) == ("vectors" in doc):
         raise RequestError(422, "give exactly one of 'vector' or 'vectors'")
@@ -185,7 +192,7 @@ def parse_binary(body: bytes, params: dict[str, str], limits: Limits) -> Query:
         except ValueError:
             raise RequestError(422, f"query parameter '{name}' must be an integer") from None
 
-    k, ef = _k_and_ef(num("k", "10"), num("ef", None), limits)
+    k, ef = _k_and_ef(num("k", "10"), num("ef", None), limits) if limits.takes_k else (0, None)
     arr = np.frombuffer(body, dtype="<f4").reshape(n, limits.dimension)
     if not np.isfinite(arr).all():
         raise RequestError(422, "binary body contains NaN or Inf")
