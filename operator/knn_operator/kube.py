@@ -33,6 +33,7 @@ _PLURALS: dict[tuple[str, str], str] = {
 }
 KIND_API_VERSION = {kind: av for (av, kind) in _PLURALS}
 
+Forbidden = 403
 NotFound = 404
 Conflict = 409
 

@@ -14,6 +14,7 @@ Needs the control-plane tools and Debian's `prometheus`; fails, never skips.
 from __future__ import annotations
 
 import contextlib
+import json
 import shlex
 import subprocess
 import sys
@@ -26,11 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+import yaml
 from knn_contracts.artifact import BuildSummary, recall_at
 from knn_devtools import argocd
 from knn_devtools.kubectl import Kubectl
 from knn_devtools.synthetic import clustered
 from knn_devtools.tools import REPO_ROOT
+from knn_operator import rbac
 
 if TYPE_CHECKING:
     from tests.controlplane import operator_support as ops
@@ -367,3 +370,36 @@ def test_an_operator_killed_during_a_rollout_resumes_it_from_status(story: Story
     assert deployments == {canary: 1, f"{NAME}-{old}": 0}, "no orphans, nothing twice"
     assert _count(kubectl, ns, "RolloutStarted", revision) == 1
     assert _count(kubectl, ns, "Promoted", revision) == 1
+
+
+def test_credentials_the_operator_may_not_read_are_an_error_naming_the_chart_value(
+    story: Story,
+) -> None:
+    """The chart's default RBAC has no Secrets: an analysis that names one gets Error
+    measurements saying which value to set, never a pass and never a crash loop."""
+    role = yaml.safe_load(ops.CLUSTER_ROLE_FILE.read_text())
+    role["rules"] = rbac.BASE_RULES
+    story.kubectl.apply_manifest(json.dumps(role), "--force-conflicts")
+    try:
+        auth = {"secretName": "prometheus-token", "bearerTokenKey": "token"}
+        prometheus = {"address": story.pods.prom.url, "timeout": "1s", "auth": auth}
+        canary = story.roll_out(
+            HIGH_EF, prometheus=prometheus, consecutiveErrorLimit=50, thresholds={"minRecall": GATE}
+        )
+        story.pods.run(canary)
+
+        def refused(s: dict[str, Any]) -> list[dict[str, Any]]:
+            measured = (s.get("analysis") or {}).get("lastMeasurements") or []
+            return [m for m in measured if m["result"] == "Error"]
+
+        errors = refused(story.wait("an Error measurement", refused))
+        assert "rbac.prometheusSecrets=true" in errors[-1]["message"], errors[-1]
+        assert "forbidden" in errors[-1]["message"].lower()
+        status = story.status()
+        measured = status["analysis"]["lastMeasurements"]
+        assert {m["result"] for m in measured} == {"Error"}, measured
+        assert status["stableRevision"] != status.get("canaryRevision")
+    finally:
+        story.kubectl.run(
+            "apply", "--server-side", "--force-conflicts", "-f", str(ops.CLUSTER_ROLE_FILE)
+        )

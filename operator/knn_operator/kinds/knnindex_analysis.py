@@ -30,7 +30,7 @@ from ..analysis import (
     tally_of,
 )
 from ..events import Event
-from ..kube import Kube
+from ..kube import Forbidden, Kube, KubeError
 from ..models.knnindex import Analysis
 from ..planning import Observed
 from ..rollout.machine import AnalysisVerdict, analysis_due
@@ -65,6 +65,15 @@ async def _run(kube: Kube, obs: Observed, analysis: Analysis) -> list[CheckResul
     except CredentialsError as e:
         # Not the canary's fault: an Error run (consecutiveErrorLimit decides), never a pass.
         return [judge(c, QueryError(f"Prometheus credentials: {e}")) for c in checks]
+    except KubeError as e:
+        if e.status != Forbidden:
+            raise
+        # The chart grants Secrets only when asked: say what to set, as an Error run.
+        why = (
+            f"Prometheus credentials: the operator may not read Secrets in {ns} ({e.message}); "
+            "install the chart with rbac.prometheusSecrets=true"
+        )
+        return [judge(c, QueryError(why)) for c in checks]
     async with Prometheus.of(analysis.prometheus, credentials) as prometheus:
         return await measure(prometheus, checks)
 
