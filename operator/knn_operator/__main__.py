@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     start_http_server(args.metrics_port, addr=args.bind)
+    runtime.watch_namespaces(args.namespace)
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
