@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -41,12 +41,16 @@ Obj = dict[str, Any]
 
 
 @pytest.fixture
-def as_operator(kubectl: Kubectl, knn_crds: list[str], service_account: Any) -> str:
+def as_operator(
+    kubectl: Kubectl, namespace: str, knn_crds: list[str], service_account: Any
+) -> Iterator[str]:
     """A kubeconfig for Kube.connect() in this process, acting as the operator's
-    ServiceAccount with the chart's ClusterRole."""
+    ServiceAccount with the chart's ClusterRole. The namespace is emptied after the
+    test (a later test's cluster-wide operator would reconcile what is left)."""
     kubectl.run("apply", "--server-side", "-f", str(ops.CLUSTER_ROLE_FILE))
     account = service_account("knn-operator", ops.ROLE_NAME, cluster_wide=True)
-    return str(account.kubeconfig)
+    yield str(account.kubeconfig)
+    ops.clean_namespace(kubectl, namespace)
 
 
 def _index(kubectl: Kubectl, ns: str, name: str) -> Obj:
