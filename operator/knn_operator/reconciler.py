@@ -44,6 +44,22 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def changed_meanwhile(planned: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
+    """Whether the answer to the status write shows the object changed since the
+    body the pass planned from (a spec edit, an annotation): its own event is
+    older than the stored answer and asks for nothing, so the caller looks again."""
+
+    def rest(body: Mapping[str, Any]) -> tuple[Any, Any]:
+        meta = body.get("metadata") or {}
+        ignored = ("resourceVersion", "managedFields")
+        return (
+            {k: v for k, v in body.items() if k not in ("status", "metadata")},
+            {k: v for k, v in meta.items() if k not in ignored},
+        )
+
+    return bool(written) and rest(planned) != rest(written)
+
+
 def _status_doc(status: BaseModel) -> dict[str, Any]:
     return status.model_dump(by_alias=True, exclude_none=True, mode="json")
 
@@ -160,15 +176,21 @@ class Reconciler:
             obs, early = await k.prepare(self.kube, obs, now)
         result = k.plan(obs, self.settings, now)
         for obj in result.apply:
-            self.cache.written(await self.kube.apply(obj))
+            if self.cache.written(await self.kube.apply(obj)):
+                self._dirty.add(key)
         for obj in result.handover:
-            self.cache.written(await self.kube.apply(obj, field_manager=api.FIELD_MANAGER_HANDOVER))
+            handed = await self.kube.apply(obj, field_manager=api.FIELD_MANAGER_HANDOVER)
+            if self.cache.written(handed):
+                self._dirty.add(key)
         for kind, name in result.delete:
             await self.kube.delete(kind, key[0], name)
         new_status = _status_doc(result.status)
         if new_status != (body.get("status") or {}):
             patch = self._status_patch(body, new_status)
-            self.cache.written(await self.kube.apply(patch, status=True))
+            after = await self.kube.apply(patch, status=True)
+            self.cache.written(after)
+            if changed_meanwhile(body, after):
+                self._dirty.add(key)
         for ev in [*early, *result.events]:
             self._event(body, ev)
         self.phases[key] = str(getattr(result.status, "phase", None) or "Pending")

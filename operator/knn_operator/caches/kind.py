@@ -87,17 +87,31 @@ class KindCaches:
     def gone(self, key: Key) -> None:
         self.objects.remove({"metadata": {"namespace": key[0], "name": key[1]}})
 
-    def written(self, body: Mapping[str, Any]) -> None:
+    def written(self, body: Mapping[str, Any]) -> bool:
         """The API server's answer to the operator's own apply: the object as it is
         now, stored before the watch brings it, so the next pass does not plan
-        from the state before the write (and the echo changes nothing)."""
+        from the state before the write (and the echo changes nothing).
+
+        True when it changed a child the cache already held: the answer may carry
+        a change someone else made meanwhile (a Job's status), whose own watch
+        event is now older than the entry and so asks for nothing; the caller
+        looks again."""
         kind = body.get("kind")
         if kind == self.kind.kind:
             self.objects.put(slim.owned(body))
-        elif kind == "Job":
-            self.jobs.put(slim.job(body))
-        elif kind == "Deployment":
-            self.deployments.put(slim.deployment(body))
+            return False
+        store, shape = {
+            "Job": (self.jobs, slim.job),
+            "Deployment": (self.deployments, slim.deployment),
+        }.get(str(kind), (None, None))
+        if store is None or shape is None:
+            return False
+        entry = shape(body)
+        owner = store.owner_of(entry)
+        held = owner is not None and any(
+            b["metadata"]["name"] == entry["metadata"]["name"] for b in store.of(owner)
+        )
+        return store.put(entry) is not None and held
 
     def informers(
         self, kube: Kube, namespaces: tuple[str | None, ...], changed: Callable[[Key], None]

@@ -11,6 +11,7 @@ from knn_operator.caches import slim
 from knn_operator.caches.kind import KindCaches
 from knn_operator.caches.store import Store, older
 from knn_operator.kinds.knnindex import KNN_INDEX
+from knn_operator.reconciler import changed_meanwhile
 
 Obj = dict[str, Any]
 
@@ -140,3 +141,26 @@ def test_the_kinds_caches_route_written_objects_and_find_builder_pods_by_version
     assert list(c.children().builder_pods(("a", "idx"), "v2")) == []
     c.gone(("a", "idx"))
     assert c.object(("a", "idx")) is None
+
+
+def test_writing_a_held_child_that_changed_meanwhile_asks_for_another_pass() -> None:
+    c = KindCaches.of(KNN_INDEX)
+    assert c.written({"kind": "Job", **job("j1", "idx", 5)}) is False  # new: what was planned
+    assert c.written({"kind": "Job", **job("j1", "idx", 5)}) is False  # unchanged
+    done = job("j1", "idx", 9, conditions=[{"type": "Complete", "status": "True"}])
+    assert c.written({"kind": "Job", **done}) is True  # completed before the write landed
+    assert c.jobs.put(job("j1", "idx", 7)) is None  # ...so its older event asks for nothing
+
+
+def test_a_spec_edit_seen_in_the_status_writes_answer_asks_for_another_pass() -> None:
+    planned: Obj = {
+        "kind": "KnnIndex",
+        "metadata": {"name": "n", "resourceVersion": "5", "generation": 1},
+        "spec": {"metric": "l2"},
+        "status": {"phase": "Pending"},
+    }
+    echo = {**planned, "metadata": {**planned["metadata"], "resourceVersion": "6"}}
+    assert not changed_meanwhile(planned, {**echo, "status": {"phase": "Building"}})
+    edited = {**echo, "metadata": {**echo["metadata"], "generation": 2}, "spec": {"metric": "ip"}}
+    assert changed_meanwhile(planned, edited)
+    assert not changed_meanwhile(planned, {})  # no answer: nothing learnt
