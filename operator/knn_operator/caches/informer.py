@@ -68,6 +68,12 @@ class Informer:
                 delay = self.backoff.delay(failures)
                 log.warning("cache of %s: %s; again in %.0fs", path, e, delay)
                 await asyncio.sleep(delay)
+            except Exception:  # a cache that stops following would go stale silently
+                failures += 1
+                delay = self.backoff.delay(failures)
+                log.exception("cache of %s failed; listing again in %.0fs", path, delay)
+                self._at.pop(namespace, None)
+                await asyncio.sleep(delay)
 
     async def _list(self, path: str, namespace: str | None) -> None:
         bodies: list[Body] = []
