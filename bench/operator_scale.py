@@ -117,6 +117,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         f"the production {PRODUCTION_RESYNC_SECONDS:.0f} s)",
     )
     g.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=0.0,
+        help="after every object is Building, measure the operator's and API server's CPU "
+        "and the reconciles for this long (the steady state: resync passes); default off",
+    )
+    g.add_argument(
         "--keep-logs", action="store_true", help="keep the operator's and control plane's logs"
     )
 
@@ -599,6 +606,23 @@ class Result:
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     separate_apply_seconds: float | None = None  # backlog: the apply, operator down
     separate_apply_cpu: CpuSplit | None = None
+    settled: Settled | None = None  # --settle-seconds: after everything is Building
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A window after every object is Building, when only the resync and wake-ups run."""
+
+    cpu: CpuSplit
+    reconciles: int
+
+    def describe(self) -> str:
+        w = self.cpu.wall
+        return (
+            f"operator {self.cpu.operator / w:.0%} of a core, kube-apiserver "
+            f"{self.cpu.apiserver / w:.0%}, etcd {self.cpu.etcd / w:.0%}; "
+            f"{self.reconciles / w:.0f} reconciles/s (over {w:.0f} s)"
+        )
 
 
 def _apply(kubectl: Kubectl, names: Sequence[str], chunk: int, parallel: int) -> None:
@@ -698,6 +722,13 @@ def run_scenario(scenario: str, args: argparse.Namespace, workdir: Path) -> Resu
         result.apf_seats = by_label(
             metrics_after, "apiserver_flowcontrol_nominal_limit_seats", "priority_level"
         )
+        # After the request counts, so that they cover the run alone.
+        settle = getattr(args, "settle_seconds", 0.0)
+        if settle > 0 and result.all_reconciled is not None:
+            settler = CpuMeter(dict(meter.pids))
+            time.sleep(settle)
+            done = operator.reconciles()[0] - result.reconciles
+            result.settled = Settled(settler.split(), done)
         for w in watches:
             w.stop()
         result.lags = [
@@ -838,6 +869,8 @@ def rows(r: Result, args: argparse.Namespace) -> Rows:
                 f"{a.rejected:,}",
             )
         )
+    if r.settled is not None:
+        out.append(("once every object is Building (--settle-seconds)", r.settled.describe()))
     resync = getattr(args, "resync_seconds", PRODUCTION_RESYNC_SECONDS)
     out.append(("operator resync period (KNN_RESYNC_SECONDS)", f"{resync:.0f} s"))
     la = r.load_before

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("kopf").setLevel(args.kopf_log_level or args.log_level)
     start_http_server(args.metrics_port, addr=args.bind)
+    runtime.watch_namespaces(args.namespace)
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,

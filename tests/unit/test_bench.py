@@ -337,3 +337,10 @@ def test_report_rows_set_each_number_against_its_target() -> None:
     )
     reconciles = "operator reconciles (its metrics): count, per object, mean duration, errors"
     assert rows[reconciles] == "15,000, 3.00, 2 ms, 0"
+
+
+def test_the_settled_window_reads_as_shares_of_one_core_and_a_rate() -> None:
+    settled = operator_scale.Settled(split(wall=60.0, operator=27.0, apiserver=12.0), 1_800)
+    assert settled.describe() == (
+        "operator 45% of a core, kube-apiserver 20%, etcd 17%; 30 reconciles/s (over 60 s)"
+    )

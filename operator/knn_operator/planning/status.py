@@ -119,8 +119,13 @@ def status_stage(
     stable_ok = stable_dep is not None and stable_dep.is_serving
     phase = _phase(obs, serving, stable_ok)
     conds = _conditions(obs, serving, stable_ok, phase, now, out)
-    # A transition already announced under the phase's name (RolledBack) is not repeated.
-    if phase != old.phase and phase not in {e.reason for e in out.events}:
+    # A transition already announced under the phase's name (RolledBack), or by the
+    # Event that caused it (BuildStarted for Building), is not repeated: one Event
+    # for a new object, not two (Events are a third of its API writes at scale).
+    announced = {e.reason for e in out.events}
+    if "BuildStarted" in announced:
+        announced.add("Building")
+    if phase != old.phase and phase not in announced:
         kind = "Warning" if phase in ("Failed", "Degraded", "RolledBack") else "Normal"
         out.events.append(Event(kind, phase, f"phase {old.phase or 'none'} → {phase}"))
     by_rev = {r.revision: r for r in revisions}
