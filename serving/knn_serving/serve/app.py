@@ -438,12 +438,11 @@ def create_app(settings: Settings, metrics: ServingMetrics | None = None) -> Fas
         doc["live"] = {"recall": state.last_recall, "ready": state.warm}
         return _json(doc)
 
-    @app.post("/v1/query", openapi_extra=QUERY_SCHEMA)
-    async def query(request: Request) -> Response:
-        # Normally answered by QueryFastPath before routing; kept for the
-        # OpenAPI document and for apps mounted without the middleware.
+    # Both routes are normally answered by QueryFastPath before routing; these are
+    # kept for the OpenAPI document and for apps mounted without the middleware.
+    async def answer(handler: Handler, request: Request) -> Response:
         start = time.perf_counter()
-        status, payload = await handle_query(
+        status, payload = await handler(
             state,
             request.headers.get("content-type"),
             await request.body(),
@@ -452,18 +451,13 @@ def create_app(settings: Settings, metrics: ServingMetrics | None = None) -> Fas
         )
         return Response(payload, status, media_type=JSON)
 
+    @app.post("/v1/query", openapi_extra=QUERY_SCHEMA)
+    async def query(request: Request) -> Response:
+        return await answer(handle_query, request)
+
     @app.post("/v1/assign", openapi_extra=ASSIGN_SCHEMA)
     async def assign(request: Request) -> Response:
-        # Normally answered by QueryFastPath, as /v1/query is.
-        start = time.perf_counter()
-        status, payload = await handle_assign(
-            state,
-            request.headers.get("content-type"),
-            await request.body(),
-            request.url.query.encode(),
-            start,
-        )
-        return Response(payload, status, media_type=JSON)
+        return await answer(handle_assign, request)
 
     app.add_middleware(QueryFastPath, state=state)
     return app
