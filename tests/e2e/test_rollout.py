@@ -95,6 +95,12 @@ class Traffic:
             except OSError:
                 self.failed += 1
 
+    def keep_until(self, answered: int, timeout: float = 60.0) -> None:
+        """Keep the traffic flowing until `answered` queries were answered: a rollout
+        that ends quickly must still have been judged under real traffic, and the
+        stable revision must answer after it."""
+        wait_for(f"{answered} answered queries", lambda: self.answered >= answered, timeout=timeout)
+
     def __enter__(self) -> Traffic:
         self._thread.start()
         return self
@@ -173,6 +179,7 @@ def test_a_good_canary_earns_traffic_and_is_promoted(
             "the canary promoted",
             lambda s: s.get("stableRevision") not in (None, before["stableRevision"]),
         )
+        traffic.keep_until(51)
     assert after["servingEfSearch"] == GOOD_EF and after["phase"] == "Serving"
     assert after["analysis"]["lastResult"] == "Successful"
     assert traffic.answered > 50, traffic.answered
@@ -212,6 +219,7 @@ def test_a_canary_under_the_recall_threshold_is_rolled_back(
             "all traffic back on the stable revision",
             lambda s: (s.get("rolledBack") or {}).get("trafficRestoredAt"),
         )
+        traffic.keep_until(51)
     rb = restored["rolledBack"]
     assert rb["cause"] == "AnalysisFailed" and "recall" in rb["message"], rb
     assert rolled["phase"] == "RolledBack"
@@ -246,6 +254,7 @@ def test_a_slow_canary_under_real_traffic_is_rolled_back_on_latency(
             "the slow canary rolled back",
             lambda s: (s.get("rolledBack") or {}).get("revision") not in (None, _old(before)),
         )
+        traffic.keep_until(51)
     rb = status["rolledBack"]
     assert rb["cause"] == "AnalysisFailed" and "latency" in rb["message"], rb
     assert status["stableRevision"] == before["stableRevision"]
