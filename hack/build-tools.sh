@@ -9,7 +9,7 @@
 # linking; peak RSS stays well under 10 GB).
 #
 # Usage: hack/build-tools.sh [TOOL ...]
-#   TOOLS: kube etcd helm kubeconform containerd runc cni coredns buildkit prometheus vegeta kind
+#   TOOLS: kube etcd helm kubeconform containerd runc cni coredns buildkit prometheus traefik vegeta kind
 #   (default: all but vegeta and kind)
 # Prints the cache bin directory on the last line of stdout.
 set -euo pipefail
@@ -399,6 +399,51 @@ build_prometheus() {
   )
 }
 
+# Traefik, the local cluster's Gateway API data plane. `go install` refuses its module
+# (replace directives), so a throwaway main module takes Traefik's go.mod with three
+# stand-ins from hack/traefik/ for modules the proxy does not serve (README there).
+build_traefik() {
+  local v=$TRAEFIK_VERSION lego_v=$TRAEFIK_LEGO_VERSION
+  if [ -x "$bin_dir/traefik-v$v" ]; then log "traefik v$v cached"; return; fi
+  local work src lego auth sum gomodsum
+  work=$(mktemp -d "${TMPDIR:-/tmp}/knn-traefik-build.XXXXXX")
+  trap 'rm -rf "$work"' RETURN
+  log "building traefik v$v (first build is slow)"
+  src=$(mod_field "github.com/traefik/traefik/v3@v$v" Dir)
+  sum=$(mod_field "github.com/traefik/traefik/v3@v$v" Sum)
+  gomodsum=$(mod_field "github.com/traefik/traefik/v3@v$v" GoModSum)
+  lego=$(mod_field "github.com/go-acme/lego/v5@v$lego_v" Dir)
+  auth=$(mod_field "github.com/abbot/go-http-auth@v0.4.0" Dir)
+  (
+    cd "$work"
+    mkdir ext go-http-auth
+    printf 'module github.com/traefik/traefik/dynamic/ext\n\ngo 1.24.0\n' >ext/go.mod
+    cp "$here/traefik/ext.go" ext/
+    cp "$auth"/*.go go-http-auth/
+    chmod -R u+w go-http-auth
+    rm go-http-auth/*_test.go
+    printf 'module github.com/abbot/go-http-auth\n\ngo 1.20\n' >go-http-auth/go.mod
+    cp "$here/traefik/go-http-auth-shims.go" go-http-auth/zz_local_shims.go
+    cp -r "$lego" lego
+    chmod -R u+w lego
+    rm lego/providers/dns/zz_gen_dns_providers.go lego/providers/dns/dns_providers_test.go
+    cp "$here/traefik/lego-dns-stub.go" lego/providers/dns/zz_local_stub.go
+    sed -e 's#^module github.com/traefik/traefik/v3#module knn.dev/throwaway-traefik#' \
+      -e 's#=> ./pkg/config/dynamic/ext#=> ./ext#' \
+      -e 's#github.com/abbot/go-http-auth => github.com/containous/go-http-auth .*#github.com/abbot/go-http-auth => ./go-http-auth#' \
+      "$src/go.mod" >go.mod
+    printf '\nrequire github.com/traefik/traefik/v3 v%s\n\nreplace github.com/go-acme/lego/v5 => ./lego\n' "$v" >>go.mod
+    cp "$src/go.sum" go.sum
+    chmod u+w go.sum
+    printf 'github.com/traefik/traefik/v3 v%s %s\ngithub.com/traefik/traefik/v3 v%s/go.mod %s\n' \
+      "$v" "$sum" "$v" "$gomodsum" >>go.sum
+    GOWORK=off timed "traefik-v$v" go build -trimpath \
+      -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$v" \
+      -o out/traefik github.com/traefik/traefik/v3/cmd/traefik
+    install_bin out/traefik "$bin_dir/traefik-v$v"
+  )
+}
+
 # Version-free names point at the pinned build, for PATH use by tests and users.
 link_all() {
   local n
@@ -418,13 +463,14 @@ link_all() {
   [ -x "$bin_dir/kubeconform-v$KUBECONFORM_VERSION" ] && ln -sf "kubeconform-v$KUBECONFORM_VERSION" "$bin_dir/kubeconform"
   [ -x "$bin_dir/vegeta-v$VEGETA_VERSION" ] && ln -sf "vegeta-v$VEGETA_VERSION" "$bin_dir/vegeta"
   [ -x "$bin_dir/kind-v$KIND_VERSION" ] && ln -sf "kind-v$KIND_VERSION" "$bin_dir/kind"
+  [ -x "$bin_dir/traefik-v$TRAEFIK_VERSION" ] && ln -sf "traefik-v$TRAEFIK_VERSION" "$bin_dir/traefik"
   return 0
 }
 
-known=(kube etcd helm kubeconform containerd runc cni coredns buildkit prometheus vegeta kind)
+known=(kube etcd helm kubeconform containerd runc cni coredns buildkit prometheus traefik vegeta kind)
 tools=("$@")
 # The longest build first, so the parallel ones overlap it.
-[ ${#tools[@]} -gt 0 ] || tools=(kube containerd buildkit prometheus etcd coredns helm kubeconform runc cni)
+[ ${#tools[@]} -gt 0 ] || tools=(kube containerd buildkit traefik prometheus etcd coredns helm kubeconform runc cni)
 for t in "${tools[@]}"; do
   case " ${known[*]} " in
     *" $t "*) ;;

@@ -31,6 +31,10 @@ _PLURALS: dict[tuple[str, str], str] = {
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     (api.API_VERSION, api.KNN_INDEX_KIND): api.KNN_INDEX_PLURAL,
     (api.API_VERSION, api.CLUSTER_MODEL_KIND): api.CLUSTER_MODEL_PLURAL,
+    # Routes the user owns; the route routers change only their weights.
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
+    ("networking.istio.io/v1", "VirtualService"): "virtualservices",
+    ("networking.istio.io/v1", "DestinationRule"): "destinationrules",
 }
 KIND_API_VERSION = {kind: av for (av, kind) in _PLURALS}
 
@@ -157,6 +161,13 @@ class Kube:
             query=[("fieldManager", field_manager), ("force", "true")],
             content_type="application/apply-patch+yaml",
         )
+
+    async def replace(self, obj: Body) -> Body:
+        """PUT under the object's resourceVersion: 409 if it changed since it was read.
+        Only for objects the user owns, whose lists are atomic (route weights)."""
+        meta = obj["metadata"]
+        path = _path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        return await self._call("PUT", path, body=obj, query=[("fieldManager", api.FIELD_MANAGER)])
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Body | None:
         try:

@@ -13,6 +13,7 @@ from knn_contracts import api
 
 READ = ["get", "list", "watch"]
 OWN = [*READ, "create", "patch", "update", "delete"]
+ROUTE = ["get", "update"]
 
 # What the operator needs for every feature.
 BASE_RULES: list[dict[str, Any]] = [
@@ -33,6 +34,17 @@ BASE_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": OWN},
     {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    # Routes the user owns (rollout.trafficRouter gatewayAPI / istio): read by name and
+    # replaced with only their weights changed. No list, watch, create or delete: the
+    # operator addresses only the route a spec names. RBAC cannot narrow this to those
+    # names (they are not known when the role is made); the chart's watchNamespaces
+    # confines it to the namespaces the operator serves.
+    {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"], "verbs": ROUTE},
+    {
+        "apiGroups": ["networking.istio.io"],
+        "resources": ["virtualservices", "destinationrules"],
+        "verbs": ROUTE,
+    },
 ]
 # Prometheus credentials named by spec.rollout.analysis.prometheus (get by name only):
 # only that feature needs Secrets, so the chart grants them only when asked

@@ -33,6 +33,7 @@ from .kinds import Key, Kind
 from .kube import Body, Kube, KubeError
 from .models.common import ObjectMeta
 from .planning import Plan
+from .routers.client import write_route
 from .schedule import Backoff, Wakeups
 from .settings import Settings
 
@@ -182,6 +183,9 @@ class Reconciler:
             handed = await self.kube.apply(obj, field_manager=api.FIELD_MANAGER_HANDOVER)
             if self.cache.written(handed):
                 self._dirty.add(key)
+        # After the Services a route names exist and select their revisions.
+        for route in result.routes:
+            await write_route(self.kube, route)
         for kind, name in result.delete:
             await self.kube.delete(kind, key[0], name)
         new_status = _status_doc(result.status)

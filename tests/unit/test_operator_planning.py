@@ -594,15 +594,15 @@ def test_a_stable_from_before_revisions_keeps_its_deployment_and_selector() -> N
     assert p.status.canary_revision == revision(s, v)  # moves on through a rollout
 
 
-def test_a_router_this_version_lacks_holds_the_rollout_with_a_warning() -> None:
+def test_a_route_that_cannot_be_read_holds_the_rollout_with_a_warning() -> None:
     _, v, st = serving_at(64)
     s2 = spec(hnsw={"efSearch": 96}, rollout={"trafficRouter": {"gatewayAPI": {"httpRoute": "r"}}})
     old = st.stable_revision
     assert old is not None
     p = plan(observed(s2, st, {v: curved_job(v)}, {old: dep(old, 2)}), SETTINGS, NOW)
     assert p.status.canary_revision is None and p.status.stable_revision == old
-    assert "gatewayAPI is not available" in (p.status.message or "")
-    assert [e.reason for e in p.events] == ["TrafficRouterUnavailable"]
+    assert "the canary waits for its route" in (p.status.message or "")
+    assert [e.reason for e in p.events] == ["TrafficRouterUnavailable", "RouteNotFound"]
     again = plan(observed(s2, p.status, {v: curved_job(v)}, {old: dep(old, 2)}), SETTINGS, NOW)
     assert not again.events
 

@@ -8,6 +8,7 @@ from knn_operator.builders.common import Owner
 from knn_operator.models.knnindex import ReplicasRouter, TrafficRouter
 from knn_operator.routers import Split, router_for, router_name
 from knn_operator.routers.replicas import MAX_CANARY_FACTOR, ReplicaRouter
+from knn_operator.routers.weighted import WeightedRouter
 
 R = ReplicaRouter()
 
@@ -52,7 +53,16 @@ def test_one_service_selects_every_serving_revision() -> None:
     assert api.LABEL_REVISION not in svc["spec"]["selector"]
 
 
-def test_the_registry_names_what_it_lacks() -> None:
-    assert isinstance(router_for(TrafficRouter(replicas=ReplicasRouter())), ReplicaRouter)
+def test_the_registry_picks_the_router_the_spec_names() -> None:
+    owner = Owner("products", "shop", "uid")
+    assert isinstance(router_for(TrafficRouter(replicas=ReplicasRouter()), owner), ReplicaRouter)
     gateway = TrafficRouter.model_validate({"gatewayAPI": {"httpRoute": "r"}})
-    assert router_for(gateway) is None and router_name(gateway) == "gatewayAPI"
+    router = router_for(gateway, owner)
+    assert isinstance(router, WeightedRouter) and router_name(gateway) == "gatewayAPI"
+    assert router.target.kind == "HTTPRoute" and router.target.name == "r"
+    assert (router.target.stable, router.target.canary) == ("products-stable", "products-canary")
+    istio = TrafficRouter.model_validate(
+        {"istio": {"virtualService": "vs", "destinationRule": "dr"}}
+    )
+    target = router_for(istio, owner).target  # type: ignore[union-attr]
+    assert (target.kind, target.stable, target.canary) == ("VirtualService", "stable", "canary")

@@ -21,6 +21,9 @@ from .service import revision_selector
 SERVING_CONTAINER = "serve"
 
 
+PRESTOP_SLEEP_SECONDS = 5
+
+
 def serving_deployment(
     owner: Owner,
     spec: KnnIndexSpec,
@@ -74,6 +77,10 @@ def serving_deployment(
             "periodSeconds": 10,
             "failureThreshold": 6,
         },
+        # A pod told to stop keeps answering while kube-proxy and gateways, which learn
+        # of its removal asynchronously, stop sending it requests (a scale-down or a
+        # rollback loses none in flight).
+        lifecycle={"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
     )
     return {
         "apiVersion": "apps/v1",

@@ -29,7 +29,16 @@ def revision_service(owner: Owner, revision: str) -> Manifest:
     return _service(owner, deployment_name(owner, revision), selector, selector)
 
 
-def index_service(owner: Owner) -> Manifest:
-    """`<name>`, selecting every serving revision of the index (the replica router)."""
-    selector = labels(owner, component=SERVING_COMPONENT)
+def index_service(owner: Owner, revision: str | None = None) -> Manifest:
+    """`<name>`: every serving revision of the index (the replica router), or one."""
+    if revision is None:
+        selector = labels(owner, component=SERVING_COMPONENT)
+    else:
+        selector = revision_selector(owner, revision)
     return _service(owner, owner.name, selector, labels(owner, None, "stable"))
+
+
+def role_service(owner: Owner, suffix: str, revision: str) -> Manifest:
+    """`<name>-stable` or `<name>-canary` for a route router: the revision in that role."""
+    selector = revision_selector(owner, revision)
+    return _service(owner, owner.name + suffix, selector, labels(owner, None, suffix[1:]))

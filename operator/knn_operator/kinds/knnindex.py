@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import get_args
 
 from knn_contracts import api
@@ -11,11 +13,14 @@ from pydantic import ValidationError
 
 from ..builders.common import Owner
 from ..builders.job import BUILDER_COMPONENT, GC_COMPONENT
-from ..kube import Body
+from ..events import Event
+from ..kube import Body, Kube
 from ..models.common import ObjectMeta
 from ..models.knnindex import KnnIndexSpec, KnnIndexStatus, Phase
 from ..observe import DeploymentState, JobState, deployment_state, job_state
 from ..planning import Observed, plan
+from ..routers import route_target_of
+from ..routers.client import observe_route
 from . import Children, Kind, knnindex_analysis
 
 log = logging.getLogger("knn_operator")
@@ -83,6 +88,15 @@ def observe(body: Body, children: Children) -> Observed:
     )
 
 
+async def prepare(kube: Kube, obs: Observed, now: dt.datetime) -> tuple[Observed, list[Event]]:
+    """A due analysis run, and the route a route router splits traffic in."""
+    obs, events = await knnindex_analysis.prepare(kube, obs, now)
+    target = route_target_of(obs.spec.rollout.traffic_router, obs.owner)
+    if target is not None:
+        obs = replace(obs, route=await observe_route(kube, target))
+    return obs, events
+
+
 KNN_INDEX = Kind(
     kind=api.KNN_INDEX_KIND,
     plural=api.KNN_INDEX_PLURAL,
@@ -92,5 +106,5 @@ KNN_INDEX = Kind(
     phases=get_args(Phase),
     observe=observe,
     plan=plan,
-    prepare=knnindex_analysis.prepare,
+    prepare=prepare,
 )

@@ -211,9 +211,16 @@ class ReplicasRouter(Model):
 
 class TrafficRouter(Model):
     gateway_api: GatewayApiRouter | None = Field(
-        default=None, alias="gatewayAPI", description="Gateway API (not in this version)"
+        default=None,
+        alias="gatewayAPI",
+        description="Weights of the backendRefs to Services <index>-stable and <index>-canary "
+        "in an HTTPRoute",
     )
-    istio: IstioRouter | None = Field(default=None, description="Istio (not in this version)")
+    istio: IstioRouter | None = Field(
+        default=None,
+        description="Weights of an Istio VirtualService's destinations: hosts <index>-stable "
+        "and <index>-canary, or subsets stable and canary of a DestinationRule",
+    )
     replicas: ReplicasRouter | None = Field(
         default=None,
         description="One Service over all revisions; the canary's share is its share of pods",
@@ -669,6 +676,17 @@ class RolledBack(Model):
     )
 
 
+class RouteStatus(Model):
+    """The route a gatewayAPI or istio router splits traffic in, and the weight the
+    operator last set there (a different weight read back was set by someone else)."""
+
+    kind: str = Field(description="HTTPRoute | VirtualService")
+    name: str
+    weight: int | None = Field(
+        default=None, ge=0, le=100, description="the canary's weight the operator last set"
+    )
+
+
 class HandledActions(Model):
     """The value of each action annotation the operator has acted on (it never
     writes metadata, so a new value is a new request)."""
@@ -706,5 +724,6 @@ class KnnIndexStatus(Model):
     rolled_back: RolledBack | None = None
     handled_actions: HandledActions = Field(default_factory=HandledActions)
     analysis: AnalysisStatus | None = None
+    route: RouteStatus | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
     message: str | None = None

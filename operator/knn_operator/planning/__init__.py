@@ -9,7 +9,7 @@ restarted operator resume from status alone.
 Stages, each a small pure function: builds (Jobs and build records) → serving
 (target revision, rollout state machine) → revisions (their roles) → sizes
 (replicas, the autoscaler) → retention (Deployments, Services, deletions,
-artifacts) → status.
+artifacts) → status → routing (the weights of a route the user owns).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .budgets import budgets_stage
 from .builds import builds_stage
 from .outcomes import outcomes_stage
 from .retention import retention_stage, revisions_stage, sizes_stage
+from .routing import routing_stage
 from .serving import serving_stage
 from .status import status_stage
 from .types import Observed, Plan
@@ -39,4 +40,5 @@ def plan(obs: Observed, settings: Settings, now: dt.datetime) -> Plan:
     revisions = budgets_stage(obs, revisions, sizes, out)
     builds = retention_stage(obs, builds, serving, revisions, sizes, settings, out)
     out.status = status_stage(obs, builds, serving, revisions, now, out)
+    out.status = routing_stage(obs, serving, out.status, now, out)
     return out

@@ -16,7 +16,8 @@ from ..efsearch import Verdict, judge
 from ..events import Event
 from ..models.knnindex import BuildRecord, KnnIndexSpec, RevisionRecord
 from ..rollout.machine import Actions, Inputs, Outcome, advance
-from ..routers import Router, router_for, router_name
+from ..routers import Router, route_target_of, router_for, router_name
+from ..routers.weighted import WeightedRouter
 from ..settings import Settings
 from ..timeutil import duration_seconds, iso
 from .builds import record
@@ -126,10 +127,11 @@ def serving_stage(
         else None
     )
     target = revision_for(spec, settings, target_version, now)
-    router = router_for(spec.rollout.traffic_router)
+    router = router_for(spec.rollout.traffic_router, obs.owner, obs.route)
     stable = _stable(obs, builds)
     ready = target_rec.outcome == "Succeeded" and (verdict is None or verdict.accepted)
-    if router is None and stable is not None and ready:
+    blocked = route_blocked(obs)
+    if (router is None or blocked) and stable is not None and ready:
         ready = False  # nothing can carry a canary's traffic: hold, say why
         _router_unavailable(obs, out)
     dep = obs.deployments.get(target.revision)
@@ -137,7 +139,11 @@ def serving_stage(
 
     def canary_ready(weight: int) -> bool:
         want = router.split(replicas, weight).canary if router else replicas
-        return dep is not None and dep.is_available and dep.replicas == want
+        up = dep is not None and dep.is_available and dep.replicas == want
+        # A route router's step completes when the route reads back at its weight
+        # (the write goes out after this pass; the next pass verifies it).
+        weighted = isinstance(router, WeightedRouter) and stable is not None
+        return up and (not weighted or route_at(obs, weight))
 
     analysis = spec.rollout.analysis
     outcome = advance(
@@ -160,8 +166,26 @@ def serving_stage(
     return Serving(target_rec, target, verdict, router, outcome)
 
 
-def router_unavailable(spec: KnnIndexSpec) -> str:
-    name = router_name(spec.rollout.traffic_router)
+def route_blocked(obs: Observed) -> str | None:
+    """Why the route a route router needs cannot carry a canary, if it cannot."""
+    if route_target_of(obs.spec.rollout.traffic_router, obs.owner) is None:
+        return None
+    r = obs.route
+    if r is None:
+        return "the route has not been read"
+    return r.problem
+
+
+def route_at(obs: Observed, weight: int) -> bool:
+    r = obs.route
+    return r is not None and r.weight == weight and r.consistent and r.accepted is not False
+
+
+def router_unavailable(obs: Observed) -> str:
+    blocked = route_blocked(obs)
+    if blocked is not None:
+        return f"the canary waits for its route: {blocked}"
+    name = router_name(obs.spec.rollout.traffic_router)
     return (
         f"traffic router {name} is not available in this operator version; "
         "use rollout.trafficRouter.replicas"
@@ -169,6 +193,6 @@ def router_unavailable(spec: KnnIndexSpec) -> str:
 
 
 def _router_unavailable(obs: Observed, out: Plan) -> None:
-    message = router_unavailable(obs.spec)
+    message = router_unavailable(obs)
     if obs.status.message != message:
         out.events.append(Event("Warning", names.EVENT_ROUTER_UNAVAILABLE, message))

@@ -26,7 +26,7 @@ from ..models.knnindex import (
     RevisionRecord,
 )
 from .builds import record
-from .serving import Serving, router_unavailable
+from .serving import Serving, route_blocked, router_unavailable
 from .types import Observed, Plan
 
 
@@ -194,8 +194,9 @@ def _message(obs: Observed, serving: Serving, stable: RevisionRecord | None) -> 
         return serving.verdict.message + keeps
     if target.outcome in ("Failed", "Building") and target.message:
         return target.message
-    if serving.router is None and o.stable is not None and serving.target_ready:
-        return router_unavailable(obs.spec)
+    waiting = o.stable is not None and o.canary is None and serving.target_ready
+    if waiting and serving.target_revision.revision != o.stable and route_blocked(obs):
+        return router_unavailable(obs)
     return None
 
 

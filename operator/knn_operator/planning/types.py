@@ -10,6 +10,7 @@ from ..events import Event
 from ..models.knnindex import AnalysisStatus, KnnIndexSpec, KnnIndexStatus
 from ..observe import DeploymentState, JobState
 from ..rollout.machine import AnalysisVerdict
+from ..routers.routes import RouteState, RouteWrite
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Observed:
     # status.analysis with that run folded in.
     analysis: AnalysisVerdict | None = None
     analysis_status: AnalysisStatus | None = None
+    # The route a gatewayAPI or istio router splits traffic in, read before this pass.
+    route: RouteState | None = None
 
 
 @dataclass
@@ -37,6 +40,8 @@ class Plan:
     # so the replica count outlives the main manager's ownership (autoscaling).
     handover: list[Manifest] = field(default_factory=list)
     delete: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
+    # Weights to set in routes the user owns (read-modify-write, after `apply`).
+    routes: list[RouteWrite] = field(default_factory=list)
     status: KnnIndexStatus = field(default_factory=KnnIndexStatus)
     events: list[Event] = field(default_factory=list)
     # Seconds until the plan wants another look even if nothing changes (a pause

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from ..builders.common import Manifest, Owner
 from ..models.knnindex import TrafficRouter
+from .routes import RouteState, RouteTarget
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,29 @@ class Router(Protocol):
         ...
 
 
-def router_for(spec: TrafficRouter) -> Router | None:
-    """The router the spec names, or None when this operator has no such router."""
+def router_for(
+    spec: TrafficRouter, owner: Owner, observed: RouteState | None = None
+) -> Router | None:
+    """The router the spec names; `observed` is its route as read before this pass."""
     from .replicas import ReplicaRouter
+    from .weighted import WeightedRouter
 
-    if spec.replicas is not None:
+    target = route_target_of(spec, owner)
+    if target is None:
         return ReplicaRouter()
-    return None  # gatewayAPI and istio: not in this version
+    return WeightedRouter(router_name(spec), target, observed)
+
+
+def route_target_of(spec: TrafficRouter, owner: Owner) -> RouteTarget | None:
+    """The route whose weights a router sets (None: the replica router has none)."""
+    from .weighted import route_target
+
+    if spec.gateway_api is not None:
+        return route_target(owner, "HTTPRoute", spec.gateway_api.http_route)
+    if spec.istio is not None:
+        i = spec.istio
+        return route_target(owner, "VirtualService", i.virtual_service, i.destination_rule)
+    return None
 
 
 def router_name(spec: TrafficRouter) -> str:
