@@ -58,6 +58,7 @@ from knn_devtools import images, kubeconfig
 from knn_devtools.buildkit import ProductImages
 from knn_devtools.certs import PKI, CertificateAuthority, CertKey
 from knn_devtools.controlplane import ControlPlane, ControlPlaneError, Options
+from knn_devtools.gateway import Gateway
 from knn_devtools.incluster import InClusterOperator, LocalStorage, Prometheus
 from knn_devtools.kubectl import Kubectl
 from knn_devtools.lifecycle import Lifecycle, SafetyNet
@@ -296,6 +297,7 @@ class Cluster(Lifecycle):
             "runc",
             *(["coredns"] if "dns" in self.config.addons else []),
             *(["prometheus"] if "prometheus" in self.config.addons else []),
+            *(["traefik"] if "gateway" in self.config.addons else []),
         )
         self.binaries["cni"] = cni_bin_dir()
         self._lock = acquire_host(self.config)
@@ -746,9 +748,10 @@ COMPONENTS: Final[dict[str, Callable[[], Component]]] = {
     "storage": LocalStorage,
     "operator": InClusterOperator,
     "prometheus": Prometheus,
+    "gateway": Gateway,
 }
 # What `make up` runs: the whole product.
-FULL_STACK: Final = ("dns", "storage", "images", "operator", "prometheus")
+FULL_STACK: Final = ("dns", "storage", "images", "operator", "prometheus", "gateway")
 
 
 # -- configuration documents -----------------------------------------------------------------

@@ -45,6 +45,7 @@ _TOOL_GROUP: Final[dict[str, tuple[str, str]]] = {
     # The local cluster's Prometheus (Kubernetes service discovery); the data-plane
     # tests run Debian's `prometheus` from PATH instead.
     "prometheus": ("prometheus", "PROMETHEUS_VERSION"),
+    "traefik": ("traefik", "TRAEFIK_VERSION"),
     # `make e2e-kind` only (machines with Docker).
     "kind": ("kind", "KIND_VERSION"),
 }
