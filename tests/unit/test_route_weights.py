@@ -107,9 +107,15 @@ def test_a_route_without_both_of_our_services_is_refused_by_name() -> None:
     del route["spec"]["rules"][1]["backendRefs"][1]
     state = read_http_route(route, GW)
     assert not state.usable and state.reason == "RouteMisconfigured"
-    assert (
-        state.problem == "HTTPRoute products: rule 2 has no backendRef to Service products-canary"
+    assert state.problem == (
+        "HTTPRoute products: no rule has backendRefs to Services products-stable and "
+        "products-canary"
     )
+    # A rule naming only the stable (health checks pinned to it) is left as it is.
+    pinned = http_route(90, 10)
+    pinned["spec"]["rules"].append({"backendRefs": [{"name": "products-stable", "port": 80}]})
+    assert read_http_route(pinned, GW).weight == 10
+    assert set_http_route(pinned, GW, 50)["spec"]["rules"][2] == pinned["spec"]["rules"][2]
     other = http_route()
     other["spec"]["rules"] = other["spec"]["rules"][:1]
     assert "no rule has backendRefs to Services products-stable and products-canary" in (
@@ -185,7 +191,7 @@ def test_a_virtual_service_by_hosts_keeps_everything_but_our_weights() -> None:
     assert after == expected
     # A host in another namespace is not ours.
     other = virtual_service(("products-stable.other", "products-canary"), (100, 0))
-    assert "no destination with host products-stable" in (
+    assert "no http route has destinations with hosts products-stable" in (
         read_virtual_service(other, VS).problem or ""
     )
 

@@ -25,6 +25,8 @@ from .types import Observed, Plan
 VERIFY_AFTER = 1.0
 # While the gateway has not accepted the route, look again this often.
 RECHECK_NOT_ACCEPTED = 5.0
+# Routes are not watched: during a rollout, a change by someone else is found this soon.
+RECHECK_DURING_ROLLOUT = 10.0
 
 
 def routing_stage(
@@ -65,6 +67,8 @@ def routing_stage(
             out.events.append(Event("Normal", rnames.EVENT_ROUTE_UPDATED, f"{t.title}: {split}"))
     elif state.accepted is False:
         out.wake_within(RECHECK_NOT_ACCEPTED)
+    if o.canary is not None:
+        out.wake_within(RECHECK_DURING_ROLLOUT)
     ok, reason, message = _condition(state, want, changed)
     conds = set_condition(
         list(status.conditions),

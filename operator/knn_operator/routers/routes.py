@@ -98,16 +98,15 @@ def _http_rules(route: Body, t: RouteTarget) -> Iterator[tuple[int, dict[str, Bo
             role = _ours_http(ref, t.namespace, (t.stable, t.canary))
             if role is not None:
                 ours[role] = ref
-        if ours:
+        # A rule naming only one of them (health checks pinned to the stable) is the
+        # user's to keep as it is.
+        if len(ours) == 2:
             yield i, ours
 
 
 def read_http_route(route: Body, t: RouteTarget) -> RouteState:
     splits: list[int] = []
-    for i, ours in _http_rules(route, t):
-        missing = _missing(ours, t)
-        if missing:
-            return _misconfigured(t, f"rule {i + 1} has no backendRef to Service {missing}")
+    for _, ours in _http_rules(route, t):
         # Gateway API's default weight is 1.
         splits.append(share(ours["stable"].get("weight", 1), ours["canary"].get("weight", 1)))
     if not splits:
@@ -164,17 +163,14 @@ def _vs_routes(vs: Body, t: RouteTarget) -> Iterator[tuple[int, dict[str, Body]]
             role = _ours_istio(entry.get("destination") or {}, t)
             if role is not None:
                 ours[role] = entry
-        if ours:
+        if len(ours) == 2:
             yield i, ours
 
 
 def read_virtual_service(vs: Body, t: RouteTarget) -> RouteState:
     what = "subset" if t.destination_rule else "host"
     splits: list[int] = []
-    for i, ours in _vs_routes(vs, t):
-        missing = _missing(ours, t)
-        if missing:
-            return _misconfigured(t, f"http route {i + 1} has no destination with {what} {missing}")
+    for _, ours in _vs_routes(vs, t):
         # Istio: a destination without a weight takes what the others leave (here 100 or 0).
         sw, cw = ours["stable"].get("weight"), ours["canary"].get("weight")
         splits.append(share(FULL - (cw or 0) if sw is None else sw, cw or 0))
@@ -246,13 +242,6 @@ def forbidden(t: RouteTarget, message: str) -> RouteState:
         t,
         reason=rnames.REASON_ROUTE_FORBIDDEN,
         problem=f"the operator may not read or write {t.title}: {message}",
-    )
-
-
-def _missing(ours: dict[str, Body], t: RouteTarget) -> str | None:
-    """The first of our two entries a rule lacks (it names the other)."""
-    return next(
-        (n for role, n in (("stable", t.stable), ("canary", t.canary)) if role not in ours), None
     )
 
 
