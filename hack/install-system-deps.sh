@@ -22,6 +22,8 @@ pkg-config --exists libseccomp 2>/dev/null || need+=(libseccomp-dev)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v lua5.1 >/dev/null 2>&1 || need+=(lua5.1)
+# jq, to test the Argo CD ignoreDifferences (jqPathExpressions) in gitops/argocd.
+command -v jq >/dev/null 2>&1 || need+=(jq)
 [ ${#need[@]} -gt 0 ] || exit 0
 
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)

@@ -53,3 +53,27 @@ def health(script: Path, obj: dict[str, Any]) -> tuple[str, str]:
     )
     status, _, message = out.stdout.partition("\n")
     return status, message
+
+
+class JqMissingError(RuntimeError):
+    """jq is not installed (make install / hack/install-system-deps.sh installs it)."""
+
+
+def without_ignored(obj: dict[str, Any], jq_paths: list[str]) -> dict[str, Any]:
+    """``obj`` without what Argo CD's ignoreDifferences ``jqPathExpressions`` name,
+    the way Argo CD compares a resource: each expression's paths are deleted from
+    both the desired and the live object before they are diffed."""
+    binary = shutil.which("jq")
+    if binary is None:
+        raise JqMissingError("jq not found: make install (hack/install-system-deps.sh) installs it")
+    program = " | ".join(f"del({p})" for p in jq_paths) or "."
+    out = subprocess.run(
+        [binary, "-c", program],
+        input=json.dumps(obj),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from knn_contracts import api
+from knn_devtools.argocd import without_ignored
 from knn_devtools.kubectl import Kubectl
+from knn_operator import gitops
 from knn_operator.builders.common import Owner
 from knn_operator.kube import Kube
 from knn_operator.routers.client import observe_route, write_route
@@ -152,6 +154,16 @@ def test_an_istio_rollout_moves_only_the_weights_and_an_abort_restores_them_in_o
     assert _subsets(dr())["canary"][api.LABEL_REVISION] == canary
     assert _subsets(dr())["stable"][api.LABEL_REVISION] == stable
     assert _without_weights(vs()) == user  # matches, retries, the other route: as written
+    # What Argo CD would diff with the ignoreDifferences of gitops/argocd: nothing.
+    for kind, git, live in (
+        ("VirtualService", virtual_service(ns), vs()),
+        ("DestinationRule", destination_rule(ns), dr()),
+    ):
+        paths = gitops.ROUTE_IGNORED[("networking.istio.io", kind)]
+        assert git["spec"] != live["spec"]
+        assert without_ignored({"spec": git["spec"]}, paths) == without_ignored(
+            {"spec": live["spec"]}, paths
+        )
     assert vs()["metadata"]["labels"] == {"team": "search"}
 
     # Someone else (a GitOps sync) puts the route back mid-rollout: reported, undone.

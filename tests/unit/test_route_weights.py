@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from knn_contracts import api
+from knn_devtools.argocd import without_ignored
+from knn_operator import gitops
 from knn_operator.builders.common import Owner
 from knn_operator.planning import plan
 from knn_operator.routers.routes import (
@@ -375,3 +377,57 @@ def test_promotion_points_both_services_at_the_new_stable_and_sets_it_all() -> N
     assert [(w.weight, w.stable_revision) for w in r.routes] == [(0, new)]
     # The replaced stable stays warm (no route sends it traffic) for scaleDownDelaySeconds.
     assert replicas_of(r)[old] == 2
+
+
+# -- GitOps: Argo CD ignores exactly what the operator changes ---------------------------
+
+
+def _ignored(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    group = obj["apiVersion"].split("/")[0]
+    return without_ignored(obj, gitops.ROUTE_IGNORED[(group, kind)])
+
+
+def test_argo_cd_ignores_our_http_route_weights_and_nothing_else() -> None:
+    git = http_route(100, 0)
+    live = set_http_route(git, GW, 30)
+    assert live != git and _ignored("HTTPRoute", live) == _ignored("HTTPRoute", git)
+    # A weight the user owns, or a match, still shows as a difference.
+    git["spec"]["rules"][0]["backendRefs"][0]["weight"] = 5
+    edited = copy.deepcopy(live)
+    edited["spec"]["rules"][0]["backendRefs"][0]["weight"] = 7
+    assert _ignored("HTTPRoute", edited) != _ignored("HTTPRoute", git)
+    edited = copy.deepcopy(live)
+    edited["spec"]["rules"][1]["matches"][0]["path"]["value"] = "/v2"
+    assert _ignored("HTTPRoute", edited) != _ignored("HTTPRoute", live)
+
+
+def test_argo_cd_ignores_our_virtual_service_weights_by_host_or_subset() -> None:
+    for target, hosts in (
+        (VS, ("products-stable.shop", "products-canary")),
+        (DR, ("products", "products")),
+    ):
+        git = virtual_service(hosts, (100, 0))
+        live = set_virtual_service(git, target, 40)
+        assert _ignored("VirtualService", live) == _ignored("VirtualService", git)
+        other = copy.deepcopy(live)
+        other["spec"]["http"][1]["retries"]["attempts"] = 9
+        assert _ignored("VirtualService", other) != _ignored("VirtualService", live)
+
+
+def test_argo_cd_ignores_the_revision_labels_of_our_subsets_only() -> None:
+    git = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "spec": {
+            "subsets": [
+                {"name": "stable", "labels": {"app": "x"}},
+                {"name": "canary", "labels": {"app": "x"}},
+                {"name": "other", "labels": {api.LABEL_REVISION: "pinned"}},
+            ]
+        },
+    }
+    live = set_subsets(git, DR, "a-1", "b-2")
+    assert _ignored("DestinationRule", live) == _ignored("DestinationRule", git)
+    other = copy.deepcopy(live)
+    other["spec"]["subsets"][2]["labels"][api.LABEL_REVISION] = "moved"
+    assert _ignored("DestinationRule", other) != _ignored("DestinationRule", live)
