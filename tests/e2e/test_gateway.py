@@ -148,6 +148,53 @@ def _diff(kubectl: Kubectl) -> list[str]:
     return [c for c in changed if not c.startswith("generation:")]
 
 
+class RouteWatch:
+    """The canary's weight in the route, polled on a thread: when each weight first
+    appeared (to time how long the traffic takes to follow a write)."""
+
+    def __init__(self, kubectl: Kubectl) -> None:
+        self.kubectl = kubectl
+        self.seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        path = "jsonpath={.spec.rules[0].backendRefs[1].weight}"
+        for _ in range(20_000):  # bounded; stopped long before
+            if self._stop.wait(0.02):
+                return
+            got = self.kubectl.run("-n", NS, "get", "httproute", NAME, "-o", path, check=False)
+            if got.returncode == 0 and got.stdout.strip().isdigit():
+                self.seen.setdefault(int(got.stdout), time.monotonic())
+
+    def __enter__(self) -> RouteWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def _split_after(
+    flow: Flow, canary: str, written: float, count: int
+) -> tuple[float, Counter[str | None]]:
+    """Seconds from the weight's write to the first canary answer, and the next
+    `count` answers from half a second after that."""
+    first = wait_for(
+        "a canary answer after the weight's write",
+        lambda: next((t for t, v in list(flow.log) if t > written and v == canary), None),
+        timeout=30,
+    )
+    wait_for(
+        f"{count} answers after the switch",
+        lambda: sum(t > first + 0.5 for t, _ in list(flow.log)) >= count,
+        timeout=120,
+    )
+    after = [v for t, v in list(flow.log) if t > first + 0.5][:count]
+    return first - written, Counter(after)
+
+
 def test_a_gateway_rollout_splits_real_requests_by_the_route_weights(
     kubectl: Kubectl, gallery: Client
 ) -> None:
@@ -155,39 +202,59 @@ def test_a_gateway_rollout_splits_real_requests_by_the_route_weights(
     stable = before["stableVersion"]
     assert _diff(kubectl) == []  # the operator's 100/0 is what git says
     assert gallery.count(50) == Counter({stable: 50})
-    _annotate(kubectl, "rebuild")
-    splits = []
-    for step, weight in ((1, 20), (3, 60)):
-        mid = _wait(kubectl, f"the canary paused at {weight}%", _paused_at(step), timeout=420)
-        canary = mid["canaryVersion"]
-        route = _route(kubectl)
-        assert _weights(route) == {f"{NAME}-stable": 100 - weight, f"{NAME}-canary": weight}
-        assert mid["canaryWeight"] == weight
-        [cond] = [c for c in mid["conditions"] if c["type"] == "TrafficRouted"]
-        assert cond["status"] == "True", cond
-        got = gallery.count(COUNT)
-        splits.append((weight, dict(got)))
-        print(f"\nstep {weight}%: {dict(got)} of {COUNT}")
-        assert got[None] == 0, got
-        assert abs(got[canary] - COUNT * weight // 100) <= 2, got
-        assert got[canary] + got[stable] == COUNT, got
-        if weight == 20:
-            spec = {k: route[k] for k in ("apiVersion", "kind")}
-            spec["metadata"] = {"name": NAME, "namespace": NS}
-            spec["spec"] = route["spec"]
-            print(f"\n$ kubectl -n {NS} get httproute {NAME} -o yaml  # mid-canary\n")
-            print(yaml.safe_dump(spec, sort_keys=False))
-            changed = _diff(kubectl)
-            assert changed and all(c.startswith("weight:") for c in changed), changed
-            # The user's second rule and everything else stayed as written.
-            assert route["spec"]["rules"][1]["backendRefs"] == [
-                {"group": "", "kind": "Service", "name": f"{NAME}-stable", "port": 80, "weight": 1}
-            ]
-        _annotate(kubectl, "promote")
-    after = _wait(kubectl, "the canary promoted", lambda s: s.get("stableVersion") != stable)
-    assert after["phase"] == "Serving" and _weights(_route(kubectl))[f"{NAME}-canary"] == 0
+    with Flow(gallery) as flow, RouteWatch(kubectl) as watch:
+        _annotate(kubectl, "rebuild")
+        for step, weight in ((1, 20), (3, 60)):
+            mid = _wait(kubectl, f"the canary paused at {weight}%", _paused_at(step), timeout=420)
+            canary = mid["canaryVersion"]
+            route = _route(kubectl)
+            assert _weights(route) == {f"{NAME}-stable": 100 - weight, f"{NAME}-canary": weight}
+            assert mid["canaryWeight"] == weight
+            [cond] = [c for c in mid["conditions"] if c["type"] == "TrafficRouted"]
+            assert cond["status"] == "True", cond
+            follow, got = _split_after(flow, canary, watch.seen[weight], COUNT)
+            print(
+                f"\nstep {weight}%: {dict(got)} of {COUNT}; "
+                f"traffic followed the write in {follow:.2f}s"
+            )
+            assert got[None] == 0, got
+            assert abs(got[canary] - COUNT * weight // 100) <= 2, got
+            assert got[canary] + got[stable] == COUNT, got
+            if weight == 20:
+                _print_route(route)
+                changed = _diff(kubectl)
+                assert changed and all(c.startswith("weight:") for c in changed), changed
+                # The user's second rule and everything else stayed as written.
+                assert route["spec"]["rules"][1]["backendRefs"] == [
+                    {
+                        "group": "",
+                        "kind": "Service",
+                        "name": f"{NAME}-stable",
+                        "port": 80,
+                        "weight": 1,
+                    }
+                ]
+            _annotate(kubectl, "promote")
+        after = _wait(kubectl, "the canary promoted", lambda s: s.get("stableVersion") != stable)
+        wait_for(
+            "all traffic on the new stable",
+            lambda: watch.seen.get(0, 0) > 0 and _weights(_route(kubectl))[f"{NAME}-canary"] == 0,
+        )
+        time.sleep(2)
+    failed = [t for t, v in flow.log if v is None]
+    print(f"\nrollout: {len(flow.log)} requests through the gateway, {len(failed)} failed")
+    assert not failed
+    assert after["phase"] == "Serving"
     assert gallery.count(50) == Counter({after["stableVersion"]: 50})
     assert _diff(kubectl) == []
+
+
+def _print_route(route: dict[str, Any]) -> None:
+    shown = {k: route[k] for k in ("apiVersion", "kind")}
+    shown["metadata"] = {"name": NAME, "namespace": NS}
+    shown["spec"] = route["spec"]
+    print(f"\n$ kubectl -n {NS} get httproute {NAME} -o yaml  # mid-canary (spec)\n")
+    print(yaml.safe_dump(shown, sort_keys=False))
 
 
 def test_a_rollback_sends_all_traffic_to_stable_without_a_failed_request(
