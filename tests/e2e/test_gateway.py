@@ -272,9 +272,14 @@ def test_a_rollback_sends_all_traffic_to_stable_without_a_failed_request(
         wait_for(
             "the canary's pods gone",
             lambda: (
-                not kubectl.json("-n", NS, "get", "pods", "-l", f"knn.dev/version={canary}")[
-                    "items"
-                ]
+                not kubectl.json(
+                    "-n",
+                    NS,
+                    "get",
+                    "pods",
+                    "-l",
+                    f"knn.dev/version={canary},knn.dev/component=serving",
+                )["items"]
             ),
             timeout=120,
         )
