@@ -327,6 +327,10 @@ def test_an_abort_restores_all_traffic_to_stable_in_one_write() -> None:
     a = plan(aborted, SETTINGS, NOW)
     assert a.status.rolled_back is not None
     assert [(w.weight, w.stable_revision, w.canary_revision) for w in a.routes] == [(0, old, old)]
+    # The canary's pod keeps answering until the route reads back at 0, then stops.
+    assert replicas_of(a)[new] == 1
+    b = plan(replace(observed(s2, a.status, jobs, deps), route=_at(0)), SETTINGS, NOW)
+    assert replicas_of(b)[new] == 0 and not b.routes
 
 
 def test_a_route_the_gateway_has_not_accepted_holds_the_step() -> None:

@@ -16,6 +16,7 @@ from ..builders.service import revision_service
 from ..events import Event
 from ..models.knnindex import BuildRecord, RevisionRecord, RevisionState
 from ..routers.replicas import ReplicaRouter
+from ..routers.weighted import WeightedRouter
 from ..settings import Settings
 from ..timeutil import iso, parse_iso, seconds_until
 from .budgets import has_deployment
@@ -119,8 +120,10 @@ def sizes_stage(
             size = n if o.stable is None else router.split(n, o.weight).canary
         elif rec.state == names.REVISION_STABLE:
             size = router.split(n, o.weight).stable if o.canary else n
+        elif rec.state == names.REVISION_WARM:
+            size = n
         else:
-            size = n if rec.state == names.REVISION_WARM else 0
+            size = _draining(obs, serving, rec.revision)
         autoscaled = auto is not None and rec.state == names.REVISION_STABLE
         if autoscaled and rec.autoscaled:
             size = None
@@ -133,6 +136,18 @@ def sizes_stage(
     elif auto is None and had_autoscaler:
         out.delete.append(("HorizontalPodAutoscaler", owner.name))
     return recs, sizes
+
+
+def _draining(obs: Observed, serving: Serving, revision: str) -> int:
+    """Replicas of a revision leaving service: none, except a canary that a route may
+    still send traffic to. Its pods stop only once the route reads back at 0 (the pass
+    after the write): a pod told to stop leaves its Service's ready endpoints at once,
+    and a gateway still weighting it would answer those requests with errors."""
+    if not isinstance(serving.router, WeightedRouter) or obs.status.canary_revision != revision:
+        return 0
+    dep = obs.deployments.get(revision)
+    route_clear = obs.route is not None and obs.route.weight == 0 and obs.route.consistent
+    return 0 if route_clear or dep is None else dep.replicas
 
 
 def retention_stage(
