@@ -189,8 +189,14 @@ def test_an_istio_rollout_moves_only_the_weights_and_an_abort_restores_them_in_o
     assert vs()["metadata"]["generation"] == before + 1  # one write
     assert _subsets(dr())["canary"][api.LABEL_REVISION] == stable
     assert _without_weights(vs()) == user
-    routed = ops.condition({"status": ops.status_of(kubectl, ns, NAME)}, "TrafficRouted")
-    assert routed is not None and routed["status"] == "True", routed
+    ops.wait_for(
+        "TrafficRouted in sync",
+        lambda: (
+            (c := ops.condition({"status": ops.status_of(kubectl, ns, NAME)}, "TrafficRouted"))
+            and c["status"] == "True"
+        ),
+        diagnostics=operator.log_tail,
+    )
 
 
 def test_a_route_without_our_entries_holds_the_canary_with_its_reason(
