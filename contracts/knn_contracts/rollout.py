@@ -59,6 +59,14 @@ EVENT_NO_STEPS: Final = "PromotedWithoutSteps"
 EVENT_SCALED_DOWN: Final = "ScaledDown"
 EVENT_ROUTER_UNAVAILABLE: Final = "TrafficRouterUnavailable"
 
+# Retraining triggers (spec.rebuild): a new version built from the same inputs.
+TRIGGER_SCHEDULE: Final = "Schedule"  # status.lastRebuild.reason
+TRIGGER_DRIFT: Final = "Drift"
+EVENT_SCHEDULED_REBUILD: Final = "ScheduledRebuild"  # Normal: the cron schedule fired
+EVENT_DRIFT_REBUILD: Final = "DriftRebuild"  # Normal: drift held above its threshold for `for`
+EVENT_DRIFT_DETECTED: Final = "DriftDetected"  # Warning: drift went above its threshold
+EVENT_DRIFT_UNMEASURED: Final = "DriftUnmeasured"  # Warning: the drift query failed
+
 
 # --- measurement results, best to worst (the severity order of the assessment) ----------------
 RESULT_SUCCESSFUL: Final = "Successful"

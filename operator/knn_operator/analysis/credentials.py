@@ -13,7 +13,7 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..models.knnindex import PrometheusProvider
+from ..models.prometheus import PrometheusProvider
 
 FIELD = "spec.rollout.analysis.prometheus"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterable
 from typing import get_args
@@ -11,12 +12,13 @@ from pydantic import ValidationError
 
 from ..builders.common import Owner
 from ..builders.job import BUILDER_COMPONENT, GC_COMPONENT
-from ..kube import Body
+from ..events import Event
+from ..kube import Body, Kube
 from ..models.common import ObjectMeta
 from ..models.knnindex import KnnIndexSpec, KnnIndexStatus, Phase
 from ..observe import DeploymentState, JobState, deployment_state, job_state
 from ..planning import Observed, plan
-from . import Children, Kind, knnindex_analysis
+from . import Children, Kind, knnindex_analysis, knnindex_drift
 
 log = logging.getLogger("knn_operator")
 
@@ -83,6 +85,13 @@ def observe(body: Body, children: Children) -> Observed:
     )
 
 
+async def prepare(kube: Kube, obs: Observed, now: dt.datetime) -> tuple[Observed, list[Event]]:
+    """The canary analysis' run and the drift trigger's measurement, when due."""
+    obs, analysed = await knnindex_analysis.prepare(kube, obs, now)
+    obs, drifted = await knnindex_drift.prepare(kube, obs, now)
+    return obs, analysed + drifted
+
+
 KNN_INDEX = Kind(
     kind=api.KNN_INDEX_KIND,
     plural=api.KNN_INDEX_PLURAL,
@@ -92,5 +101,5 @@ KNN_INDEX = Kind(
     phases=get_args(Phase),
     observe=observe,
     plan=plan,
-    prepare=knnindex_analysis.prepare,
+    prepare=prepare,
 )

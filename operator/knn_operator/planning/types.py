@@ -10,6 +10,7 @@ from ..events import Event
 from ..models.knnindex import AnalysisStatus, KnnIndexSpec, KnnIndexStatus
 from ..observe import DeploymentState, JobState
 from ..rollout.machine import AnalysisVerdict
+from ..triggers.drift import DriftReading
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class Observed:
     # status.analysis with that run folded in.
     analysis: AnalysisVerdict | None = None
     analysis_status: AnalysisStatus | None = None
+    # The stable revision's drift (spec.rebuild.onDrift), measured before this pass
+    # when a measurement was due.
+    drift: DriftReading | None = None
 
 
 @dataclass
