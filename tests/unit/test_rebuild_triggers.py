@@ -284,3 +284,14 @@ def test_drift_is_measured_once_per_interval_and_not_while_a_build_runs() -> Non
     st = plan(building, SETTINGS, at(0, 2)).status
     assert st.builds[-1].outcome == "Building"
     assert drift_due(replace(building, status=st), at(0, 5)) is None
+
+
+def test_credentials_of_the_drift_prometheus_name_its_own_field() -> None:
+    from knn_operator.analysis.credentials import CredentialsError, resolve
+    from knn_operator.models.prometheus import PrometheusProvider
+
+    provider = PrometheusProvider.model_validate(
+        {**PROM, "auth": {"secretName": "prom", "bearerTokenKey": "token"}}
+    )
+    with pytest.raises(CredentialsError, match=r"spec\.rebuild\.onDrift\.prometheus\.auth"):
+        resolve(provider, {"prom": None}, "spec.rebuild.onDrift.prometheus")

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from ..kube import Forbidden, Kube, KubeError
 from ..models.prometheus import PrometheusProvider
-from .credentials import Credentials, CredentialsError, resolve, secrets_needed
+from .credentials import FIELD, Credentials, CredentialsError, resolve, secrets_needed
 
 
-async def credentials_for(kube: Kube, namespace: str, provider: PrometheusProvider) -> Credentials:
+async def credentials_for(
+    kube: Kube, namespace: str, provider: PrometheusProvider, field: str = FIELD
+) -> Credentials:
     """The provider's credentials; CredentialsError says what is missing, or that the
-    chart was installed without read access to Secrets."""
+    chart was installed without read access to Secrets. `field` is where the spec
+    names the provider, for the messages."""
     try:
         names = sorted(secrets_needed(provider))
         secrets = {s: await kube.secret_data(namespace, s) for s in names}
@@ -21,4 +24,4 @@ async def credentials_for(kube: Kube, namespace: str, provider: PrometheusProvid
             f"the operator may not read Secrets in {namespace} ({e.message}); "
             "install the chart with rbac.prometheusSecrets=true"
         ) from e
-    return resolve(provider, secrets)
+    return resolve(provider, secrets, field)

@@ -10,6 +10,7 @@ import logging
 from dataclasses import replace
 
 from ..analysis import CredentialsError, Prometheus, QueryError, Revision, Sample
+from ..analysis.credentials import FIELD
 from ..analysis.promql import query_drift
 from ..analysis.secrets import credentials_for
 from ..events import Event
@@ -32,9 +33,11 @@ def drift_query(obs: Observed, revision: str) -> str:
     return render(on.query, values)
 
 
-async def _sample(kube: Kube, namespace: str, provider: PrometheusProvider, query: str) -> Sample:
+async def _sample(
+    kube: Kube, namespace: str, provider: PrometheusProvider, field: str, query: str
+) -> Sample:
     try:
-        credentials = await credentials_for(kube, namespace, provider)
+        credentials = await credentials_for(kube, namespace, provider, field)
     except CredentialsError as e:
         return QueryError(f"Prometheus credentials: {e}")
     async with Prometheus.of(provider, credentials) as prometheus:
@@ -48,9 +51,12 @@ async def prepare(kube: Kube, obs: Observed, now: dt.datetime) -> tuple[Observed
         return obs, []
     analysis = obs.spec.rollout.analysis
     provider = on.prometheus or (analysis.prometheus if analysis else None)
+    field = "spec.rebuild.onDrift.prometheus" if on.prometheus else None
     if provider is None:  # the CRD refuses this; a spec from before the rule may have it
         sample: Sample = QueryError("no Prometheus: set rebuild.onDrift.prometheus")
     else:
-        sample = await _sample(kube, obs.owner.namespace, provider, drift_query(obs, revision))
+        query = drift_query(obs, revision)
+        ns = obs.owner.namespace
+        sample = await _sample(kube, ns, provider, field or FIELD, query)
     log.info("%s/%s: drift of %s: %s", obs.owner.namespace, obs.owner.name, revision, sample)
     return replace(obs, drift=DriftReading(revision, now, sample)), []

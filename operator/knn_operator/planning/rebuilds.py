@@ -139,6 +139,8 @@ def _drifted(
 def rebuilds_stage(obs: Observed, now: dt.datetime, out: Plan) -> Rebuilds:
     st = obs.status
     last = st.last_rebuild
+    if obs.spec.rebuild.schedule is None and obs.spec.rebuild.on_drift is None:
+        return Rebuilds(last.token if last else None, last, None, None)
     target = record(list(st.builds), current_version(obs))
     started, held = build_started(st, target), busy(st, target)
     scheduled, next_fire = _scheduled(obs, started, held, now, out)
