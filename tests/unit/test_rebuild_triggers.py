@@ -295,3 +295,22 @@ def test_credentials_of_the_drift_prometheus_name_its_own_field() -> None:
     )
     with pytest.raises(CredentialsError, match=r"spec\.rebuild\.onDrift\.prometheus\.auth"):
         resolve(provider, {"prom": None}, "spec.rebuild.onDrift.prometheus")
+
+
+def test_the_decision_is_kind_neutral_and_the_schedule_wins_over_drift() -> None:
+    from knn_operator.triggers.decide import Inputs, busy, decide
+
+    assert busy(None, False, False) == "a build is in progress"
+    assert busy("Succeeded", True, True) == "a rollout is in progress"
+    assert busy("Failed", False, True) is None, "a failed build holds nothing back"
+    assert busy("Succeeded", False, True) is None
+    rebuild = Rebuild.model_validate(
+        {"schedule": "@hourly", "onDrift": {"threshold": 1.0, "for": "0s", "minInterval": "0s"}}
+    )
+    reading = DriftReading("v1-aaaaa", at(1, 0, 5), Value(3.0))
+    i = Inputs(rebuild, None, None, "v1-aaaaa", at(0), None, reading, at(1, 0, 5))
+    d = decide(i, lambda token: f"v-{token}")
+    assert d.last is not None and d.last.reason == "Schedule"
+    assert d.token == "schedule@2026-11-22T01:00:05Z" and d.last.version == f"v-{d.token}"
+    assert d.drift is not None and d.drift.result == "Above", "the drift is still recorded"
+    assert [e.reason for e in d.events] == ["DriftDetected", "ScheduledRebuild"]

@@ -2,9 +2,10 @@
 threshold on a Prometheus gauge, a manual token) and what the operator records of
 them in status (`lastRebuild`, `drift`, `nextScheduledRebuild`).
 
-A kind reuses these models as they are; only the default drift query differs
-(KnnIndex: the query-distance ratio, ClusterModel: the cluster PSI), and the kind
-supplies it (triggers.drift.DEFAULT_QUERIES)."""
+A kind reuses these models as they are, and triggers.decide to decide from them;
+what differs is the default drift query (KnnIndex: the query-distance ratio,
+analysis.promql.query_drift; a ClusterModel: its PSI gauge), which the kind's
+prepare step supplies (kinds/knnindex_drift.py for KnnIndex)."""
 
 from __future__ import annotations
 
