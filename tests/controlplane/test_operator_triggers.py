@@ -101,7 +101,7 @@ def test_the_schedule_starts_one_rebuild_per_due_fire(
     assert last["reason"] == "Schedule" and last["version"] != v1, last
     lag = seconds(last["fire"], last["at"])
     print(f"\nfired at {last['fire']}, rebuild started {lag:.1f}s later")
-    assert 0 <= lag <= 3, "the operator woke at the fire time, not at a resync"
+    assert 0 <= lag <= 5, "the operator woke at the fire time, not at a resync"
     assert status["targetVersion"] == last["version"] and status["stableVersion"] == v1
     assert ops.get(kubectl, "job", f"{NAME}-build-{last['version']}", namespace) is not None
     [event] = events(kubectl, namespace, "ScheduledRebuild")
@@ -206,3 +206,20 @@ def test_drift_held_above_the_threshold_starts_a_rebuild_and_an_unshifted_stream
     assert detected["type"] == "Warning"
     [rebuilt] = events(kubectl, namespace, "DriftRebuild")
     assert f"{last['value']:.4g}" in rebuilt["message"] and last["version"] in rebuilt["message"]
+
+
+def test_a_schedule_the_api_server_lets_through_but_cron_cannot_fire_is_refused(
+    kubectl: Kubectl, namespace: str, start_operator: ops.OperatorStarter, tmp_path: Path
+) -> None:
+    """February 30th passes the CRD's pattern (each field is in range); cronsim
+    refuses it, and the operator says so instead of never firing."""
+    op = start_operator()
+    ops.apply(
+        kubectl, namespace, ops.knn_index(NAME, base_spec(tmp_path, {"schedule": "0 0 30 2 *"}))
+    )
+    status = ops.wait_phase(kubectl, namespace, NAME, "Failed", op)
+    assert status["message"].startswith("spec.rebuild.schedule:"), status
+    assert "'0 0 30 2 *' is not a valid cron expression: Bad day-of-month" in status["message"]
+    [event] = events(kubectl, namespace, "InvalidSpec")
+    assert event["type"] == "Warning" and "Bad day-of-month" in event["message"]
+    assert not ops.items(kubectl, "jobs", namespace), "nothing was built"
