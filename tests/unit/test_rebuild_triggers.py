@@ -128,7 +128,7 @@ def test_the_schedule_makes_a_new_version_at_its_fire_time_and_asks_to_wake_for_
     assert before.status.next_scheduled_rebuild == "2026-11-22T03:00:00Z"
 
     p = plan(observed(s, st, {v: done_job(v)}, {v: dep(v, 2)}), SETTINGS, at(3, 0, 5))
-    v2 = version_of(s, None, "schedule@2026-11-22T03:00:05Z")
+    v2 = version_of(s, None, "schedule@2026-11-22T03:00:00Z")  # named by the fire time
     assert v2 != v and jobs(p) == [f"products-build-{v2}"]
     last = p.status.last_rebuild
     assert last is not None and (last.reason, last.version, last.missed) == ("Schedule", v2, 1)
@@ -311,6 +311,6 @@ def test_the_decision_is_kind_neutral_and_the_schedule_wins_over_drift() -> None
     i = Inputs(rebuild, None, None, "v1-aaaaa", at(0), None, reading, at(1, 0, 5))
     d = decide(i, lambda token: f"v-{token}")
     assert d.last is not None and d.last.reason == "Schedule"
-    assert d.token == "schedule@2026-11-22T01:00:05Z" and d.last.version == f"v-{d.token}"
+    assert d.token == "schedule@2026-11-22T01:00:00Z" and d.last.version == f"v-{d.token}"
     assert d.drift is not None and d.drift.result == "Above", "the drift is still recorded"
     assert [e.reason for e in d.events] == ["DriftDetected", "ScheduledRebuild"]

@@ -2,9 +2,10 @@
 the KnnIndex's observation put in the kind-neutral terms of triggers.decide, which
 decides. Pure.
 
-A trigger names a token (`<reason>@<time>`) that goes into the version's identity
-(versioning.version_of) and is kept in status.lastRebuild, so later passes derive
-the same version; the new version is then built and rolled out like any other.
+A trigger names a token (`schedule@<fire time>`, `drift@<time>`) that goes into
+the version's identity (versioning.version_of) and is kept in status.lastRebuild,
+so later passes derive the same version; the new version is then built and rolled
+out like any other.
 """
 
 from __future__ import annotations

@@ -128,7 +128,9 @@ def decide(i: Inputs, version_for: Callable[[str | None], str]) -> Decision:
     trigger = scheduled or drifted
     if trigger is None:
         return out
-    token = f"{trigger.reason.lower()}@{trigger.at}"
+    # A schedule's token is its fire time: a pass repeated after a failed status write
+    # names the same version again. (A later fire is always after the build it started.)
+    token = f"{trigger.reason.lower()}@{trigger.fire or trigger.at}"
     version = version_for(token)
     out.token, out.last = token, trigger.model_copy(update={"token": token, "version": version})
     reason = {
