@@ -124,6 +124,8 @@ def test_the_schedule_starts_one_rebuild_per_due_fire(
     assert status["stableVersion"] == v2 and again["missed"] >= 2, status
     ops.wait_reconciles(op, 2)
     assert len(events(kubectl, namespace, "ScheduledRebuild")) == 2
+    counted = 'knn_operator_rebuild_triggers_total{kind="KnnIndex",reason="Schedule"} 2.0'
+    assert counted in op.metrics().splitlines()
     print(f"second rebuild caught up {again['missed']} fire(s) as one: {again['message']}")
 
 

@@ -134,6 +134,7 @@ def test_the_schedule_makes_a_new_version_at_its_fire_time_and_asks_to_wake_for_
     assert last is not None and (last.reason, last.version, last.missed) == ("Schedule", v2, 1)
     assert last.fire == "2026-11-22T03:00:00Z"
     assert reasons(p)[:1] == ["ScheduledRebuild"] and "BuildStarted" in reasons(p)
+    assert p.triggers == ["Schedule"] and before.triggers == [], "counted by the reconciler"
     assert p.status.target_version == v2 and p.status.stable_version == v, "old one serves"
     assert p.status.next_scheduled_rebuild == "2026-11-23T03:00:00Z"
 

@@ -64,4 +64,6 @@ def rebuilds_stage(obs: Observed, now: dt.datetime, out: Plan) -> Decision:
     out.events.extend(decision.events)
     for seconds in decision.wake_in:
         out.wake_within(seconds)
+    if decision.fired is not None:
+        out.triggers.append(decision.fired)
     return decision

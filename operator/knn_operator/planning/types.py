@@ -50,6 +50,8 @@ class Plan:
     # seconds from a breach to all traffic on stable when that completed now.
     outcomes: list[str] = field(default_factory=list)
     breach_to_stable: float | None = None
+    # Retraining triggers that fired in this pass (knn_contracts.rollout TRIGGER_*).
+    triggers: list[str] = field(default_factory=list)
 
     def wake_within(self, seconds: float | None) -> None:
         """Ask to run again within `seconds` (the earliest of all requests wins)."""

@@ -69,6 +69,7 @@ class Decision:
     next_scheduled: str | None
     events: list[Event] = field(default_factory=list)
     wake_in: list[float] = field(default_factory=list)  # seconds; the earliest wins
+    fired: str | None = None  # the reason of the trigger that fired in this pass
 
 
 def _scheduled(i: Inputs, out: Decision) -> LastRebuild | None:
@@ -133,6 +134,7 @@ def decide(i: Inputs, version_for: Callable[[str | None], str]) -> Decision:
     token = f"{trigger.reason.lower()}@{trigger.fire or trigger.at}"
     version = version_for(token)
     out.token, out.last = token, trigger.model_copy(update={"token": token, "version": version})
+    out.fired = trigger.reason
     reason = {
         names.TRIGGER_SCHEDULE: names.EVENT_SCHEDULED_REBUILD,
         names.TRIGGER_DRIFT: names.EVENT_DRIFT_REBUILD,
