@@ -59,6 +59,14 @@ EVENT_NO_STEPS: Final = "PromotedWithoutSteps"
 EVENT_SCALED_DOWN: Final = "ScaledDown"
 EVENT_ROUTER_UNAVAILABLE: Final = "TrafficRouterUnavailable"
 
+# Retraining triggers (spec.rebuild): a new version built from the same inputs.
+TRIGGER_SCHEDULE: Final = "Schedule"  # status.lastRebuild.reason
+TRIGGER_DRIFT: Final = "Drift"
+EVENT_SCHEDULED_REBUILD: Final = "ScheduledRebuild"  # Normal: the cron schedule fired
+EVENT_DRIFT_REBUILD: Final = "DriftRebuild"  # Normal: drift held above its threshold for `for`
+EVENT_DRIFT_DETECTED: Final = "DriftDetected"  # Warning: drift went above its threshold
+EVENT_DRIFT_UNMEASURED: Final = "DriftUnmeasured"  # Warning: the drift query failed
+
 
 # --- measurement results, best to worst (the severity order of the assessment) ----------------
 RESULT_SUCCESSFUL: Final = "Successful"
@@ -103,6 +111,8 @@ METRIC_CANARY_WEIGHT: Final = "knn_operator_canary_weight"  # gauge {namespace, 
 METRIC_ROLLOUTS: Final = "knn_operator_rollouts"  # counter {kind, outcome}
 METRIC_MEASUREMENTS: Final = "knn_operator_analysis_measurements"  # counter {kind, check, result}
 METRIC_BREACH_TO_STABLE: Final = "knn_operator_breach_to_stable_seconds"  # histogram {kind}
+METRIC_REBUILD_TRIGGERS: Final = "knn_operator_rebuild_triggers"  # counter {kind, reason}
+LABEL_TRIGGER: Final = "reason"  # TRIGGER_SCHEDULE | TRIGGER_DRIFT
 LABEL_OUTCOME: Final = "outcome"
 LABEL_CHECK: Final = "check"
 LABEL_RESULT: Final = "result"

@@ -35,6 +35,11 @@ ROLLOUTS = Counter(
     "Finished rollouts by outcome (Promoted, RolledBack, Aborted, Superseded).",
     ("kind", names.LABEL_OUTCOME),
 )
+REBUILD_TRIGGERS = Counter(
+    names.METRIC_REBUILD_TRIGGERS,
+    "Rebuilds started by spec.rebuild triggers, by reason (Schedule, Drift).",
+    ("kind", names.LABEL_TRIGGER),
+)
 BREACH_TO_STABLE = Histogram(
     names.METRIC_BREACH_TO_STABLE,
     "From the analysis run that breached a limit to the canary serving no traffic.",

@@ -240,6 +240,8 @@ class Reconciler:
         metrics.CANARY_WEIGHT.labels(label, *key).set(weight)
         for outcome in result.outcomes:
             metrics.ROLLOUTS.labels(label, outcome).inc()
+        for reason in result.triggers:
+            metrics.REBUILD_TRIGGERS.labels(label, reason).inc()
         if result.breach_to_stable is not None:
             metrics.BREACH_TO_STABLE.labels(label).observe(result.breach_to_stable)
 

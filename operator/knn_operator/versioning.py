@@ -4,7 +4,9 @@ The identity is knn_contracts.identity, shared with the builder. Replicas,
 resources, efSearch (a serving-time parameter) and rollout settings change
 serving in place; the source, its format and ids, the metric, the HNSW build
 parameters, the validation and a rebuild token change the artifact and make a
-new version.
+new version. A retraining trigger (spec.rebuild.schedule, onDrift) names a token of
+its own, kept in status.lastRebuild; it is only added to the identity once there is
+one, so the versions of objects that never had a trigger keep their ids.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from knn_contracts.identity import version_of as identity_version
 from .models.knnindex import KnnIndexSpec
 
 
-def build_inputs(spec: KnnIndexSpec, rebuild_annotation: str | None = None) -> BuildInputs:
+def build_inputs(
+    spec: KnnIndexSpec, rebuild_annotation: str | None = None, trigger: str | None = None
+) -> BuildInputs:
     s, v = spec.source, spec.build.validation
     return BuildInputs(
         source_uri=s.uri,
@@ -31,9 +35,11 @@ def build_inputs(spec: KnnIndexSpec, rebuild_annotation: str | None = None) -> B
         probe_source=v.probe_source,
         k=v.k,
         min_recall=v.min_recall,
-        tokens=(spec.rebuild.token, rebuild_annotation),
+        tokens=(spec.rebuild.token, rebuild_annotation, *((trigger,) if trigger else ())),
     )
 
 
-def version_of(spec: KnnIndexSpec, rebuild_annotation: str | None = None) -> str:
-    return identity_version(build_inputs(spec, rebuild_annotation))
+def version_of(
+    spec: KnnIndexSpec, rebuild_annotation: str | None = None, trigger: str | None = None
+) -> str:
+    return identity_version(build_inputs(spec, rebuild_annotation, trigger))

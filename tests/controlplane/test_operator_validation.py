@@ -81,6 +81,7 @@ VALID: Spec = {
         },
     },
     "history": {"limit": 3},
+    "rebuild": {"schedule": "0 3 * * *", "onDrift": {"threshold": 1.5, "for": "10m"}},
 }
 
 PARQUET: Spec = {"uri": "s3://vectors/products/emb.parquet", "format": "parquet", "dimension": 8}
@@ -385,6 +386,36 @@ INVALID: list[tuple[str, Callable[[Spec], None], str, str]] = [
         "spec.rollout.analysis.thresholds.p95LatencyMs",
         "greater than 0",
     ),
+    (
+        "schedule-minute-61",
+        setting("61 * * * *", "rebuild", "schedule"),
+        "spec.rebuild.schedule",
+        "must be a cron expression",
+    ),
+    (
+        "schedule-three-fields",
+        setting("0 3 *", "rebuild", "schedule"),
+        "spec.rebuild.schedule",
+        "minute hour day-of-month month day-of-week",
+    ),
+    (
+        "on-drift-without-prometheus",
+        without("rollout", "analysis"),
+        "spec.rebuild.onDrift",
+        "rebuild.onDrift needs a Prometheus",
+    ),
+    (
+        "on-drift-threshold-0",
+        setting(0, "rebuild", "onDrift", "threshold"),
+        "spec.rebuild.onDrift.threshold",
+        "greater than 0",
+    ),
+    (
+        "on-drift-for-not-a-duration",
+        setting("5 minutes", "rebuild", "onDrift", "for"),
+        "spec.rebuild.onDrift.for",
+        "should match",
+    ),
 ]
 
 
@@ -452,6 +483,15 @@ PARTIAL: list[tuple[str, Spec]] = [
                     "prometheus": {"address": "http://prom:9090"},
                     "thresholds": {"minRecall": 0.9},
                 }
+            }
+        },
+    ),
+    (
+        "rebuild",
+        {
+            "rebuild": {
+                "schedule": "@daily",
+                "onDrift": {"threshold": 0.25, "prometheus": {"address": "http://prom:9090"}},
             }
         },
     ),

@@ -80,3 +80,22 @@ def test_history_lists_revisions_and_builds() -> None:
 
 def test_tables_pad_columns() -> None:
     assert table([["A", "BB"], ["CCC", "D"]]) == "A    BB\nCCC  D"
+
+
+def test_status_shows_the_retraining_triggers() -> None:
+    spec = {"rebuild": {"schedule": "0 3 * * *", "onDrift": {"threshold": 1.5, "for": "5m"}}}
+    status = {
+        "phase": "Progressing",
+        "stableRevision": "v1-aaaaa",
+        "revisions": [rev("v1-aaaaa", 64, "Stable")],
+        "nextScheduledRebuild": "2026-12-02T03:00:00Z",
+        "drift": {"revision": "v1-aaaaa", "result": "Above", "value": 2.345,
+                  "at": "2026-12-01T12:00:00Z", "aboveSince": "2026-12-01T11:55:00Z"},
+        "lastRebuild": {"reason": "Drift", "at": "2026-12-01T12:00:00Z", "version": "v2",
+                        "token": "drift@2026-12-01T12:00:00Z", "value": 2.345},
+    }  # fmt: skip
+    text = status_view({**INDEX, "spec": spec, "status": status}, NOW)
+    assert "Schedule:   '0 3 * * *' (UTC), next in 14h59m" in text
+    assert "Drift:      2.345 (Above since 5m30s ago), threshold 1.5 for 5m" in text
+    assert "Rebuilt:    Drift 30s ago -> version v2, value 2.345" in text
+    assert "Schedule" not in status_view(INDEX, NOW)

@@ -13,9 +13,9 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..models.knnindex import PrometheusProvider
+from ..models.prometheus import PrometheusProvider
 
-FIELD = "spec.rollout.analysis.prometheus"
+FIELD = "spec.rollout.analysis.prometheus"  # the default; the drift trigger names its own
 
 
 class CredentialsError(ValueError):
@@ -47,38 +47,40 @@ def secrets_needed(provider: PrometheusProvider) -> set[str]:
 def _value(secrets: Mapping[str, Mapping[str, str] | None], name: str, key: str, spec: str) -> str:
     data = secrets.get(name)
     if data is None:
-        raise CredentialsError(f"Secret {name!r} ({FIELD}.{spec}) not found")
+        raise CredentialsError(f"Secret {name!r} ({spec}) not found")
     if key not in data:
         present = ", ".join(sorted(data)) or "none"
-        raise CredentialsError(
-            f"Secret {name!r} has no key {key!r} ({FIELD}.{spec}); its keys: {present}"
-        )
+        raise CredentialsError(f"Secret {name!r} has no key {key!r} ({spec}); its keys: {present}")
     try:
         text = base64.b64decode(data[key], validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError) as e:
         raise CredentialsError(f"Secret {name!r} key {key!r}: not base64 UTF-8 text ({e})") from e
     if not text.strip():
-        raise CredentialsError(f"Secret {name!r} key {key!r} ({FIELD}.{spec}) is empty")
+        raise CredentialsError(f"Secret {name!r} key {key!r} ({spec}) is empty")
     return text
 
 
 def resolve(
-    provider: PrometheusProvider, secrets: Mapping[str, Mapping[str, str] | None]
+    provider: PrometheusProvider,
+    secrets: Mapping[str, Mapping[str, str] | None],
+    field: str = FIELD,
 ) -> Credentials:
     """Credentials from `secrets` (name → data, None for a Secret that does not exist)."""
     auth, ca = provider.auth, provider.ca_bundle
     token = username = password = ca_pem = None
     if auth is not None and auth.bearer_token_key is not None:
-        token = _value(secrets, auth.secret_name, auth.bearer_token_key, "auth.bearerTokenKey")
+        token = _value(
+            secrets, auth.secret_name, auth.bearer_token_key, f"{field}.auth.bearerTokenKey"
+        )
         token = token.strip()  # a token file's trailing newline is no part of it
     if auth is not None and auth.username_key is not None and auth.password_key is not None:
-        username = _value(secrets, auth.secret_name, auth.username_key, "auth.usernameKey")
-        password = _value(secrets, auth.secret_name, auth.password_key, "auth.passwordKey")
+        username = _value(secrets, auth.secret_name, auth.username_key, f"{field}.auth.usernameKey")
+        password = _value(secrets, auth.secret_name, auth.password_key, f"{field}.auth.passwordKey")
     if ca is not None:
-        ca_pem = _value(secrets, ca.secret_name, ca.key, "caBundle.key")
+        ca_pem = _value(secrets, ca.secret_name, ca.key, f"{field}.caBundle.key")
         if "-----BEGIN CERTIFICATE-----" not in ca_pem:
             raise CredentialsError(
-                f"Secret {ca.secret_name!r} key {ca.key!r} ({FIELD}.caBundle) holds no PEM "
+                f"Secret {ca.secret_name!r} key {ca.key!r} ({field}.caBundle) holds no PEM "
                 "certificate"
             )
     return Credentials(token, username, password, ca_pem)

@@ -19,7 +19,7 @@ from typing import Any, Self
 
 import aiohttp
 
-from ..models.knnindex import PrometheusProvider
+from ..models.prometheus import PrometheusProvider
 from .credentials import Credentials
 from .provider import NoData, QueryError, Sample, Value
 from .window import parse_duration

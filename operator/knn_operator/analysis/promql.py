@@ -141,3 +141,9 @@ def template(query: str, canary: Revision, stable: Revision | None) -> str:
     for key, value in values.items():
         query = query.replace("{{" + key + "}}", value)
     return query
+
+
+def query_drift(rev: Revision) -> str:
+    """The drift trigger's default for an index: live nearest-neighbour distance over
+    the probe set's, of the revision's worst pod (each pod's own window)."""
+    return f"max({names.QUERY_DISTANCE_RATIO}{rev.matchers()})"

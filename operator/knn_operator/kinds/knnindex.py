@@ -21,7 +21,7 @@ from ..observe import DeploymentState, JobState, deployment_state, job_state
 from ..planning import Observed, plan
 from ..routers import route_target_of
 from ..routers.client import observe_route
-from . import Children, Kind, knnindex_analysis
+from . import Children, Kind, knnindex_analysis, knnindex_drift
 
 log = logging.getLogger("knn_operator")
 
@@ -89,12 +89,14 @@ def observe(body: Body, children: Children) -> Observed:
 
 
 async def prepare(kube: Kube, obs: Observed, now: dt.datetime) -> tuple[Observed, list[Event]]:
-    """A due analysis run, and the route a route router splits traffic in."""
-    obs, events = await knnindex_analysis.prepare(kube, obs, now)
+    """The canary analysis' run and the drift trigger's measurement, when due, and
+    the route a route router splits traffic in."""
+    obs, analysed = await knnindex_analysis.prepare(kube, obs, now)
+    obs, drifted = await knnindex_drift.prepare(kube, obs, now)
     target = route_target_of(obs.spec.rollout.traffic_router, obs.owner)
     if target is not None:
         obs = replace(obs, route=await observe_route(kube, target))
-    return obs, events
+    return obs, analysed + drifted
 
 
 KNN_INDEX = Kind(

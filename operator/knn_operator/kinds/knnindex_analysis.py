@@ -25,12 +25,11 @@ from ..analysis import (
     judge,
     measure,
     record,
-    resolve,
-    secrets_needed,
     tally_of,
 )
+from ..analysis.secrets import credentials_for
 from ..events import Event
-from ..kube import Forbidden, Kube, KubeError
+from ..kube import Kube
 from ..models.knnindex import Analysis
 from ..planning import Observed
 from ..rollout.machine import AnalysisVerdict, analysis_due
@@ -58,22 +57,10 @@ async def _run(kube: Kube, obs: Observed, analysis: Analysis) -> list[CheckResul
     )
     checks = checks_for(analysis, canary, stable, interval)
     try:
-        secrets = {
-            s: await kube.secret_data(ns, s) for s in sorted(secrets_needed(analysis.prometheus))
-        }
-        credentials = resolve(analysis.prometheus, secrets)
+        credentials = await credentials_for(kube, ns, analysis.prometheus)
     except CredentialsError as e:
         # Not the canary's fault: an Error run (consecutiveErrorLimit decides), never a pass.
         return [judge(c, QueryError(f"Prometheus credentials: {e}")) for c in checks]
-    except KubeError as e:
-        if e.status != Forbidden:
-            raise
-        # The chart grants Secrets only when asked: say what to set, as an Error run.
-        why = (
-            f"Prometheus credentials: the operator may not read Secrets in {ns} ({e.message}); "
-            "install the chart with rbac.prometheusSecrets=true"
-        )
-        return [judge(c, QueryError(why)) for c in checks]
     async with Prometheus.of(analysis.prometheus, credentials) as prometheus:
         return await measure(prometheus, checks)
 

@@ -88,8 +88,37 @@ def status_view(index: Obj, now: dt.datetime) -> str:
     if rolled:
         when = _ago(rolled["at"], now)
         lines.append(f"RolledBack: {rolled['revision']} ({rolled['cause']}, {when})")
+    lines += _rebuild_lines(spec, st, now)
     lines += _analysis_lines(spec, st, now)
     return "\n".join(lines)
+
+
+def _rebuild_lines(spec: Obj, st: Obj, now: dt.datetime) -> list[str]:
+    """The retraining triggers: the schedule's next fire, the drift, the last trigger."""
+    rebuild: Obj = spec.get("rebuild") or {}
+    out = []
+    if rebuild.get("schedule"):
+        due = parse_iso(st.get("nextScheduledRebuild"))
+        nxt = "-" if due is None else "in " + _span((due - now).total_seconds())
+        out.append(f"Schedule:   {rebuild['schedule']!r} (UTC), next {nxt}")
+    on_drift: Obj = rebuild.get("onDrift") or {}
+    drift: Obj = st.get("drift") or {}
+    if on_drift:
+        value = drift.get("value")
+        shown = "-" if value is None else f"{value:.4g}"
+        held = f" since {_ago(drift['aboveSince'], now)}" if drift.get("aboveSince") else ""
+        out.append(
+            f"Drift:      {shown} ({drift.get('result', 'not measured')}{held}), "
+            f"threshold {on_drift.get('threshold')} for {on_drift.get('for', '10m')}"
+        )
+    last: Obj = st.get("lastRebuild") or {}
+    if last:
+        value = f", value {last['value']:.4g}" if last.get("value") is not None else ""
+        out.append(
+            f"Rebuilt:    {last.get('reason')} {_ago(last.get('at'), now)} "
+            f"-> version {last.get('version')}{value}"
+        )
+    return out
 
 
 def _analysis_lines(spec: Obj, st: Obj, now: dt.datetime) -> list[str]:

@@ -26,6 +26,12 @@ from .common import (
     validations,
 )
 
+# Re-exported: these lived here before the drift trigger shared them.
+from .prometheus import PrometheusAuth as PrometheusAuth
+from .prometheus import PrometheusProvider as PrometheusProvider
+from .prometheus import SecretKey as SecretKey
+from .rebuild import DriftStatus, LastRebuild, Rebuild
+
 Metric = Literal["l2", "ip", "cosine"]
 SourceFormat = Literal["npy", "fvecs", "bvecs", "parquet"]
 Phase = Literal["Pending", "Building", "Progressing", "Serving", "Degraded", "RolledBack", "Failed"]
@@ -337,74 +343,6 @@ class CustomMetric(Model):
     )
 
 
-class PrometheusAuth(Model):
-    """Credentials from a Secret in the object's namespace: a bearer token, or basic auth."""
-
-    secret_name: str = Field(
-        pattern=DNS_LABEL_PATTERN, max_length=253, description="Secret holding the credentials"
-    )
-    bearer_token_key: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=253,
-        description="Key of the bearer token (sent as Authorization: Bearer)",
-    )
-    username_key: str | None = Field(
-        default=None, min_length=1, max_length=253, description="Key of the basic-auth username"
-    )
-    password_key: str | None = Field(
-        default=None, min_length=1, max_length=253, description="Key of the basic-auth password"
-    )
-
-    model_config = validations(
-        cel(
-            "has(self.bearerTokenKey) != (has(self.usernameKey) || has(self.passwordKey))",
-            "give bearerTokenKey, or usernameKey and passwordKey (basic auth), not both",
-        ),
-        cel(
-            "has(self.usernameKey) == has(self.passwordKey)",
-            "basic auth needs both usernameKey and passwordKey",
-        ),
-    )
-
-
-class SecretKey(Model):
-    secret_name: str = Field(
-        pattern=DNS_LABEL_PATTERN, max_length=253, description="Secret in the object's namespace"
-    )
-    key: str = Field(default="ca.crt", min_length=1, max_length=253, description="Key in its data")
-
-
-class PrometheusProvider(Model):
-    address: str = Field(
-        pattern=r"^https?://.+",
-        max_length=2048,
-        description="Base URL of the Prometheus HTTP API (/api/v1/query is appended)",
-    )
-    timeout: str = Field(
-        default="10s",
-        pattern=DURATION_PATTERN,
-        max_length=32,
-        description="Per query; a query that takes longer is an error, not a value",
-    )
-    auth: PrometheusAuth | None = Field(
-        default=None, description="Bearer token or basic auth from a Secret"
-    )
-    ca_bundle: SecretKey | None = Field(
-        default=None,
-        description="PEM CA certificates to verify an https:// address with (instead of the "
-        "system's)",
-    )
-
-    model_config = validations(
-        cel(
-            "!has(self.caBundle) || self.address.startsWith('https://')",
-            "caBundle needs an https:// address",
-            field_path=".caBundle",
-        ),
-    )
-
-
 _THRESHOLD_FIELDS = tuple(
     f.alias or name for name, f in Thresholds.model_fields.items()
 )  # camelCase names, for CEL
@@ -516,13 +454,6 @@ class History(Model):
     limit: int = Field(default=3, ge=1, le=20, description="Versions kept, serving ones included")
 
 
-class Rebuild(Model):
-    schedule: str | None = Field(default=None, max_length=128, description="cron expression")
-    token: str | None = Field(
-        default=None, max_length=253, description="Change to force a rebuild of the same inputs"
-    )
-
-
 class KnnIndexSpec(Model):
     source: Source = Field(description="The vectors to index")
     metric: Metric = Field(default="cosine", description="Distance: l2, ip or cosine")
@@ -534,7 +465,10 @@ class KnnIndexSpec(Model):
         default_factory=Rollout, description="How a new revision earns its traffic"
     )
     history: History = Field(default_factory=History, description="Versions kept")
-    rebuild: Rebuild = Field(default_factory=Rebuild, description="Rebuilding the same inputs")
+    rebuild: Rebuild = Field(
+        default_factory=Rebuild,
+        description="Rebuilding the same inputs: on a schedule, on drift, or by a token",
+    )
 
     model_config = validations(
         cel(
@@ -554,6 +488,13 @@ class KnnIndexSpec(Model):
             "!has(self.source.ids) || !has(self.source.idColumn)",
             "give ids either as source.ids or as source.idColumn, not both",
             field_path=".source.ids",
+        ),
+        cel(
+            "!has(self.rebuild.onDrift) || has(self.rebuild.onDrift.prometheus)"
+            " || has(self.rollout.analysis)",
+            "rebuild.onDrift needs a Prometheus: set rebuild.onDrift.prometheus or "
+            "rollout.analysis",
+            field_path=".rebuild.onDrift",
         ),
     )
 
@@ -724,6 +665,15 @@ class KnnIndexStatus(Model):
     rolled_back: RolledBack | None = None
     handled_actions: HandledActions = Field(default_factory=HandledActions)
     analysis: AnalysisStatus | None = None
+    last_rebuild: LastRebuild | None = Field(
+        default=None, description="The latest rebuild a trigger (schedule, drift) started"
+    )
+    next_scheduled_rebuild: str | None = Field(
+        default=None, description="When rebuild.schedule fires next (RFC 3339)"
+    )
+    drift: DriftStatus | None = Field(
+        default=None, description="rebuild.onDrift: the stable revision's drift, last measured"
+    )
     route: RouteStatus | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
     message: str | None = None

@@ -141,9 +141,9 @@ def collect_artifacts(
 
 
 def builds_stage(
-    obs: Observed, settings: Settings, now: dt.datetime, out: Plan
+    obs: Observed, settings: Settings, now: dt.datetime, out: Plan, trigger: str | None = None
 ) -> tuple[str, list[BuildRecord]]:
-    target = version_of(obs.spec, obs.rebuild_annotation)
+    target = version_of(obs.spec, obs.rebuild_annotation, trigger)
     builds = _track_build(obs, target, list(obs.status.builds), out, settings, now)
     # A build the spec moved away from before it finished: its Job is deleted
     # below, so its record goes too (else they pile up past the status's maxItems).

@@ -11,6 +11,7 @@ from ..models.knnindex import AnalysisStatus, KnnIndexSpec, KnnIndexStatus
 from ..observe import DeploymentState, JobState
 from ..rollout.machine import AnalysisVerdict
 from ..routers.routes import RouteState, RouteWrite
+from ..triggers.drift import DriftReading
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class Observed:
     analysis_status: AnalysisStatus | None = None
     # The route a gatewayAPI or istio router splits traffic in, read before this pass.
     route: RouteState | None = None
+    # The stable revision's drift (spec.rebuild.onDrift), measured before this pass
+    # when a measurement was due.
+    drift: DriftReading | None = None
 
 
 @dataclass
@@ -51,6 +55,8 @@ class Plan:
     # seconds from a breach to all traffic on stable when that completed now.
     outcomes: list[str] = field(default_factory=list)
     breach_to_stable: float | None = None
+    # Retraining triggers that fired in this pass (knn_contracts.rollout TRIGGER_*).
+    triggers: list[str] = field(default_factory=list)
 
     def wake_within(self, seconds: float | None) -> None:
         """Ask to run again within `seconds` (the earliest of all requests wins)."""
