@@ -100,3 +100,33 @@ def query_products(kubectl: Kubectl, vector: list[float], k: int = 5) -> dict[st
     with urllib.request.urlopen(request, timeout=10) as response:
         answer: dict[str, Any] = json.load(response)
     return answer
+
+
+def index_status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = kubectl.json("-n", namespace, "get", "knn", name).get("status") or {}
+    return status
+
+
+def wait_index(
+    kubectl: Kubectl,
+    namespace: str,
+    name: str,
+    what: str,
+    check: Callable[[dict[str, Any]], Any],
+    timeout: float = 300,
+) -> dict[str, Any]:
+    """The KnnIndex's status once ``check(status)`` holds; on timeout, the status and the
+    operator's log tail in the failure."""
+
+    def probe() -> dict[str, Any] | None:
+        s = index_status(kubectl, namespace, name)
+        return s if check(s) else None
+
+    try:
+        return wait_for(what, probe, timeout=timeout)
+    except AssertionError as err:
+        logs = kubectl.run(
+            "-n", "knn-system", "logs", "deployment/knn-operator", "--tail=40", check=False
+        ).stdout
+        status = json.dumps(index_status(kubectl, namespace, name), indent=1)
+        raise AssertionError(f"{err}\n{status}\n{logs}") from None

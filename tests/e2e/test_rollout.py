@@ -28,9 +28,9 @@ from knn_devtools.synthetic import clustered
 from knn_devtools.tools import REPO_ROOT
 
 if TYPE_CHECKING:
-    from tests.e2e.e2e_support import wait_for
+    from tests.e2e.e2e_support import index_status, wait_for, wait_index
 else:
-    from e2e_support import wait_for
+    from e2e_support import index_status, wait_for, wait_index
 
 NAME, NS = "catalog", "demo"
 EXAMPLE = REPO_ROOT / "examples" / "local-cluster" / "products.yaml"
@@ -40,22 +40,11 @@ KUBECTL_KNN = Path(sys.executable).parent / "kubectl-knn"
 
 
 def _status(kubectl: Kubectl) -> dict[str, Any]:
-    status: dict[str, Any] = kubectl.json("-n", NS, "get", "knn", NAME).get("status") or {}
-    return status
+    return index_status(kubectl, NS, NAME)
 
 
 def _wait(kubectl: Kubectl, what: str, check: Any, timeout: float = 300) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        s = _status(kubectl)
-        return s if check(s) else None
-
-    try:
-        return wait_for(what, probe, timeout=timeout)
-    except AssertionError as err:
-        logs = kubectl.run(
-            "-n", "knn-system", "logs", "deployment/knn-operator", "--tail=40", check=False
-        ).stdout
-        raise AssertionError(f"{err}\n{json.dumps(_status(kubectl), indent=1)}\n{logs}") from None
+    return wait_index(kubectl, NS, NAME, what, check, timeout)
 
 
 def knn_status(kubectl: Kubectl) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -13,7 +13,9 @@ from knn_contracts import api
 from knn_devtools.argocd import without_ignored
 from knn_operator import gitops
 from knn_operator.builders.common import Owner
-from knn_operator.planning import plan
+from knn_operator.models.knnindex import KnnIndexSpec, KnnIndexStatus
+from knn_operator.observe import DeploymentState, JobState
+from knn_operator.planning import Plan, plan
 from knn_operator.routers.routes import (
     RouteState,
     read_http_route,
@@ -269,6 +271,34 @@ def _rollout(steps: list[dict[str, Any]]) -> tuple[Any, str, str, Any]:
     return s2, v, old, st
 
 
+@dataclass
+class Canary:
+    """A rollout walked to its first step: the canary's pod up, the route at `weight`."""
+
+    spec: KnnIndexSpec
+    jobs: dict[str, JobState]
+    deps: dict[str, DeploymentState]
+    old: str
+    new: str
+    status: KnnIndexStatus
+
+    def next(self, route_weight: int, **extra: Any) -> Plan:
+        obs = observed(self.spec, self.status, self.jobs, self.deps, **extra)
+        return plan(replace(obs, route=_at(route_weight)), SETTINGS, NOW)
+
+
+def _canary_at(weight: int, then: dict[str, Any]) -> Canary:
+    s2, v, old, st = _rollout([{"setWeight": weight}, then])
+    jobs = {v: curved_job(v)}
+    p = plan(replace(observed(s2, st, jobs, {old: dep(old, 2)}), route=_at(0)), SETTINGS, NOW)
+    new = p.status.canary_revision
+    assert new is not None
+    deps = {old: dep(old, 2), new: dep(new, 1, replicas=1)}
+    q = plan(replace(observed(s2, p.status, jobs, deps), route=_at(0)), SETTINGS, NOW)
+    r = plan(replace(observed(s2, q.status, jobs, deps), route=_at(weight)), SETTINGS, NOW)
+    return Canary(s2, jobs, deps, old, new, r.status)
+
+
 def test_a_gateway_rollout_moves_weights_only_once_the_canary_answers() -> None:
     s2, v, old, st = _rollout([{"setWeight": 10}, {"setWeight": 50}])
     jobs = {v: curved_job(v)}
@@ -291,46 +321,32 @@ def test_a_gateway_rollout_moves_weights_only_once_the_canary_answers() -> None:
 
 
 def test_someone_elses_weights_are_reported_and_set_again() -> None:
-    s2, v, old, st = _rollout([{"setWeight": 10}, {"pause": {}}])
-    jobs = {v: curved_job(v)}
-    p = plan(replace(observed(s2, st, jobs, {old: dep(old, 2)}), route=_at(0)), SETTINGS, NOW)
-    new = p.status.canary_revision
-    assert new is not None
-    deps = {old: dep(old, 2), new: dep(new, 1, replicas=1)}
-    q = plan(replace(observed(s2, p.status, jobs, deps), route=_at(0)), SETTINGS, NOW)
-    r = plan(replace(observed(s2, q.status, jobs, deps), route=_at(10)), SETTINGS, NOW)
-    assert r.status.route is not None and r.status.route.weight == 10
+    c = _canary_at(10, {"pause": {}})
+    assert c.status.route is not None and c.status.route.weight == 10
     # A GitOps sync puts the route back to 100/0 mid-rollout.
-    s = plan(replace(observed(s2, r.status, jobs, deps), route=_at(0)), SETTINGS, NOW)
+    s = c.next(0)
     changed = [e for e in s.events if e.reason == "RouteWeightsChanged"]
     assert len(changed) == 1 and "is 0%, the operator set 10%" in changed[0].message
     assert [w.weight for w in s.routes] == [10]
     [cond] = [c for c in s.status.conditions if c.type == "TrafficRouted"]
     assert (cond.status, cond.reason) == ("False", "RouteWeightsChanged")
-    t = plan(replace(observed(s2, s.status, jobs, deps), route=_at(10)), SETTINGS, NOW)
+    t = replace(c, status=s.status).next(10)
     assert not t.routes and not [e for e in t.events if e.reason.startswith("Route")]
     [cond] = [c for c in t.status.conditions if c.type == "TrafficRouted"]
     assert (cond.status, cond.reason) == ("True", "RouteInSync")
 
 
 def test_an_abort_restores_all_traffic_to_stable_in_one_write() -> None:
-    s2, v, old, st = _rollout([{"setWeight": 30}, {"pause": {}}])
-    jobs = {v: curved_job(v)}
-    p = plan(replace(observed(s2, st, jobs, {old: dep(old, 2)}), route=_at(0)), SETTINGS, NOW)
-    new = p.status.canary_revision
-    assert new is not None
-    deps = {old: dep(old, 2), new: dep(new, 1, replicas=1)}
-    q = plan(replace(observed(s2, p.status, jobs, deps), route=_at(0)), SETTINGS, NOW)
-    r = plan(replace(observed(s2, q.status, jobs, deps), route=_at(30)), SETTINGS, NOW)
-    obs = observed(s2, r.status, jobs, deps)
-    aborted = replace(obs, route=_at(30), annotations={api.ANNOTATION_ABORT: "1"})
-    a = plan(aborted, SETTINGS, NOW)
+    c = _canary_at(30, {"pause": {}})
+    a = c.next(30, annotations={api.ANNOTATION_ABORT: "1"})
     assert a.status.rolled_back is not None
-    assert [(w.weight, w.stable_revision, w.canary_revision) for w in a.routes] == [(0, old, old)]
+    assert [(w.weight, w.stable_revision, w.canary_revision) for w in a.routes] == [
+        (0, c.old, c.old)
+    ]
     # The canary's pod keeps answering until the route reads back at 0, then stops.
-    assert replicas_of(a)[new] == 1
-    b = plan(replace(observed(s2, a.status, jobs, deps), route=_at(0)), SETTINGS, NOW)
-    assert replicas_of(b)[new] == 0 and not b.routes
+    assert replicas_of(a)[c.new] == 1
+    b = replace(c, status=a.status).next(0)
+    assert replicas_of(b)[c.new] == 0 and not b.routes
 
 
 def test_a_route_the_gateway_has_not_accepted_holds_the_step() -> None:
