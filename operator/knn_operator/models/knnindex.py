@@ -101,10 +101,9 @@ class Validation(Model):
     )
 
 
-class Build(Model):
-    validation: Validation = Field(
-        default_factory=Validation, description="The recall gate before any traffic"
-    )
+class JobSettings(Model):
+    """The builder Job's settings every kind shares (KnnIndex and ClusterModel)."""
+
     resources: Resources | None = Field(
         default=None, description="Requests and limits of the builder pod"
     )
@@ -122,6 +121,12 @@ class Build(Model):
     )
     pod: PodOverrides | None = Field(
         default=None, description="Scheduling, pull secrets, labels of the builder pods"
+    )
+
+
+class Build(JobSettings):
+    validation: Validation = Field(
+        default_factory=Validation, description="The recall gate before any traffic"
     )
 
 
@@ -294,6 +299,20 @@ class Thresholds(Model):
         ge=0.0,
         le=1.0,
         description="Most stable probe recall minus canary probe recall (e.g. 0.01)",
+    )
+    max_probe_inertia: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="ClusterModel only: most mean squared distance of the canary's probe "
+        "points to their centroids, as its probe replay measures it "
+        "(knn_cluster_probe_inertia_mean)",
+    )
+    max_inertia_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description="ClusterModel only: most canary probe inertia / stable probe inertia "
+        "(e.g. 1.1: at most 10% worse)",
     )
 
 
@@ -548,6 +567,13 @@ class KnnIndexSpec(Model):
             "give ids either as source.ids or as source.idColumn, not both",
             field_path=".source.ids",
         ),
+        cel(
+            "!has(self.rollout.analysis) || (!has(self.rollout.analysis.thresholds.maxProbeInertia)"
+            " && !has(self.rollout.analysis.thresholds.maxInertiaRatio))",
+            "rollout.analysis.thresholds.maxProbeInertia and maxInertiaRatio apply to a "
+            "ClusterModel only",
+            field_path=".rollout.analysis.thresholds",
+        ),
     )
 
 
@@ -561,6 +587,10 @@ class BuildRecord(Model):
     version: str
     vectors: int | None = None
     recall: float | None = None
+    # A k-means build's (ClusterModel): k, training inertia, silhouette.
+    clusters: int | None = Field(default=None, description="k-means: the k the build chose")
+    inertia: float | None = Field(default=None, description="k-means: training inertia")
+    silhouette: float | None = Field(default=None, description="k-means: silhouette (sampled)")
     ef_search: int | None = Field(default=None, description="the efSearch `recall` is at")
     recall_curve: list[RecallPoint] = Field(
         default_factory=list,
@@ -615,7 +645,7 @@ class RevisionRecord(Model):
 
     revision: str = Field(description="<version>-<digest of the serving inputs>")
     version: str = Field(description="the artifact version it serves")
-    ef_search: int
+    ef_search: int | None = Field(default=None, description="an index's; a model has none")
     # The rest of what it serves with: a revision's Deployment is made from its
     # record, never from a spec that may since have moved on.
     image: str
@@ -681,7 +711,9 @@ class HandledActions(Model):
     )
 
 
-class KnnIndexStatus(Model):
+class WorkloadStatus(Model):
+    """The status every kind shares: phase, revisions, builds, the rollout."""
+
     phase: Phase | None = None
     observed_generation: int | None = None
     stable_version: str | None = None
@@ -692,12 +724,6 @@ class KnnIndexStatus(Model):
         default=None, description="the canary's share of traffic as the router reports it"
     )
     current_step: int | None = None
-    recall: float | None = Field(
-        default=None, description="the serving revision's recorded recall at its efSearch"
-    )
-    serving_ef_search: int | None = Field(
-        default=None, description="the efSearch the stable version serves with"
-    )
     target_version: str | None = None
     target_revision: str | None = None
     builds: list[BuildRecord] = Field(default_factory=list, max_length=50)
@@ -708,3 +734,12 @@ class KnnIndexStatus(Model):
     analysis: AnalysisStatus | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
     message: str | None = None
+
+
+class KnnIndexStatus(WorkloadStatus):
+    recall: float | None = Field(
+        default=None, description="the serving revision's recorded recall at its efSearch"
+    )
+    serving_ef_search: int | None = Field(
+        default=None, description="the efSearch the stable version serves with"
+    )

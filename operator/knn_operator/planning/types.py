@@ -7,17 +7,19 @@ from dataclasses import dataclass, field
 
 from ..builders.common import Manifest, Owner
 from ..events import Event
-from ..models.knnindex import AnalysisStatus, KnnIndexSpec, KnnIndexStatus
+from ..models.clustermodel import WorkloadSpec
+from ..models.knnindex import AnalysisStatus, KnnIndexStatus, WorkloadStatus
 from ..observe import DeploymentState, JobState
 from ..rollout.machine import AnalysisVerdict
+from .workload import HNSW, Workload
 
 
 @dataclass(frozen=True)
 class Observed:
     owner: Owner
     generation: int
-    spec: KnnIndexSpec
-    status: KnnIndexStatus
+    spec: WorkloadSpec
+    status: WorkloadStatus
     jobs: Mapping[str, JobState]  # builder Jobs, by version
     deployments: Mapping[str, DeploymentState]  # serving Deployments, by revision
     rebuild_annotation: str | None = None
@@ -28,6 +30,8 @@ class Observed:
     # status.analysis with that run folded in.
     analysis: AnalysisVerdict | None = None
     analysis_status: AnalysisStatus | None = None
+    # What the kind serves (an HNSW index or a k-means model).
+    workload: Workload = HNSW
 
 
 @dataclass
@@ -37,7 +41,7 @@ class Plan:
     # so the replica count outlives the main manager's ownership (autoscaling).
     handover: list[Manifest] = field(default_factory=list)
     delete: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
-    status: KnnIndexStatus = field(default_factory=KnnIndexStatus)
+    status: WorkloadStatus = field(default_factory=KnnIndexStatus)
     events: list[Event] = field(default_factory=list)
     # Seconds until the plan wants another look even if nothing changes (a pause
     # ending, the next analysis); None: only when something it watches changes.
