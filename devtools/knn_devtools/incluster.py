@@ -118,7 +118,13 @@ def apply_crds(kubectl: Kubectl) -> None:
     """The chart's CRDs, server-side applied: the upgrade step of the chart's README
     (Helm installs crds/ once and never upgrades them)."""
     kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    kubectl.run("wait", "--for=condition=Established", "crd/knnindexes.knn.dev", "--timeout=60s")
+    kubectl.run(
+        "wait",
+        "--for=condition=Established",
+        "crd/knnindexes.knn.dev",
+        "crd/clustermodels.knn.dev",
+        "--timeout=60s",
+    )
 
 
 def install_operator(

@@ -43,6 +43,7 @@ from knn_contracts.artifact import BuildSummary
 # Re-exported: the tests use them as ops.OperatorProcess, ops.CRD_FILE, ...
 from knn_devtools.knnoperator import CLUSTER_ROLE_FILE as CLUSTER_ROLE_FILE
 from knn_devtools.knnoperator import CRD_FILE as CRD_FILE
+from knn_devtools.knnoperator import CRD_FILES as CRD_FILES
 from knn_devtools.knnoperator import ROLE_FILE as ROLE_FILE
 from knn_devtools.knnoperator import ROLE_NAME as ROLE_NAME
 from knn_devtools.knnoperator import OperatorProcess as OperatorProcess
