@@ -136,6 +136,9 @@ def knnindex_crd() -> dict[str, Any]:
         schema_of(KnnIndexStatus),
         PRINTER_COLUMNS,
         "A k-nearest-neighbour index built, validated, served and rolled out by knn-operator.",
+        # Not shared with ClusterModel: `kubectl get knn NAME` would then name a
+        # category of two kinds ("you must specify only one resource").
+        categories=["knn"],
     )
 
 
@@ -159,6 +162,7 @@ def _crd(
     status: dict[str, Any],
     columns: list[dict[str, str]],
     description: str,
+    categories: list[str] | None = None,
 ) -> dict[str, Any]:
     _conditions_as_map(status)
     return {
@@ -174,7 +178,7 @@ def _crd(
                 "plural": plural,
                 "singular": kind.lower(),
                 "shortNames": [short],
-                "categories": ["knn"],
+                **({"categories": categories} if categories else {}),
             },
             "versions": [
                 {
