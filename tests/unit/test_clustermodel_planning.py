@@ -220,3 +220,30 @@ def test_the_models_refuse_out_of_range_fields(doc: dict[str, Any], message: str
     # Cross-field rules are CEL, checked by the real API server (tests/controlplane).
     with pytest.raises(ValidationError, match=message.replace(".", r"\.")):
         spec(**doc)
+
+
+def test_the_job_and_deployment_commands_parse_with_the_real_clis() -> None:
+    """Every flag the operator writes is one knn-build / knn-serve accept, together."""
+    from knn_serving.build import cli as build_cli
+    from knn_serving.serve import cli as serve_cli
+
+    s1 = spec(
+        kmeans={"clustersRange": {"min": 3, "max": 7}, "miniBatchAbove": 1000, "batchSize": 256},
+        build={
+            "threads": 2,
+            "validation": {"minSilhouette": 0.1, "maxInertiaRegression": 0.2},
+        },
+    )
+    v1, st = _serving(s1)
+    s2 = spec(kmeans={"clusters": 5}, build={"validation": {"maxInertiaRegression": 0.2}})
+    p = plan(observed(s2, st, {v1: trained(v1)}, {rev(s1, v1): 2}), SETTINGS, NOW)
+    for s, job in (
+        (s1, command(plan(observed(s1), SETTINGS, NOW), "Job")),
+        (s2, command(p, "Job")),
+    ):
+        args = build_cli.parser().parse_args(job[1:])
+        assert build_cli.kind_conflict(args) is None, job
+        assert args.kind == "kmeans" and args.version == kmeans_version_of(s)
+    assert build_cli.parser().parse_args(command(p, "Job")[1:]).previous.endswith(v1)
+    serve = serve_cli.parser().parse_args(command(p, "Deployment")[1:])
+    assert serve.model_name == "segments" and serve.ef_search is None
