@@ -304,8 +304,8 @@ class Thresholds(Model):
         default=None,
         ge=0.0,
         description="ClusterModel only: most mean squared distance of the canary's probe "
-        "points to their centroids, as its probe replay measures it "
-        "(knn_cluster_probe_inertia_mean)",
+        "points to their centroids, as its servers measure it when they load the model "
+        "(knn_cluster_probe_inertia_mean); measurable without traffic",
     )
     max_inertia_ratio: float | None = Field(
         default=None,
