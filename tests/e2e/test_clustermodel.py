@@ -13,17 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+import yaml
 from knn_devtools.cluster import Cluster
 from knn_devtools.incluster import IMAGE_UID, PROMETHEUS_IN_CLUSTER, data_dir
 from knn_devtools.kubectl import Kubectl
 from knn_devtools.tools import REPO_ROOT
 
 if TYPE_CHECKING:
-    from tests.e2e.e2e_support import wait_for
+    from tests.e2e.e2e_support import wait_for, write_products_dataset
 else:
-    from e2e_support import wait_for
+    from e2e_support import wait_for, write_products_dataset
 
-NAME, NS = "segments", "demo"
+NAME, NS = "blobs", "demo"
+EXAMPLE_NAME = "segments"  # examples/local-cluster/segments.yaml
 EXAMPLE = REPO_ROOT / "examples" / "local-cluster" / "products.yaml"
 BLOBS, PER_BLOB, DIMENSION = 6, 1_000, 16
 
@@ -62,7 +64,7 @@ def _spec(clusters: int, **rollout: Any) -> dict[str, Any]:
         "source": {"uri": "pvc://knn-data/datasets/blobs.npy", "dimension": DIMENSION},
         "kmeans": {"clusters": clusters, "nInit": 3},
         "build": {"validation": {"probePoints": 300, "minClusterFraction": 0.05}},
-        "storage": {"uri": "pvc://knn-data/artifacts/segments"},
+        "storage": {"uri": "pvc://knn-data/artifacts/blobs"},
         "serving": {"replicas": 1, "probeIntervalSeconds": 2},
         "rollout": rollout,
     }
@@ -76,8 +78,8 @@ def model(cluster: Cluster, kubectl: Kubectl) -> np.ndarray[Any, Any]:
     os.chown(target, IMAGE_UID, IMAGE_UID)
     data, centres = blobs()
     np.save(target / "blobs.npy", data)
-    docs = EXAMPLE.read_text().split("\n---\n")
-    kubectl.run("apply", "-f", "-", stdin="\n---\n".join(d for d in docs if "KnnIndex" not in d))
+    docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d and d["kind"] != "KnnIndex"]
+    kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
     manifest = {
         "apiVersion": "knn.dev/v1alpha1",
         "kind": "ClusterModel",
@@ -143,3 +145,23 @@ def test_a_canary_whose_inertia_regresses_is_rolled_back(
     assert failed and failed[-1]["check"] == "inertia-ratio" and failed[-1]["value"] > 1.2
     # The stable keeps answering through the Service.
     assert len(_assign(kubectl, model[:2].tolist())["results"]) == 2
+
+
+def test_the_example_cluster_model_is_served(cluster: Cluster, kubectl: Kubectl) -> None:
+    """examples/local-cluster/segments.yaml as a user applies it, on the demo's dataset:
+    k chosen by silhouette in its range. Its `kubectl get clm` is the README's."""
+    write_products_dataset(cluster)
+    example = REPO_ROOT / "examples" / "local-cluster" / "segments.yaml"
+    kubectl.run("apply", "-f", str(example))
+
+    def serving() -> dict[str, Any] | None:
+        obj = kubectl.json("-n", NS, "get", "clm", EXAMPLE_NAME)
+        status: dict[str, Any] = obj.get("status") or {}
+        return status if status.get("phase") == "Serving" else None
+
+    try:
+        status = wait_for("the example ClusterModel Serving", serving, timeout=600)
+        print(f"\n$ kubectl -n {NS} get clm\n{kubectl.run('-n', NS, 'get', 'clm').stdout}")
+        assert 4 <= status["clusters"] <= 8, status
+    finally:
+        kubectl.run("-n", NS, "delete", "clm", EXAMPLE_NAME, "--wait=true", timeout=120)
