@@ -163,7 +163,8 @@ class InClusterOperator:
 
 # The serving pods' label (operator/knn_operator/builders/common.py `labels`) and the
 # name of their HTTP port, which also serves /metrics.
-SERVING_POD_SELECTOR: Final = "app.kubernetes.io/name=knn-index"
+# KnnIndexes' and ClusterModels' serving pods alike.
+SERVING_POD_SELECTOR: Final = "app.kubernetes.io/name in (knn-index,cluster-model)"
 SERVING_PORT_NAME: Final = "http"
 
 _PROMETHEUS_RBAC: Final = """\
