@@ -95,7 +95,7 @@ class ServingInputs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: str
-    ef_search: int
+    ef_search: int | None  # an index's; a k-means model has no serving-time parameter
     image: str
     workers: int
     resources: str = ""  # canonical JSON of requests and limits

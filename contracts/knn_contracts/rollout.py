@@ -88,6 +88,10 @@ CHECK_RECALL: Final = "recall"  # held-out probe replay (knn_recall_ratio)
 CHECK_LIVE_RECALL: Final = "live-recall"  # sampled live queries checked exactly
 CHECK_LATENCY_RATIO: Final = "latency-ratio"  # canary p95 / stable p95
 CHECK_RECALL_DROP: Final = "recall-drop"  # stable recall - canary recall
+# ClusterModel: the probe replay's mean squared distance to the centroids
+# (knn_cluster_probe_inertia_mean), and canary / stable of it.
+CHECK_PROBE_INERTIA: Final = "probe-inertia"
+CHECK_INERTIA_RATIO: Final = "inertia-ratio"
 BUILTIN_CHECKS: Final = (
     CHECK_LATENCY,
     CHECK_ERROR_RATE,
@@ -95,6 +99,8 @@ BUILTIN_CHECKS: Final = (
     CHECK_LIVE_RECALL,
     CHECK_LATENCY_RATIO,
     CHECK_RECALL_DROP,
+    CHECK_PROBE_INERTIA,
+    CHECK_INERTIA_RATIO,
 )
 
 # --- condition and Event reasons ----------------------------------------------------------------

@@ -29,7 +29,7 @@ from knn_contracts.artifact import CurvePoint, recall_at
 
 from knn_devtools.controlplane import ControlPlane
 from knn_devtools.crds import install_crds
-from knn_devtools.knnoperator import CLUSTER_ROLE_FILE, CRD_FILE, ROLE_NAME, OperatorProcess
+from knn_devtools.knnoperator import CLUSTER_ROLE_FILE, CRD_FILES, ROLE_NAME, OperatorProcess
 from knn_devtools.knnserve import LOOPBACK
 from knn_devtools.kubectl import Kubectl
 from knn_devtools.promserver import Prometheus
@@ -160,7 +160,7 @@ def real_run(workdir: Path, say: Callable[[str], None] = print) -> Iterator[Run]
         cp = stack.enter_context(ControlPlane(log_dir=workdir / "controlplane", echo=None))
         kubectl = cp.kubectl()
         say("control plane up; installing the CRD and the chart's RBAC")
-        install_crds(kubectl, [CRD_FILE])
+        install_crds(kubectl, CRD_FILES)
         kubectl.run("create", "namespace", NAMESPACE)
         # No controller manager runs: the namespace's `default` ServiceAccount, which the
         # builder Pods use, is made by hand.

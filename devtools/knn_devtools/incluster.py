@@ -118,7 +118,13 @@ def apply_crds(kubectl: Kubectl) -> None:
     """The chart's CRDs, server-side applied: the upgrade step of the chart's README
     (Helm installs crds/ once and never upgrades them)."""
     kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    kubectl.run("wait", "--for=condition=Established", "crd/knnindexes.knn.dev", "--timeout=60s")
+    kubectl.run(
+        "wait",
+        "--for=condition=Established",
+        "crd/knnindexes.knn.dev",
+        "crd/clustermodels.knn.dev",
+        "--timeout=60s",
+    )
 
 
 def install_operator(
@@ -157,7 +163,8 @@ class InClusterOperator:
 
 # The serving pods' label (operator/knn_operator/builders/common.py `labels`) and the
 # name of their HTTP port, which also serves /metrics.
-SERVING_POD_SELECTOR: Final = "app.kubernetes.io/name=knn-index"
+# KnnIndexes' and ClusterModels' serving pods alike.
+SERVING_POD_SELECTOR: Final = "app.kubernetes.io/name in (knn-index,cluster-model)"
 SERVING_PORT_NAME: Final = "http"
 
 _PROMETHEUS_RBAC: Final = """\

@@ -33,6 +33,9 @@ from knn_devtools.tools import REPO_ROOT
 
 CRD_DIR: Final = REPO_ROOT / "crds"
 CRD_FILE: Final = CRD_DIR / "knnindexes.yaml"
+CLUSTER_MODEL_CRD_FILE: Final = CRD_DIR / "clustermodels.yaml"
+# Every kind the operator watches: it needs all of them installed.
+CRD_FILES: Final = (CRD_FILE, CLUSTER_MODEL_CRD_FILE)
 CLUSTER_ROLE_FILE: Final = REPO_ROOT / "rbac" / "clusterrole.yaml"
 ROLE_FILE: Final = REPO_ROOT / "rbac" / "role.yaml"
 ROLE_NAME: Final = "knn-operator"

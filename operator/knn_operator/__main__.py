@@ -18,7 +18,7 @@ from typing import Any, cast
 import kopf
 from prometheus_client import start_http_server
 
-from .handlers import knnindex, runtime  # noqa: F401  (registers the handlers)
+from .handlers import clustermodel, knnindex, runtime  # noqa: F401  (registers the handlers)
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

@@ -22,6 +22,7 @@ from pydantic_core import to_jsonable_python
 
 from . import crddoc, gitops, rbac
 from .builders.common import Owner, job_name
+from .models.clustermodel import ClusterModelSpec, ClusterModelStatus
 from .models.knnindex import KnnIndexSpec, KnnIndexStatus
 from .monitoring import chartfiles
 
@@ -99,13 +100,24 @@ def _conditions_as_map(status: dict[str, Any]) -> None:
     cond["x-kubernetes-list-map-keys"] = ["type"]
 
 
-PRINTER_COLUMNS = [
+_ROLLOUT_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Stable", "type": "string", "jsonPath": ".status.stableRevision"},
     {"name": "Canary", "type": "string", "jsonPath": ".status.canaryRevision"},
     {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight"},
+]
+_AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+PRINTER_COLUMNS = [
+    *_ROLLOUT_COLUMNS,
     {"name": "Recall", "type": "number", "jsonPath": ".status.recall"},
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    _AGE,
+]
+CLUSTER_MODEL_COLUMNS = [
+    *_ROLLOUT_COLUMNS,
+    {"name": "K", "type": "integer", "jsonPath": ".status.clusters"},
+    {"name": "Silhouette", "type": "number", "jsonPath": ".status.silhouette"},
+    {"name": "Drift", "type": "number", "jsonPath": ".status.drift.value"},
+    _AGE,
 ]
 
 
@@ -116,23 +128,57 @@ MAX_NAME = 63 - (len(job_name(Owner("", "", ""), "v" + "0" * VERSION_LENGTH)))
 
 
 def knnindex_crd() -> dict[str, Any]:
-    spec = schema_of(KnnIndexSpec)
-    status = schema_of(KnnIndexStatus)
+    return _crd(
+        api.KNN_INDEX_KIND,
+        api.KNN_INDEX_PLURAL,
+        "knn",
+        schema_of(KnnIndexSpec),
+        schema_of(KnnIndexStatus),
+        PRINTER_COLUMNS,
+        "A k-nearest-neighbour index built, validated, served and rolled out by knn-operator.",
+        # Not shared with ClusterModel: `kubectl get knn NAME` would then name a
+        # category of two kinds ("you must specify only one resource").
+        categories=["knn"],
+    )
+
+
+def clustermodel_crd() -> dict[str, Any]:
+    return _crd(
+        api.CLUSTER_MODEL_KIND,
+        api.CLUSTER_MODEL_PLURAL,
+        "clm",
+        schema_of(ClusterModelSpec),
+        schema_of(ClusterModelStatus),
+        CLUSTER_MODEL_COLUMNS,
+        "A k-means model trained, validated, served (/v1/assign) and rolled out by knn-operator.",
+    )
+
+
+def _crd(
+    kind: str,
+    plural: str,
+    short: str,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    columns: list[dict[str, str]],
+    description: str,
+    categories: list[str] | None = None,
+) -> dict[str, Any]:
     _conditions_as_map(status)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{api.KNN_INDEX_PLURAL}.{api.GROUP}"},
+        "metadata": {"name": f"{plural}.{api.GROUP}"},
         "spec": {
             "group": api.GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": api.KNN_INDEX_KIND,
-                "listKind": f"{api.KNN_INDEX_KIND}List",
-                "plural": api.KNN_INDEX_PLURAL,
-                "singular": api.KNN_INDEX_KIND.lower(),
-                "shortNames": ["knn"],
-                "categories": ["knn"],
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": [short],
+                **({"categories": categories} if categories else {}),
             },
             "versions": [
                 {
@@ -140,12 +186,11 @@ def knnindex_crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "additionalPrinterColumns": columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": "A k-nearest-neighbour index built, validated, "
-                            "served and rolled out by knn-operator.",
+                            "description": description,
                             "required": ["spec"],
                             "x-kubernetes-validations": [
                                 {
@@ -170,7 +215,7 @@ def knnindex_crd() -> dict[str, Any]:
     }
 
 
-CRDS = {"knnindexes.yaml": knnindex_crd}
+CRDS = {"knnindexes.yaml": knnindex_crd, "clustermodels.yaml": clustermodel_crd}
 # The Role variant's namespace is a placeholder that tools replace.
 RBAC = {
     "clusterrole.yaml": rbac.cluster_role,
@@ -220,11 +265,11 @@ def render_chart_file(name: str) -> str:
     return render(name.removeprefix("crds/"))
 
 
-DOCS = {"crd-reference.md": "knnindexes.yaml"}
+DOCS = {"crd-reference.md": ("knnindexes.yaml", "clustermodels.yaml")}
 
 
 def render_doc(name: str) -> str:
-    return crddoc.reference(CRDS[DOCS[name]]())
+    return "\n".join(crddoc.reference(CRDS[crd]()) for crd in DOCS[name])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -155,8 +155,9 @@ def service_account(kubectl: Kubectl, namespace: str, tmp_path: Path) -> Service
 
 @pytest.fixture(scope="session")
 def knn_crds(crd_installer: CRDInstaller) -> list[str]:
-    """crds/knnindexes.yaml, installed once and Established."""
-    return crd_installer(ops.CRD_FILE)
+    """crds/ (knnindexes.yaml, clustermodels.yaml), installed once and Established:
+    the operator watches both kinds."""
+    return crd_installer(*ops.CRD_FILES)
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ from knn_contracts.artifact import BuildSummary
 # Re-exported: the tests use them as ops.OperatorProcess, ops.CRD_FILE, ...
 from knn_devtools.knnoperator import CLUSTER_ROLE_FILE as CLUSTER_ROLE_FILE
 from knn_devtools.knnoperator import CRD_FILE as CRD_FILE
+from knn_devtools.knnoperator import CRD_FILES as CRD_FILES
 from knn_devtools.knnoperator import ROLE_FILE as ROLE_FILE
 from knn_devtools.knnoperator import ROLE_NAME as ROLE_NAME
 from knn_devtools.knnoperator import OperatorProcess as OperatorProcess
@@ -578,11 +579,13 @@ def build_and_serve(
 
 
 def reconcile_count(operator: OperatorProcess) -> int:
-    """How many reconciles the operator has finished (its own histogram's count)."""
-    for line in operator.metrics().splitlines():
-        if line.startswith("knn_operator_reconcile_duration_seconds_count{"):
-            return int(float(line.rsplit(" ", 1)[1]))
-    return 0
+    """How many reconciles the operator has finished, of every kind (its own
+    histogram's counts: a ClusterModel left by another test counts too)."""
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in operator.metrics().splitlines()
+        if line.startswith("knn_operator_reconcile_duration_seconds_count{")
+    )
 
 
 def wait_reconciles(operator: OperatorProcess, more: int, *, timeout: float = 30.0) -> None:

@@ -30,6 +30,11 @@ REV: Final = {
     serving.LABEL_VERSION: "v1a2b3c4d-0f0f0",
 }
 OTHER_REV: Final = {**REV, serving.LABEL_VERSION: "v9e8d7c6b-1e1e1"}
+MODEL_REV: Final = {
+    serving.LABEL_NAMESPACE: "shop",
+    serving.LABEL_MODEL: "segments",
+    serving.LABEL_VERSION: "v5a6b7c8d-2d2d2",
+}
 TARGET: Final = {"job": "shop/serving", "instance": "10.0.0.7:8080"}
 LIVE: Final = {serving.LABEL_SOURCE: serving.SOURCE_LIVE}
 PROBE: Final = {serving.LABEL_SOURCE: serving.SOURCE_PROBE}
@@ -378,6 +383,34 @@ def _analysis_no_data(c: Ctx) -> list[Case]:
     ]
 
 
+def _cluster_drift(c: Ctx) -> list[Case]:
+    a, t, f = (
+        "KnnClusterDriftAboveThreshold",
+        float(c.get("clusterDrift", "threshold")),
+        c.m("clusterDrift", "for"),
+    )
+    pod_b = {**TARGET, "instance": "10.0.0.8:8080"}
+    return [
+        Case(
+            a,
+            "one pod of a model revision drifts above threshold",
+            [
+                (sel(s.DRIFT_PSI, MODEL_REV, TARGET), c.const(t * 2)),
+                (sel(s.DRIFT_PSI, MODEL_REV, pod_b), c.const(t / 2)),
+            ],
+            f + 2,
+            [MODEL_REV],
+            pending_at=f - 1 if f >= 1 else None,
+        ),
+        Case(
+            a,
+            "healthy: drift at or below threshold",
+            [(sel(s.DRIFT_PSI, MODEL_REV, TARGET), c.const(t))],
+            f + 2,
+        ),
+    ]
+
+
 BUILDERS: Final[tuple[Callable[[Ctx], list[Case]], ...]] = (
     _rolled_back,
     _recall,
@@ -390,6 +423,7 @@ BUILDERS: Final[tuple[Callable[[Ctx], list[Case]], ...]] = (
     _reconcile_errors,
     _serving_no_metrics,
     _analysis_no_data,
+    _cluster_drift,
 )
 
 

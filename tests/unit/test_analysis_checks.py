@@ -40,6 +40,8 @@ def test_every_builtin_check_and_custom_metrics_in_order() -> None:
             "minLiveRecall": 0.85,
             "maxLatencyRatio": 1.2,
             "maxRecallDrop": 0.02,
+            "maxProbeInertia": 4.0,
+            "maxInertiaRatio": 1.1,
         },
         metrics=[{"name": "qps", "query": "sum(rate(x[1m]))", "min": 1}],
     )
@@ -106,3 +108,23 @@ def test_every_spec_field_is_explained_in_the_crd() -> None:
     fields = _props(spec, "spec")
     assert len(fields) > 80
     assert [p for p, node in fields if not node.get("description")] == []
+
+
+def test_a_models_inertia_checks_select_its_series_by_the_model_label() -> None:
+    canary = Revision("shop", "segments", "v2-abcde", "model")
+    stable = Revision("shop", "segments", "v1-fghij", "model")
+    a = analysis(thresholds={"maxProbeInertia": 4.0, "maxInertiaRatio": 1.1})
+    by = {c.name: c for c in checks_for(a, canary, stable, probe_interval_seconds=60)}
+    assert by[names.CHECK_PROBE_INERTIA] == Check(
+        names.CHECK_PROBE_INERTIA,
+        "v2-abcde",
+        'avg(knn_cluster_probe_inertia_mean{namespace="shop",model="segments",version="v2-abcde"})',
+        max=4.0,
+    )
+    ratio = by[names.CHECK_INERTIA_RATIO]
+    stable_series = 'namespace="shop",model="segments",version="v1-fghij"'
+    assert ratio.max == 1.1
+    assert ratio.query.endswith(f"/ avg(knn_cluster_probe_inertia_mean{{{stable_series}}})")
+    # Without a stable there is nothing to compare with.
+    alone = checks_for(a, canary, None, probe_interval_seconds=60)
+    assert [c.name for c in alone] == [names.CHECK_PROBE_INERTIA]

@@ -12,7 +12,7 @@ import yaml
 from knn_contracts import api
 from knn_devtools.argocd import health, lua_value
 from knn_operator import gitops
-from knn_operator.models.knnindex import KnnIndexStatus
+from knn_operator.models.knnindex import WorkloadStatus
 from knn_operator.planning import plan
 from knn_operator.versioning import version_of
 
@@ -36,7 +36,7 @@ def test_checked_in_gitops_files_match_the_generator() -> None:
     assert flux["spec"]["healthCheckExprs"][0]["kind"] == api.KNN_INDEX_KIND
 
 
-def obj(status: KnnIndexStatus | None, generation: int = 1) -> dict[str, Any]:
+def obj(status: WorkloadStatus | None, generation: int = 1) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "apiVersion": api.API_VERSION,
         "kind": api.KNN_INDEX_KIND,

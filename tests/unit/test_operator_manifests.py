@@ -14,7 +14,7 @@ from knn_operator import crdgen, rbac
 from knn_operator.builders.common import Owner
 from knn_operator.builders.deployment import serving_deployment
 from knn_operator.builders.job import builder_job
-from knn_operator.models.knnindex import KnnIndexSpec, KnnIndexStatus
+from knn_operator.models.knnindex import KnnIndexSpec, KnnIndexStatus, WorkloadStatus
 from knn_operator.observe import DeploymentState, JobState
 from knn_operator.planning import Observed, Plan, plan
 from knn_operator.planning.serving import revision_for
@@ -153,7 +153,7 @@ def _plans_of_a_whole_story() -> list[Plan]:
     Deployments, Services, the HorizontalPodAutoscaler) and deletes."""
 
     plans: list[Plan] = []
-    status = KnnIndexStatus()
+    status: WorkloadStatus = KnnIndexStatus()
     jobs: dict[str, JobState] = {}
     deps: dict[str, DeploymentState] = {}
     autoscaling = {"minReplicas": 1, "maxReplicas": 4}

@@ -15,7 +15,7 @@ from knn_contracts import api
 from knn_contracts.artifact import BuildSummary
 from knn_operator.builders.common import Owner
 from knn_operator.models.common import DisruptionBudget
-from knn_operator.models.knnindex import KnnIndexSpec, KnnIndexStatus
+from knn_operator.models.knnindex import KnnIndexSpec, KnnIndexStatus, WorkloadStatus
 from knn_operator.observe import DeploymentState, JobState
 from knn_operator.planning import Observed, Plan, plan
 from knn_operator.planning.budgets import budgets_stage
@@ -38,9 +38,15 @@ def spec(**overrides: Any) -> KnnIndexSpec:
     return KnnIndexSpec.model_validate(doc)
 
 
+def ix(status: WorkloadStatus) -> KnnIndexStatus:
+    """An index's status, with its own fields (recall, servingEfSearch)."""
+    assert isinstance(status, KnnIndexStatus)
+    return status
+
+
 def observed(
     s: KnnIndexSpec,
-    status: KnnIndexStatus | None = None,
+    status: WorkloadStatus | None = None,
     jobs: dict[str, JobState] | None = None,
     deps: dict[str, DeploymentState] | None = None,
     generation: int = 1,
@@ -68,12 +74,12 @@ def observed(
     )
 
 
-def revision(s: KnnIndexSpec, version: str, status: KnnIndexStatus | None = None) -> str:
+def revision(s: KnnIndexSpec, version: str, status: WorkloadStatus | None = None) -> str:
     recorded = [r.revision for r in (status.revisions if status else []) if r.version == version]
     return recorded[-1] if recorded else revision_for(s, SETTINGS, version, NOW).revision
 
 
-def dep_name(s: KnnIndexSpec, version: str, status: KnnIndexStatus | None = None) -> str:
+def dep_name(s: KnnIndexSpec, version: str, status: WorkloadStatus | None = None) -> str:
     return f"products-{revision(s, version, status)}"
 
 
@@ -158,7 +164,7 @@ def test_available_deployment_becomes_stable_and_ready() -> None:
     # The replica router: one Service selects every serving revision of the index.
     assert index["spec"]["selector"][api.LABEL_INDEX] == "products"
     assert api.LABEL_VERSION not in index["spec"]["selector"]
-    assert p.status.recall == 0.97
+    assert ix(p.status).recall == 0.97
 
 
 def test_failed_build_touches_nothing_that_serves() -> None:
@@ -190,13 +196,13 @@ def test_failed_build_touches_nothing_that_serves() -> None:
     assert not [e for e in again.events if e.reason == "BuildFailed"]
 
 
-def _serving(s: KnnIndexSpec) -> KnnIndexStatus:
+def _serving(s: KnnIndexSpec) -> WorkloadStatus:
     v = version_of(s)
     st = plan(observed(s, None, {v: done_job(v)}), SETTINGS, NOW).status
     return plan(observed(s, st, {v: done_job(v)}, {v: dep(v, 2)}), SETTINGS, NOW).status
 
 
-def _second_version_built(limit: int) -> tuple[KnnIndexSpec, str, str, KnnIndexStatus]:
+def _second_version_built(limit: int) -> tuple[KnnIndexSpec, str, str, WorkloadStatus]:
     """v1 serving, v2 (another metric) built but not yet available."""
     s1 = spec(history={"limit": limit})
     v1 = version_of(s1)
@@ -360,7 +366,7 @@ def test_failed_artifact_deletion_is_reported_once() -> None:
 
 
 def test_failed_build_records_are_bounded() -> None:
-    st = KnnIndexStatus()
+    st: WorkloadStatus = KnnIndexStatus()
     for i in range(15):
         s = spec(rebuild={"token": str(i)})
         v = version_of(s)
@@ -388,14 +394,14 @@ def deployment_ef(p: Plan, revision: str | None) -> str:
     return args[args.index("--ef-search") + 1]
 
 
-def serving_at(ef: int) -> tuple[KnnIndexSpec, str, KnnIndexStatus]:
+def serving_at(ef: int) -> tuple[KnnIndexSpec, str, WorkloadStatus]:
     """An index built with CURVE and serving at `ef` (accepted)."""
     s = spec(hnsw={"efSearch": ef})
     v = version_of(s)
     jobs = {v: curved_job(v)}
     st = plan(observed(s, None, jobs), SETTINGS, NOW).status
     st = plan(observed(s, st, jobs, {v: dep(v, 2)}), SETTINGS, NOW).status
-    assert st.phase == "Serving" and st.serving_ef_search == ef
+    assert st.phase == "Serving" and ix(st).serving_ef_search == ef
     return s, v, st
 
 
@@ -452,7 +458,7 @@ def test_a_refused_ef_search_change_leaves_the_stable_version_serving_as_it_was(
     assert p.status.canary_revision is None, "a refused revision gets no canary"
     assert p.status.phase == "Serving" and cond(p, "Ready") == "True"
     assert cond(p, "ServingSpecAccepted") == "False" and cond(p, "Progressing") == "False"
-    assert p.status.serving_ef_search == 64 and p.status.recall == 0.953
+    assert ix(p.status).serving_ef_search == 64 and ix(p.status).recall == 0.953
     assert p.status.message is not None
     assert p.status.message.endswith(
         f"; revision {st.stable_revision} keeps serving at efSearch 64"
@@ -478,7 +484,7 @@ def test_an_ef_search_between_measured_ones_gets_the_lower_ones_recall() -> None
     assert cond(p, "ServingSpecAccepted") == "True"
     assert deployment_ef(p, p.status.canary_revision) == "100"
     # The stable serves at 64 until the canary at 100 is promoted.
-    assert p.status.serving_ef_search == 64 and p.status.recall == 0.953
+    assert ix(p.status).serving_ef_search == 64 and ix(p.status).recall == 0.953
 
 
 def test_records_without_a_curve_are_served_unchecked() -> None:
@@ -512,7 +518,7 @@ def test_a_canary_earns_traffic_by_replica_ratio_step_by_step_then_is_promoted()
     assert old is not None
     jobs = {v: curved_job(v)}
 
-    def step(st: KnnIndexStatus, canary: int, at: float = 0) -> Plan:
+    def step(st: WorkloadStatus, canary: int, at: float = 0) -> Plan:
         deps = (
             {old: dep(old, 2), new: dep(new, canary, replicas=canary)}
             if canary
@@ -532,14 +538,14 @@ def test_a_canary_earns_traffic_by_replica_ratio_step_by_step_then_is_promoted()
     assert replicas_of(p) == {old: 2, new: 2} and p.status.current_step == 2
     p = step(p.status, 2, at=62)
     assert p.status.stable_revision == new and p.status.canary_revision is None
-    assert p.status.serving_ef_search == 96 and p.status.phase == "Serving"
+    assert ix(p.status).serving_ef_search == 96 and p.status.phase == "Serving"
     assert replicas_of(p) == {old: 0, new: 2}  # the replica router cannot keep it warm
     states = {r.revision: r.state for r in p.status.revisions}
     assert states == {new: "Stable", old: "Retired"}
     assert "Promoted" in [e.reason for e in p.events]
 
 
-def _mid_rollout() -> tuple[KnnIndexSpec, str, str, str, KnnIndexStatus]:
+def _mid_rollout() -> tuple[KnnIndexSpec, str, str, str, WorkloadStatus]:
     _, v, st = serving_at(64)
     s2 = spec(hnsw={"efSearch": 96}, rollout=STEPPED)
     old, new = st.stable_revision, revision(s2, v)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from knn_operator.analysis.provider import NoData, QueryError, Value
-from knn_operator.models.knnindex import KnnIndexSpec, KnnIndexStatus
+from knn_operator.models.knnindex import KnnIndexSpec, WorkloadStatus
 from knn_operator.models.rebuild import Rebuild
 from knn_operator.observe import JobState
 from knn_operator.planning import Observed, Plan, plan
@@ -41,7 +41,7 @@ def spec(**rebuild: Any) -> KnnIndexSpec:
     )
 
 
-def serving(s: KnnIndexSpec, when: dt.datetime = T0) -> tuple[str, KnnIndexStatus]:
+def serving(s: KnnIndexSpec, when: dt.datetime = T0) -> tuple[str, WorkloadStatus]:
     """An index whose first version was built (its Job started at `when`) and serves."""
     v = version_of(s)
     st = plan(observed(s), SETTINGS, when).status

@@ -13,7 +13,7 @@ from knn_contracts import api
 from knn_devtools.argocd import without_ignored
 from knn_operator import gitops
 from knn_operator.builders.common import Owner
-from knn_operator.models.knnindex import KnnIndexSpec, KnnIndexStatus
+from knn_operator.models.knnindex import KnnIndexSpec, WorkloadStatus
 from knn_operator.observe import DeploymentState, JobState
 from knn_operator.planning import Plan, plan
 from knn_operator.routers.routes import (
@@ -280,7 +280,7 @@ class Canary:
     deps: dict[str, DeploymentState]
     old: str
     new: str
-    status: KnnIndexStatus
+    status: WorkloadStatus
 
     def next(self, route_weight: int, **extra: Any) -> Plan:
         obs = observed(self.spec, self.status, self.jobs, self.deps, **extra)

@@ -80,6 +80,12 @@ def checks_for(
     if stable is not None and t.max_recall_drop is not None:
         q = promql.recall_drop(canary, stable)
         out.append(Check(names.CHECK_RECALL_DROP, v, q, max=t.max_recall_drop))
+    if t.max_probe_inertia is not None:
+        q = promql.probe_inertia(canary)
+        out.append(Check(names.CHECK_PROBE_INERTIA, v, q, max=t.max_probe_inertia))
+    if stable is not None and t.max_inertia_ratio is not None:
+        q = promql.inertia_ratio(canary, stable)
+        out.append(Check(names.CHECK_INERTIA_RATIO, v, q, max=t.max_inertia_ratio))
     out += [
         Check(m.name, v, promql.template(m.query, canary, stable), min=m.min, max=m.max)
         for m in analysis.metrics

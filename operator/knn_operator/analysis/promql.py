@@ -46,14 +46,15 @@ class Revision:
     """One serving revision, as its servers label their series."""
 
     namespace: str
-    index: str
+    index: str  # the owner's name: a KnnIndex's, or a ClusterModel's
     version: str
+    label: str = names.LABEL_INDEX  # the label naming it: `index`, or `model`
 
     def matchers(self, *extra: str) -> str:
-        """`{namespace="…",index="…",version="…",<extra>}`"""
+        """`{namespace="…",index="…",version="…",<extra>}` (`model=` for a model)"""
         own = (
             f"{names.LABEL_NAMESPACE}={_quote(self.namespace)}",
-            f"{names.LABEL_INDEX}={_quote(self.index)}",
+            f"{self.label}={_quote(self.index)}",
             f"{names.LABEL_VERSION}={_quote(self.version)}",
         )
         return "{" + ",".join((*own, *extra)) + "}"
@@ -127,6 +128,19 @@ def recall_drop(canary: Revision, stable: Revision) -> str:
     return f"{probe_recall(stable)} - {probe_recall(canary)}"
 
 
+def probe_inertia(rev: Revision) -> str:
+    """A k-means revision's probe replay: mean squared distance of its probe points
+    to their centroids, mean over the revision's pods (all replay the same probes)."""
+    return f"avg({names.CLUSTER_PROBE_INERTIA}{rev.matchers()})"
+
+
+def inertia_ratio(canary: Revision, stable: Revision) -> str:
+    """canary probe inertia / stable probe inertia (above 1 when the canary fits worse).
+    Each replays its own version's probes: both are drawn from the same source, so
+    the ratio compares the models, not the probe sets, up to sampling noise."""
+    return f"{probe_inertia(canary)} / {probe_inertia(stable)}"
+
+
 def template(query: str, canary: Revision, stable: Revision | None) -> str:
     """A custom query with the rollout's names filled in, so one spec serves every
     revision: {{namespace}}, {{index}}, {{revision}}, {{stableRevision}}, and
@@ -134,6 +148,7 @@ def template(query: str, canary: Revision, stable: Revision | None) -> str:
     values = {
         "namespace": canary.namespace,
         "index": canary.index,
+        "model": canary.index,
         "revision": canary.version,
         "stableRevision": stable.version if stable is not None else "",
         "canary": canary.matchers()[1:-1],
@@ -144,6 +159,9 @@ def template(query: str, canary: Revision, stable: Revision | None) -> str:
 
 
 def query_drift(rev: Revision) -> str:
-    """The drift trigger's default for an index: live nearest-neighbour distance over
-    the probe set's, of the revision's worst pod (each pod's own window)."""
+    """The drift trigger's default, of the revision's worst pod (each pod's own window):
+    for an index, live nearest-neighbour distance over the probe set's; for a model, the
+    population stability index of its live cluster assignments against training."""
+    if rev.label == names.LABEL_MODEL:
+        return f"max({names.CLUSTER_DRIFT_PSI}{rev.matchers()})"
     return f"max({names.QUERY_DISTANCE_RATIO}{rev.matchers()})"

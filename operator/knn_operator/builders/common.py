@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 from knn_contracts import api
 from knn_contracts.identity import version_of_revision
 
+from ..models.clustermodel import WorkloadSpec
 from ..models.common import PodOverrides, Resources
-from ..models.knnindex import KnnIndexSpec
 from ..settings import Settings
 
 Manifest = dict[str, Any]
@@ -127,7 +127,7 @@ class Mounts:
     env_from: list[Manifest]
 
 
-def storage_mounts(spec: KnnIndexSpec, settings: Settings, *, read_only: bool) -> Mounts:
+def storage_mounts(spec: WorkloadSpec, settings: Settings, *, read_only: bool) -> Mounts:
     """PVCs named by pvc:// URIs mounted under the PVC root; secrets as environment."""
     claims: dict[str, bool] = {}
     for uri, ro in (
@@ -224,5 +224,5 @@ def pod_template(
     return {"metadata": meta, "spec": {**spec, **extra}}
 
 
-def artifact_uri(spec: KnnIndexSpec, version: str) -> str:
+def artifact_uri(spec: WorkloadSpec, version: str) -> str:
     return spec.storage.uri.rstrip("/") + "/" + version

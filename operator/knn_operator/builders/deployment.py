@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ..models.knnindex import KnnIndexSpec, RevisionRecord
+from knn_contracts import api
+
+from ..models.clustermodel import WorkloadSpec
+from ..models.knnindex import RevisionRecord
 from ..settings import Settings
 from .common import (
     Manifest,
@@ -19,6 +22,16 @@ from .common import (
 from .service import revision_selector
 
 SERVING_CONTAINER = "serve"
+# The server labels its series `index` or `model` after the name it is given.
+_NAME_ENV = {api.KNN_INDEX_KIND: "KNN_INDEX_NAME", api.CLUSTER_MODEL_KIND: "KNN_MODEL_NAME"}
+
+
+def _served(owner: Owner, rev: RevisionRecord) -> list[str]:
+    """What is served: a k-means model under its name (/v1/assign), or an index at
+    the revision's efSearch."""
+    if owner.kind == api.CLUSTER_MODEL_KIND:
+        return ["--model-name", owner.name]
+    return ["--ef-search", str(rev.ef_search)] if rev.ef_search is not None else []
 
 
 PRESTOP_SLEEP_SECONDS = 5
@@ -26,7 +39,7 @@ PRESTOP_SLEEP_SECONDS = 5
 
 def serving_deployment(
     owner: Owner,
-    spec: KnnIndexSpec,
+    spec: WorkloadSpec,
     rev: RevisionRecord,
     replicas: int | None,
     settings: Settings,
@@ -51,8 +64,8 @@ def serving_deployment(
             str(rev.workers),
             "--probe-interval",
             str(rev.probe_interval_seconds),
-            "--ef-search",
-            str(rev.ef_search),
+            # Before --revision: an index's command is what it was before models existed.
+            *_served(owner, rev),
             "--revision",
             revision,
         ],
@@ -60,7 +73,7 @@ def serving_deployment(
         mounts,
         resources(rev.resources, {"cpu": "500m", "memory": "512Mi"}),
         env=[
-            {"name": "KNN_INDEX_NAME", "value": owner.name},
+            {"name": _NAME_ENV[owner.kind], "value": owner.name},
             {
                 "name": "KNN_NAMESPACE",
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},

@@ -3,6 +3,7 @@ termination message (knn_contracts.artifact.BuildSummary)."""
 
 from __future__ import annotations
 
+from ..models.clustermodel import ClusterModelSpec, WorkloadSpec
 from ..models.knnindex import KnnIndexSpec
 from ..settings import Settings
 from .common import (
@@ -70,9 +71,65 @@ def build_args(spec: KnnIndexSpec, version: str) -> list[str]:
     return args
 
 
+def kmeans_build_args(spec: ClusterModelSpec, version: str, previous: str | None) -> list[str]:
+    """`knn-build --kind kmeans`: every training parameter is passed explicitly
+    (n_init is never left to a library default); `previous` is the stable
+    version's artifact, given when the gate compares inertia against it."""
+    km, v, s = spec.kmeans, spec.build.validation, spec.source
+    which = (
+        ["--clusters", str(km.clusters)]
+        if km.clusters is not None
+        else ["--clusters-range", f"{km.clusters_range.min}:{km.clusters_range.max}"]  # type: ignore[union-attr]
+    )
+    args = [
+        "knn-build",
+        "--kind",
+        "kmeans",
+        "--source",
+        s.uri,
+        "--dimension",
+        str(s.dimension),
+        *which,
+        "--n-init",
+        str(km.n_init),
+        "--max-iter",
+        str(km.max_iter),
+        "--seed",
+        str(km.seed),
+        "--probe-queries",
+        str(v.probe_points),
+        "--silhouette-sample",
+        str(v.silhouette_sample),
+        "--min-cluster-fraction",
+        repr(v.min_cluster_fraction),
+        "--version",
+        version,
+        "--summary-file",
+        "/dev/termination-log",
+        "--out",
+        spec.storage.uri,
+    ]
+    optional: tuple[tuple[str, str | int | float | None], ...] = (
+        ("--format", s.format),
+        ("--column", s.column),
+        ("--probe-source", v.probe_source),
+        ("--min-silhouette", v.min_silhouette),
+        ("--mini-batch-above", km.mini_batch_above),
+        ("--batch-size", km.batch_size),
+        ("--threads", spec.build.threads),
+    )
+    for flag, value in optional:
+        if value is not None:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+    # Without a stable version there is nothing to regress from: the gate is skipped.
+    if previous is not None and v.max_inertia_regression is not None:
+        args += ["--previous", previous, "--max-inertia-regression", repr(v.max_inertia_regression)]
+    return args
+
+
 def _job(
     owner: Owner,
-    spec: KnnIndexSpec,
+    spec: WorkloadSpec,
     version: str,
     settings: Settings,
     *,
@@ -110,7 +167,16 @@ def _job(
     }
 
 
-def builder_job(owner: Owner, spec: KnnIndexSpec, version: str, settings: Settings) -> Manifest:
+def builder_job(
+    owner: Owner, spec: WorkloadSpec, version: str, settings: Settings, previous: str | None = None
+) -> Manifest:
+    """The build of one version; `previous` (a ClusterModel's stable artifact) is
+    what a k-means build's inertia is compared with."""
+    command = (
+        kmeans_build_args(spec, version, previous)
+        if isinstance(spec, ClusterModelSpec)
+        else build_args(spec, version)
+    )
     return _job(
         owner,
         spec,
@@ -118,13 +184,13 @@ def builder_job(owner: Owner, spec: KnnIndexSpec, version: str, settings: Settin
         settings,
         name=job_name(owner, version),
         component=BUILDER_COMPONENT,
-        command=build_args(spec, version),
+        command=command,
         backoff_limit=spec.build.backoff_limit,
         deadline_seconds=spec.build.timeout_seconds,
     )
 
 
-def artifact_gc_job(owner: Owner, spec: KnnIndexSpec, version: str, settings: Settings) -> Manifest:
+def artifact_gc_job(owner: Owner, spec: WorkloadSpec, version: str, settings: Settings) -> Manifest:
     """Deletes one version's artifact from storage (`knn-artifact delete`)."""
     return _job(
         owner,

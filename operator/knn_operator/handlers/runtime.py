@@ -16,13 +16,14 @@ import kopf
 
 from ..caches.kind import KindCaches
 from ..kinds import Key, Kind
+from ..kinds.clustermodel import CLUSTER_MODEL
 from ..kinds.knnindex import KNN_INDEX
 from ..kube import Body, Kube
 from ..reconciler import Reconciler
 from ..settings import Settings
 
 log = logging.getLogger("knn_operator")
-KINDS: tuple[Kind, ...] = (KNN_INDEX,)
+KINDS: tuple[Kind, ...] = (KNN_INDEX, CLUSTER_MODEL)
 
 
 @dataclass

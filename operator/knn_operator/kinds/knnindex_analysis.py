@@ -1,7 +1,8 @@
-"""The I/O a KnnIndex plan needs first: when the rollout's next analysis is due,
-read the Prometheus credentials, measure every check once and fold the run into
-the observation (status.analysis and the machine's verdict). Everything it
-decides is done by the pure analysis package; this module only fetches."""
+"""The I/O a plan of either kind (KnnIndex, ClusterModel) needs first: when the
+rollout's next analysis is due, read the Prometheus credentials, measure every
+check once and fold the run into the observation (status.analysis and the
+machine's verdict). Everything it decides is done by the pure analysis
+package; this module only fetches."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import datetime as dt
 import logging
 from dataclasses import replace
 
+from knn_contracts import api
+from knn_contracts import metrics as series
 from knn_contracts import rollout as names
 
 from .. import metrics
@@ -35,6 +38,8 @@ from ..planning import Observed
 from ..rollout.machine import AnalysisVerdict, analysis_due
 
 log = logging.getLogger("knn_operator")
+# The label a serving pod names its owner with on every series.
+_SERIES_LABEL = {api.KNN_INDEX_KIND: series.LABEL_INDEX, api.CLUSTER_MODEL_KIND: series.LABEL_MODEL}
 
 
 def verdict_of(a: Assessment) -> AnalysisVerdict:
@@ -49,8 +54,9 @@ def verdict_of(a: Assessment) -> AnalysisVerdict:
 async def _run(kube: Kube, obs: Observed, analysis: Analysis) -> list[CheckResult]:
     st, ns, name = obs.status, obs.owner.namespace, obs.owner.name
     assert st.canary_revision is not None
-    canary = Revision(ns, name, st.canary_revision)
-    stable = Revision(ns, name, st.stable_revision) if st.stable_revision else None
+    label = _SERIES_LABEL[obs.owner.kind]
+    canary = Revision(ns, name, st.canary_revision, label)
+    stable = Revision(ns, name, st.stable_revision, label) if st.stable_revision else None
     record_of = {r.revision: r for r in st.revisions}.get(st.canary_revision)
     interval = (
         record_of.probe_interval_seconds if record_of else obs.spec.serving.probe_interval_seconds

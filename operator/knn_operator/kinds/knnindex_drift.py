@@ -9,6 +9,9 @@ import datetime as dt
 import logging
 from dataclasses import replace
 
+from knn_contracts import api
+from knn_contracts import metrics as names
+
 from ..analysis import CredentialsError, Prometheus, QueryError, Revision, Sample
 from ..analysis.credentials import FIELD
 from ..analysis.promql import query_drift
@@ -28,8 +31,10 @@ def drift_query(obs: Observed, revision: str) -> str:
     assert on is not None
     ns, name = obs.owner.namespace, obs.owner.name
     if on.query is None:
-        return query_drift(Revision(ns, name, revision))
-    values = {"namespace": ns, "name": name, "index": name, "revision": revision}
+        model = obs.owner.kind == api.CLUSTER_MODEL_KIND
+        label = names.LABEL_MODEL if model else names.LABEL_INDEX
+        return query_drift(Revision(ns, name, revision, label))
+    values = {"namespace": ns, "name": name, "index": name, "model": name, "revision": revision}
     return render(on.query, values)
 
 

@@ -107,10 +107,9 @@ class Validation(Model):
     )
 
 
-class Build(Model):
-    validation: Validation = Field(
-        default_factory=Validation, description="The recall gate before any traffic"
-    )
+class JobSettings(Model):
+    """The builder Job's settings every kind shares (KnnIndex and ClusterModel)."""
+
     resources: Resources | None = Field(
         default=None, description="Requests and limits of the builder pod"
     )
@@ -128,6 +127,12 @@ class Build(Model):
     )
     pod: PodOverrides | None = Field(
         default=None, description="Scheduling, pull secrets, labels of the builder pods"
+    )
+
+
+class Build(JobSettings):
+    validation: Validation = Field(
+        default_factory=Validation, description="The recall gate before any traffic"
     )
 
 
@@ -307,6 +312,20 @@ class Thresholds(Model):
         ge=0.0,
         le=1.0,
         description="Most stable probe recall minus canary probe recall (e.g. 0.01)",
+    )
+    max_probe_inertia: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="ClusterModel only: most mean squared distance of the canary's probe "
+        "points to their centroids, as its servers measure it when they load the model "
+        "(knn_cluster_probe_inertia_mean); measurable without traffic",
+    )
+    max_inertia_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description="ClusterModel only: most canary probe inertia / stable probe inertia "
+        "(e.g. 1.1: at most 10% worse)",
     )
 
 
@@ -496,6 +515,13 @@ class KnnIndexSpec(Model):
             "rollout.analysis",
             field_path=".rebuild.onDrift",
         ),
+        cel(
+            "!has(self.rollout.analysis) || (!has(self.rollout.analysis.thresholds.maxProbeInertia)"
+            " && !has(self.rollout.analysis.thresholds.maxInertiaRatio))",
+            "rollout.analysis.thresholds.maxProbeInertia and maxInertiaRatio apply to a "
+            "ClusterModel only",
+            field_path=".rollout.analysis.thresholds",
+        ),
     )
 
 
@@ -509,6 +535,10 @@ class BuildRecord(Model):
     version: str
     vectors: int | None = None
     recall: float | None = None
+    # A k-means build's (ClusterModel): k, training inertia, silhouette.
+    clusters: int | None = Field(default=None, description="k-means: the k the build chose")
+    inertia: float | None = Field(default=None, description="k-means: training inertia")
+    silhouette: float | None = Field(default=None, description="k-means: silhouette (sampled)")
     ef_search: int | None = Field(default=None, description="the efSearch `recall` is at")
     recall_curve: list[RecallPoint] = Field(
         default_factory=list,
@@ -563,7 +593,7 @@ class RevisionRecord(Model):
 
     revision: str = Field(description="<version>-<digest of the serving inputs>")
     version: str = Field(description="the artifact version it serves")
-    ef_search: int
+    ef_search: int | None = Field(default=None, description="an index's; a model has none")
     # The rest of what it serves with: a revision's Deployment is made from its
     # record, never from a spec that may since have moved on.
     image: str
@@ -640,7 +670,9 @@ class HandledActions(Model):
     )
 
 
-class KnnIndexStatus(Model):
+class WorkloadStatus(Model):
+    """The status every kind shares: phase, revisions, builds, the rollout."""
+
     phase: Phase | None = None
     observed_generation: int | None = None
     stable_version: str | None = None
@@ -651,12 +683,6 @@ class KnnIndexStatus(Model):
         default=None, description="the canary's share of traffic as the router reports it"
     )
     current_step: int | None = None
-    recall: float | None = Field(
-        default=None, description="the serving revision's recorded recall at its efSearch"
-    )
-    serving_ef_search: int | None = Field(
-        default=None, description="the efSearch the stable version serves with"
-    )
     target_version: str | None = None
     target_revision: str | None = None
     builds: list[BuildRecord] = Field(default_factory=list, max_length=50)
@@ -677,3 +703,12 @@ class KnnIndexStatus(Model):
     route: RouteStatus | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
     message: str | None = None
+
+
+class KnnIndexStatus(WorkloadStatus):
+    recall: float | None = Field(
+        default=None, description="the serving revision's recorded recall at its efSearch"
+    )
+    serving_ef_search: int | None = Field(
+        default=None, description="the efSearch the stable version serves with"
+    )

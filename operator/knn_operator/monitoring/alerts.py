@@ -68,6 +68,12 @@ def _rolled_back(c: Ctx) -> str:
     )
 
 
+def _cluster_drift(c: Ctx) -> str:
+    # The gauge is already over the server's sliding window (--drift-window
+    # assignments); the worst pod of a revision speaks for it.
+    return f"max {by(*s.MODEL_REVISION)} ({s.DRIFT_PSI}) > {c['threshold']}"
+
+
 def _recall(c: Ctx) -> str:
     return f"min {by(*s.REVISION, serving.LABEL_K)} ({s.RECALL}) < {c['threshold']}"
 
@@ -261,13 +267,21 @@ ALERTS: Final[tuple[Alert, ...]] = (
         "reached. Rollouts pause or abort after inconclusiveLimit.",
         {"threshold": 3, "window": "10m", "for": "5m", "severity": "warning"},
     ),
+    Alert(
+        "KnnClusterDriftAboveThreshold",
+        "clusterDrift",
+        _cluster_drift,
+        "Cluster drift of {model} revision {version} in {namespace} is above "
+        "{setting_threshold} (PSI)",
+        f"The live cluster distribution ({s.DRIFT_PSI}, over the server's last "
+        "--drift-window assignments) has moved away from the training one: the data "
+        "has shifted since the model was trained. Retrain it (a new version rolls out "
+        "as a canary).",
+        # 0.25: the usual reading of a PSI above which a population has shifted.
+        {"threshold": 0.25, "for": "15m", "severity": "warning"},
+    ),
 )
-# Drift above threshold (ClusterModel) waits for ClusterModel: the contracts name
-# knn_cluster_drift_psi, but no server exports it yet. See PLACEHOLDERS.
-PLACEHOLDERS: Final = (
-    "KnnClusterDriftAboveThreshold: not yet. ClusterModel has not landed; the contracts "
-    f"name {serving.CLUSTER_DRIFT_PSI}, but no server exports it.",
-)
+PLACEHOLDERS: Final[tuple[str, ...]] = ()
 
 
 class _Fields(dict[str, str]):

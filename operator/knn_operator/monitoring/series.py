@@ -49,6 +49,9 @@ INDEX_INFO: Final = serving.INDEX_INFO
 INDEX_VECTORS: Final = serving.INDEX_VECTORS
 # One serving revision: what every server labels its own series with.
 REVISION: Final = (serving.LABEL_NAMESPACE, serving.LABEL_INDEX, serving.LABEL_VERSION)
+# A ClusterModel's revision: its servers name it with `model` instead of `index`.
+MODEL_REVISION: Final = (serving.LABEL_NAMESPACE, serving.LABEL_MODEL, serving.LABEL_VERSION)
+DRIFT_PSI: Final = serving.CLUSTER_DRIFT_PSI
 
 # --- the operator -------------------------------------------------------------------------------
 KIND: Final = label(operator_metrics.OBJECTS, "kind")

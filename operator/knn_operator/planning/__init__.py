@@ -1,4 +1,5 @@
-"""Decide, from what is observed, what a KnnIndex needs. Pure: no I/O, no clock.
+"""Decide, from what is observed, what a KnnIndex or a ClusterModel needs (the
+kinds differ only in their workload: workload.py). Pure: no I/O, no clock.
 
 The planner is level-based: given the spec, the last status and the owned
 objects as they are now, it returns the objects to apply, those to delete, the

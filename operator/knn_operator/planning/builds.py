@@ -6,13 +6,11 @@ from __future__ import annotations
 import datetime as dt
 
 from ..builders.common import artifact_uri, job_name
-from ..builders.job import artifact_gc_job, builder_job
-from ..efsearch import recorded_recall
+from ..builders.job import artifact_gc_job
 from ..events import Event
-from ..models.knnindex import BuildRecord, RecallPoint
+from ..models.knnindex import BuildRecord
 from ..settings import Settings
 from ..timeutil import iso
-from ..versioning import version_of
 from .types import Observed, Plan
 
 # Succeeded records are bounded by history.limit (older ones leave once their
@@ -45,7 +43,9 @@ def _track_build(
     if rec is not None and rec.outcome in ("Succeeded", "Failed") and (job is None or job.finished):
         return builds  # decided; a failed version waits for a spec change or a rebuild
     if job is None:
-        plan.apply.append(builder_job(obs.owner, obs.spec, target, settings))
+        plan.apply.append(
+            obs.workload.builder_job(obs.owner, obs.spec, obs.status, target, settings)
+        )
         if rec is None:
             plan.events.append(
                 Event(
@@ -62,32 +62,16 @@ def _track_build(
     started = rec.started if rec else None
     s = job.summary
     if job.succeeded and s is not None and s.outcome == "Succeeded":
-        rec = BuildRecord(
+        base = BuildRecord(
             version=target,
             outcome="Succeeded",
-            vectors=s.vectors,
-            recall=s.recall,
-            ef_search=s.ef_search,
-            recall_curve=[
-                RecallPoint(ef_search=c.ef_search, recall=c.recall, latency_us=c.latency_us)
-                for c in s.recall_curve()
-            ],
-            build_seconds=s.build_seconds,
             artifact=s.artifact or artifact_uri(obs.spec, target),
             sha256=s.sha256,
             started=started,
             finished=iso(now),
         )
-        ef = obs.spec.hnsw.ef_search
-        at = recorded_recall(rec, ef)
-        recall = f"recall {at} at efSearch {ef}" if at is not None else f"recall {s.recall}"
-        plan.events.append(
-            Event(
-                "Normal",
-                "BuildSucceeded",
-                f"version {target}: {s.vectors} vectors, {recall}, {s.build_seconds}s",
-            )
-        )
+        rec, message = obs.workload.built(obs.spec, s, base)
+        plan.events.append(Event("Normal", "BuildSucceeded", message))
         return upsert(builds, rec)
     if job.succeeded:
         message = "builder Job completed but left no build summary in its termination message"
@@ -143,7 +127,7 @@ def collect_artifacts(
 def builds_stage(
     obs: Observed, settings: Settings, now: dt.datetime, out: Plan, trigger: str | None = None
 ) -> tuple[str, list[BuildRecord]]:
-    target = version_of(obs.spec, obs.rebuild_annotation, trigger)
+    target = obs.workload.version(obs.spec, obs.rebuild_annotation, trigger)
     builds = _track_build(obs, target, list(obs.status.builds), out, settings, now)
     # A build the spec moved away from before it finished: its Job is deleted
     # below, so its record goes too (else they pile up past the status's maxItems).

@@ -13,11 +13,10 @@ from __future__ import annotations
 import datetime as dt
 from functools import partial
 
-from ..models.knnindex import BuildRecord, KnnIndexStatus
+from ..models.knnindex import BuildRecord, WorkloadStatus
 from ..timeutil import parse_iso
 from ..triggers import drift as drift_trigger
 from ..triggers.decide import Decision, Inputs, busy, decide
-from ..versioning import version_of
 from .builds import record
 from .types import Observed, Plan
 
@@ -25,14 +24,14 @@ from .types import Observed, Plan
 def current_version(obs: Observed) -> str:
     """The target version before any trigger of this pass."""
     last = obs.status.last_rebuild
-    return version_of(obs.spec, obs.rebuild_annotation, last.token if last else None)
+    return obs.workload.version(obs.spec, obs.rebuild_annotation, last.token if last else None)
 
 
 def _target(obs: Observed) -> BuildRecord | None:
     return record(list(obs.status.builds), current_version(obs))
 
 
-def _held(status: KnnIndexStatus, target: BuildRecord | None) -> str | None:
+def _held(status: WorkloadStatus, target: BuildRecord | None) -> str | None:
     rolling_out = status.rollout is not None or status.canary_revision is not None
     outcome = target.outcome if target else None
     return busy(outcome, rolling_out, status.stable_revision is not None)
@@ -60,7 +59,7 @@ def rebuilds_stage(obs: Observed, now: dt.datetime, out: Plan) -> Decision:
         rebuild=rebuild, last=st.last_rebuild, drift=st.drift, stable=st.stable_revision,
         started=started, held=_held(st, target), reading=obs.drift, now=now,
     )  # fmt: skip
-    decision = decide(inputs, partial(version_of, obs.spec, obs.rebuild_annotation))
+    decision = decide(inputs, partial(obs.workload.version, obs.spec, obs.rebuild_annotation))
     out.events.extend(decision.events)
     for seconds in decision.wake_in:
         out.wake_within(seconds)

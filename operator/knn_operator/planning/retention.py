@@ -36,7 +36,8 @@ def _legacy(
     """A stable from before revisions were recorded: its Deployment was made from
     the spec, at the efSearch status says it served with."""
     rec = record(builds, version_of_revision(revision))
-    ef = obs.status.serving_ef_search or (rec.ef_search if rec else None) or obs.spec.hnsw.ef_search
+    served = getattr(obs.status, "serving_ef_search", None)  # an index's only
+    ef = served or (rec.ef_search if rec else None) or obs.workload.serving_parameter(obs.spec)
     return serving.target_revision.model_copy(
         update={"revision": revision, "version": version_of_revision(revision), "ef_search": ef}
     )

@@ -15,7 +15,7 @@ from knn_contracts import routing as rnames
 from ..conditions import set_condition
 from ..events import Event
 from ..models.common import Condition
-from ..models.knnindex import KnnIndexStatus, RouteStatus
+from ..models.knnindex import RouteStatus, WorkloadStatus
 from ..routers.routes import RouteState
 from ..routers.weighted import WeightedRouter
 from .serving import Serving
@@ -30,8 +30,8 @@ RECHECK_DURING_ROLLOUT = 10.0
 
 
 def routing_stage(
-    obs: Observed, serving: Serving, status: KnnIndexStatus, now: dt.datetime, out: Plan
-) -> KnnIndexStatus:
+    obs: Observed, serving: Serving, status: WorkloadStatus, now: dt.datetime, out: Plan
+) -> WorkloadStatus:
     router, o = serving.router, serving.outcome
     if not isinstance(router, WeightedRouter):
         return _no_route(obs, status, out)
@@ -117,11 +117,11 @@ def _condition(state: RouteState, want: int, changed: bool) -> tuple[bool, str, 
 def _unusable(
     obs: Observed,
     state: RouteState | None,
-    status: KnnIndexStatus,
+    status: WorkloadStatus,
     route: RouteStatus,
     now: dt.datetime,
     out: Plan,
-) -> KnnIndexStatus:
+) -> WorkloadStatus:
     reason = (state.reason if state else None) or rnames.REASON_ROUTE_NOT_FOUND
     message = (state.problem if state else None) or "the route has not been read"
     before = next(
@@ -141,7 +141,7 @@ def _unusable(
     return status.model_copy(update={"route": route, "conditions": conds})
 
 
-def _no_route(obs: Observed, status: KnnIndexStatus, out: Plan) -> KnnIndexStatus:
+def _no_route(obs: Observed, status: WorkloadStatus, out: Plan) -> WorkloadStatus:
     """Back to the replica router: the role Services and the condition go."""
     if obs.status.route is None:
         return status

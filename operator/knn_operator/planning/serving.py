@@ -12,9 +12,10 @@ from knn_contracts import api
 from knn_contracts import rollout as names
 from knn_contracts.identity import ServingInputs, revision_of
 
-from ..efsearch import Verdict, judge
+from ..efsearch import Verdict
 from ..events import Event
-from ..models.knnindex import BuildRecord, KnnIndexSpec, RevisionRecord
+from ..models.clustermodel import WorkloadSpec
+from ..models.knnindex import BuildRecord, RevisionRecord
 from ..rollout.machine import Actions, Inputs, Outcome, advance
 from ..routers import Router, route_target_of, router_for, router_name
 from ..routers.weighted import WeightedRouter
@@ -22,6 +23,7 @@ from ..settings import Settings
 from ..timeutil import duration_seconds, iso
 from .builds import record
 from .types import Observed, Plan
+from .workload import HNSW, Workload
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,11 @@ class Serving:
 
 
 def revision_for(
-    spec: KnnIndexSpec, settings: Settings, version: str, now: dt.datetime
+    spec: WorkloadSpec,
+    settings: Settings,
+    version: str,
+    now: dt.datetime,
+    workload: Workload = HNSW,
 ) -> RevisionRecord:
     """The revision the spec asks for, as a record (its id digests its serving inputs)."""
     s = spec.serving
@@ -50,7 +56,7 @@ def revision_for(
     pod = s.pod.model_dump(mode="json", by_alias=True, exclude_none=True) if s.pod else {}
     inputs = ServingInputs(
         version=version,
-        ef_search=spec.hnsw.ef_search,
+        ef_search=workload.serving_parameter(spec),
         image=s.image or settings.serving_image,
         workers=s.workers,
         resources=json.dumps(resources, sort_keys=True) if resources else "",
@@ -121,12 +127,8 @@ def serving_stage(
     spec = obs.spec
     target_rec = record(builds, target_version)
     assert target_rec is not None
-    verdict = (
-        judge(target_rec, spec.hnsw.ef_search, spec.build.validation.min_recall)
-        if target_rec.outcome == "Succeeded"
-        else None
-    )
-    target = revision_for(spec, settings, target_version, now)
+    verdict = obs.workload.verdict(spec, target_rec)
+    target = revision_for(spec, settings, target_version, now, obs.workload)
     router = router_for(spec.rollout.traffic_router, obs.owner, obs.route)
     stable = _stable(obs, builds)
     ready = target_rec.outcome == "Succeeded" and (verdict is None or verdict.accepted)

@@ -15,15 +15,15 @@ from knn_contracts import rollout as names
 from knn_contracts import status as cond_names
 
 from ..conditions import set_condition
-from ..efsearch import Verdict, recorded_recall
+from ..efsearch import Verdict
 from ..events import Event
 from ..models.common import Condition
 from ..models.knnindex import (
     BuildRecord,
     HandledActions,
-    KnnIndexStatus,
     Phase,
     RevisionRecord,
+    WorkloadStatus,
 )
 from .builds import record
 from .serving import Serving, route_blocked, router_unavailable
@@ -113,7 +113,7 @@ def status_stage(
     revisions: list[RevisionRecord],
     now: dt.datetime,
     out: Plan,
-) -> KnnIndexStatus:
+) -> WorkloadStatus:
     o, old = serving.outcome, obs.status
     stable_dep = obs.deployments.get(o.stable) if o.stable else None
     stable_ok = stable_dep is not None and stable_dep.is_serving
@@ -132,7 +132,7 @@ def status_stage(
     stable_rev = by_rev.get(o.stable) if o.stable else None
     stable_build = record(builds, stable_rev.version) if stable_rev else None
     canary_rev = by_rev.get(o.canary) if o.canary else None
-    return KnnIndexStatus(
+    common = dict(
         phase=phase,
         observed_generation=obs.generation,
         stable_version=stable_rev.version if stable_rev else None,
@@ -142,12 +142,6 @@ def status_stage(
         canary_revision=o.canary if o.stable else None,
         canary_weight=_delivered(obs, serving) if o.canary and o.stable else None,
         current_step=o.state.step if o.state else None,
-        recall=(
-            recorded_recall(stable_build, stable_rev.ef_search)
-            if stable_build and stable_rev
-            else None
-        ),
-        serving_ef_search=stable_rev.ef_search if stable_rev else None,
         target_version=serving.target.version,
         target_revision=serving.target_revision.revision,
         builds=builds,
@@ -160,6 +154,7 @@ def status_stage(
         conditions=conds,
         message=_message(obs, serving, stable_rev),
     )
+    return obs.workload.status(common, old, stable_build, stable_rev)
 
 
 def _delivered(obs: Observed, serving: Serving) -> int:

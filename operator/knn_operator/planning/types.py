@@ -7,19 +7,21 @@ from dataclasses import dataclass, field
 
 from ..builders.common import Manifest, Owner
 from ..events import Event
-from ..models.knnindex import AnalysisStatus, KnnIndexSpec, KnnIndexStatus
+from ..models.clustermodel import WorkloadSpec
+from ..models.knnindex import AnalysisStatus, KnnIndexStatus, WorkloadStatus
 from ..observe import DeploymentState, JobState
 from ..rollout.machine import AnalysisVerdict
 from ..routers.routes import RouteState, RouteWrite
 from ..triggers.drift import DriftReading
+from .workload import HNSW, Workload
 
 
 @dataclass(frozen=True)
 class Observed:
     owner: Owner
     generation: int
-    spec: KnnIndexSpec
-    status: KnnIndexStatus
+    spec: WorkloadSpec
+    status: WorkloadStatus
     jobs: Mapping[str, JobState]  # builder Jobs, by version
     deployments: Mapping[str, DeploymentState]  # serving Deployments, by revision
     rebuild_annotation: str | None = None
@@ -35,6 +37,8 @@ class Observed:
     # The stable revision's drift (spec.rebuild.onDrift), measured before this pass
     # when a measurement was due.
     drift: DriftReading | None = None
+    # What the kind serves (an HNSW index or a k-means model).
+    workload: Workload = HNSW
 
 
 @dataclass
@@ -46,7 +50,7 @@ class Plan:
     delete: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
     # Weights to set in routes the user owns (read-modify-write, after `apply`).
     routes: list[RouteWrite] = field(default_factory=list)
-    status: KnnIndexStatus = field(default_factory=KnnIndexStatus)
+    status: WorkloadStatus = field(default_factory=KnnIndexStatus)
     events: list[Event] = field(default_factory=list)
     # Seconds until the plan wants another look even if nothing changes (a pause
     # ending, the next analysis); None: only when something it watches changes.

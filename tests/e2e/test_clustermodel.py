@@ -1,0 +1,167 @@
+"""A ClusterModel on the real node: trained by a builder Job, served by knn-serve
+behind its Service (`/v1/assign` answered through kube-proxy), then a retrained
+version whose probe inertia regresses is judged by the operator's analysis in
+the cluster's Prometheus and rolled back, with no test writing any status.
+`kubectl get clm` output in the README comes from these runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+import yaml
+from knn_devtools.cluster import Cluster
+from knn_devtools.incluster import IMAGE_UID, PROMETHEUS_IN_CLUSTER, data_dir
+from knn_devtools.kubectl import Kubectl
+from knn_devtools.tools import REPO_ROOT
+
+if TYPE_CHECKING:
+    from tests.e2e.e2e_support import wait_for, write_products_dataset
+else:
+    from e2e_support import wait_for, write_products_dataset
+
+NAME, NS = "blobs", "demo"
+EXAMPLE_NAME = "segments"  # examples/local-cluster/segments.yaml
+EXAMPLE = REPO_ROOT / "examples" / "local-cluster" / "products.yaml"
+BLOBS, PER_BLOB, DIMENSION = 6, 1_000, 16
+
+
+def blobs() -> tuple[np.ndarray[Any, np.dtype[np.float32]], np.ndarray[Any, Any]]:
+    """Six well-separated Gaussian blobs: k=6 fits them, k=2 cannot."""
+    rng = np.random.default_rng(5)
+    centres = rng.normal(scale=10.0, size=(BLOBS, DIMENSION))
+    truth = np.repeat(np.arange(BLOBS), PER_BLOB)
+    data = centres[truth] + rng.normal(size=(BLOBS * PER_BLOB, DIMENSION))
+    order = rng.permutation(len(truth))
+    return data[order].astype(np.float32), centres
+
+
+def _status(kubectl: Kubectl) -> dict[str, Any]:
+    status: dict[str, Any] = kubectl.json("-n", NS, "get", "clm", NAME).get("status") or {}
+    return status
+
+
+def _wait(kubectl: Kubectl, what: str, check: Any, timeout: float = 300) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        s = _status(kubectl)
+        return s if check(s) else None
+
+    try:
+        return wait_for(what, probe, timeout=timeout)
+    except AssertionError as err:
+        logs = kubectl.run(
+            "-n", "knn-system", "logs", "deployment/knn-operator", "--tail=40", check=False
+        ).stdout
+        raise AssertionError(f"{err}\n{json.dumps(_status(kubectl), indent=1)}\n{logs}") from None
+
+
+def _spec(clusters: int, **rollout: Any) -> dict[str, Any]:
+    return {
+        "source": {"uri": "pvc://knn-data/datasets/blobs.npy", "dimension": DIMENSION},
+        "kmeans": {"clusters": clusters, "nInit": 3},
+        "build": {"validation": {"probePoints": 300, "minClusterFraction": 0.05}},
+        "storage": {"uri": "pvc://knn-data/artifacts/blobs"},
+        "serving": {"replicas": 1, "probeIntervalSeconds": 2},
+        "rollout": rollout,
+    }
+
+
+@pytest.fixture(scope="module")
+def model(cluster: Cluster, kubectl: Kubectl) -> np.ndarray[Any, Any]:
+    """The example's namespace and claim, the blobs, and a ClusterModel serving k=6."""
+    target = data_dir(cluster) / "datasets"
+    target.mkdir(parents=True, exist_ok=True)
+    os.chown(target, IMAGE_UID, IMAGE_UID)
+    data, centres = blobs()
+    np.save(target / "blobs.npy", data)
+    docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d and d["kind"] != "KnnIndex"]
+    kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    manifest = {
+        "apiVersion": "knn.dev/v1alpha1",
+        "kind": "ClusterModel",
+        "metadata": {"name": NAME, "namespace": NS},
+        "spec": _spec(BLOBS),
+    }
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(manifest))
+    _wait(kubectl, "segments Serving", lambda s: s.get("phase") == "Serving", timeout=420)
+    return centres
+
+
+def _assign(kubectl: Kubectl, vectors: list[list[float]]) -> dict[str, Any]:
+    vip = kubectl.json("-n", NS, "get", "service", NAME)["spec"]["clusterIP"]
+    request = urllib.request.Request(
+        f"http://{vip}/v1/assign",
+        data=json.dumps({"vectors": vectors}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        answer: dict[str, Any] = json.load(r)
+    return answer
+
+
+def test_a_model_is_served_and_assigns_through_its_service(
+    kubectl: Kubectl, model: np.ndarray[Any, Any]
+) -> None:
+    status = _status(kubectl)
+    table = kubectl.run("-n", NS, "get", "clm").stdout
+    print(f"\n$ kubectl -n {NS} get clm\n{table}")
+    assert status["clusters"] == BLOBS and status["silhouette"] > 0.5, status
+    answer = _assign(kubectl, model.tolist())
+    print(f"assign of the {BLOBS} true centres: {json.dumps(answer)[:300]}")
+    ids = [a["cluster"] for a in answer["results"]]
+    # Each true centre lands in a cluster of its own: the model recovered the blobs.
+    assert sorted(ids) == list(range(BLOBS)), answer
+
+
+def test_a_canary_whose_inertia_regresses_is_rolled_back(
+    kubectl: Kubectl, model: np.ndarray[Any, Any]
+) -> None:
+    before = _status(kubectl)
+    rollout = {
+        "steps": [{"setWeight": 50}, {"pause": {"duration": "10s"}}],
+        "analysis": {
+            "prometheus": {"address": PROMETHEUS_IN_CLUSTER, "timeout": "2s"},
+            "interval": "4s",
+            "scrapeInterval": "2s",
+            "failureLimit": 0,
+            "inconclusiveLimit": 30,
+            "thresholds": {"maxInertiaRatio": 1.2},
+        },
+    }
+    patch = {"spec": _spec(2, **rollout)}
+    kubectl.run("-n", NS, "patch", "clm", NAME, "--type=merge", "-p", json.dumps(patch))
+    rolled = _wait(kubectl, "the k=2 canary rolled back", lambda s: s.get("rolledBack"))
+    print(f"\n$ kubectl -n {NS} get clm\n{kubectl.run('-n', NS, 'get', 'clm').stdout}")
+    rb = rolled["rolledBack"]
+    print(f"rolled back: {rb['message']}")
+    assert rb["cause"] == "AnalysisFailed" and "inertia-ratio" in rb["message"], rb
+    assert rolled["phase"] == "RolledBack"
+    assert rolled["stableRevision"] == before["stableRevision"]
+    failed = [m for m in rolled["analysis"]["lastMeasurements"] if m["result"] == "Failed"]
+    assert failed and failed[-1]["check"] == "inertia-ratio" and failed[-1]["value"] > 1.2
+    # The stable keeps answering through the Service.
+    assert len(_assign(kubectl, model[:2].tolist())["results"]) == 2
+
+
+def test_the_example_cluster_model_is_served(cluster: Cluster, kubectl: Kubectl) -> None:
+    """examples/local-cluster/segments.yaml as a user applies it, on the demo's dataset:
+    k chosen by silhouette in its range. Its `kubectl get clm` is the README's."""
+    write_products_dataset(cluster)
+    example = REPO_ROOT / "examples" / "local-cluster" / "segments.yaml"
+    kubectl.run("apply", "-f", str(example))
+
+    def serving() -> dict[str, Any] | None:
+        obj = kubectl.json("-n", NS, "get", "clm", EXAMPLE_NAME)
+        status: dict[str, Any] = obj.get("status") or {}
+        return status if status.get("phase") == "Serving" else None
+
+    try:
+        status = wait_for("the example ClusterModel Serving", serving, timeout=600)
+        print(f"\n$ kubectl -n {NS} get clm\n{kubectl.run('-n', NS, 'get', 'clm').stdout}")
+        assert 4 <= status["clusters"] <= 8, status
+    finally:
+        kubectl.run("-n", NS, "delete", "clm", EXAMPLE_NAME, "--wait=true", timeout=120)
