@@ -247,3 +247,35 @@ def test_the_job_and_deployment_commands_parse_with_the_real_clis() -> None:
     assert build_cli.parser().parse_args(command(p, "Job")[1:]).previous.endswith(v1)
     serve = serve_cli.parser().parse_args(command(p, "Deployment")[1:])
     assert serve.model_name == "segments" and serve.ef_search is None
+
+
+def test_a_model_retrains_on_its_schedule_as_a_new_version() -> None:
+    """spec.rebuild is shared with KnnIndex: a fire names the k-means version's token."""
+    s = spec(rebuild={"schedule": "0 3 * * *"})
+    v, st = _serving(s)
+    assert kmeans_version_of(s) == kmeans_version_of(spec()), "no trigger: same version"
+    fire = dt.datetime(2026, 12, 1, 3, 0, 5, tzinfo=dt.UTC)
+    p = plan(observed(s, st, {v: trained(v)}, {rev(s, v): 2}), SETTINGS, fire)
+    v2 = kmeans_version_of(s, None, "schedule@2026-12-01T03:00:00Z")
+    assert v2 != v
+    assert [o["metadata"]["name"] for o in p.apply if o["kind"] == "Job"] == [
+        f"segments-build-{v2}"
+    ]
+    assert flag(command(p, "Job"), "--kind") == "kmeans"
+    last = p.status.last_rebuild
+    assert last is not None and (last.reason, last.version) == ("Schedule", v2)
+    assert p.status.stable_version == v
+
+
+def test_a_model_on_drift_measures_its_psi_by_default() -> None:
+    from knn_operator.kinds.knnindex_drift import drift_query
+
+    s = spec(
+        rebuild={
+            "onDrift": {"threshold": 0.25, "for": "10m", "prometheus": {"address": "http://p"}}
+        }
+    )
+    obs = observed(s)
+    assert drift_query(obs, "va-1") == (
+        'max(knn_cluster_drift_psi{namespace="shop",model="segments",version="va-1"})'
+    )
