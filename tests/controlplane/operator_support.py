@@ -206,6 +206,7 @@ def clean_namespace(kubectl: Kubectl, namespace: str) -> None:
     """
     for path in (
         f"/apis/knn.dev/v1alpha1/namespaces/{namespace}/knnindexes",
+        f"/apis/knn.dev/v1alpha1/namespaces/{namespace}/clustermodels",
         f"/apis/batch/v1/namespaces/{namespace}/jobs",
         f"/apis/apps/v1/namespaces/{namespace}/deployments",
         f"/api/v1/namespaces/{namespace}/services",

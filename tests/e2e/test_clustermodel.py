@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -71,8 +72,9 @@ def _spec(clusters: int, **rollout: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def model(cluster: Cluster, kubectl: Kubectl) -> np.ndarray[Any, Any]:
-    """The example's namespace and claim, the blobs, and a ClusterModel serving k=6."""
+def model(cluster: Cluster, kubectl: Kubectl) -> Iterator[np.ndarray[Any, Any]]:
+    """The example's namespace and claim, the blobs, and a ClusterModel serving k=6;
+    deleted after the module (its pods would hold the node's CPU from later tests)."""
     target = data_dir(cluster) / "datasets"
     target.mkdir(parents=True, exist_ok=True)
     os.chown(target, IMAGE_UID, IMAGE_UID)
@@ -88,7 +90,8 @@ def model(cluster: Cluster, kubectl: Kubectl) -> np.ndarray[Any, Any]:
     }
     kubectl.run("apply", "-f", "-", stdin=json.dumps(manifest))
     _wait(kubectl, "segments Serving", lambda s: s.get("phase") == "Serving", timeout=420)
-    return centres
+    yield centres
+    kubectl.run("-n", NS, "delete", "clm", NAME, "--wait=true", "--timeout=120s", timeout=150)
 
 
 def _assign(kubectl: Kubectl, vectors: list[list[float]]) -> dict[str, Any]:
