@@ -31,7 +31,9 @@ from knn_serving.cpus import available_cpus
 from knn_serving.exact import exact_topk, recall_at_k
 
 from . import chroma, latency, operator_scale, paired, wrk
+from .levers import lever_rows, load_average
 from .live import live_rows
+from .memory import memory_rows
 from .recall import recall_rows
 
 JSON = "application/json"
@@ -83,14 +85,58 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--only",
-        choices=["recall", "live", "operator"],
+        choices=["recall", "live", "operator", "levers", "memory"],
         help="run one section: recall (gate, gauge and leave-one-out against new queries), "
-        "live (live-recall overhead) or operator (N KnnIndex objects against the real "
+        "live (live-recall overhead), operator (N KnnIndex objects against the real "
         "operator and API server; takes minutes and starts its own control plane, so a "
-        "plain `make bench` does not run it)",
+        "plain `make bench` does not run it), levers (this checkout's knn-serve against "
+        "--baseline-ref's, CPU per query; bench/levers.py) or memory (RSS against raw "
+        "hnswlib; bench/memory.py)",
+    )
+    ap.add_argument(
+        "--dataset",
+        choices=sorted(DATASETS),
+        default="bench",
+        help="bench: --n x --dim clustered, l2 (search ~250 us); cheap: 60,000 x 96 cosine, "
+        "wide clusters (search ~100 us), the cheap-search dataset of the serving targets",
+    )
+    ap.add_argument(
+        "--artifact", type=Path, help="serve this artifact instead of building one (not builder)"
+    )
+    ap.add_argument("--baseline-ref", default="main", help="--only levers: the git ref to beat")
+    ap.add_argument(
+        "--cores", default="", help="--only levers: pin both servers with taskset (e.g. 0)"
     )
     operator_scale.add_arguments(ap)
+    ap.set_defaults(metric="l2")  # the dataset's, once chosen
     return ap
+
+
+@dataclass(frozen=True)
+class Dataset:
+    n: int | None  # None: --n and --dim
+    dim: int | None
+    metric: str
+    latent: int = 24
+    spread: float = 0.6
+
+
+DATASETS = {
+    "bench": Dataset(None, None, "l2"),
+    # bench/recall.py's space: wide clusters, searches about 100 us at ef 64.
+    "cheap": Dataset(60_000, 96, "cosine", latent=96, spread=1.0),
+}
+
+
+def dataset(
+    args: argparse.Namespace,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], str]:
+    """Data, 2,000 queries from the same space (another seed), metric; sets args.n/dim."""
+    ds = DATASETS[args.dataset]
+    args.n, args.dim = ds.n or args.n, ds.dim or args.dim
+    data = clustered(args.n, args.dim, seed=7, latent=ds.latent, spread=ds.spread)
+    queries = sample(2_000, args.dim, seed=7, sample_seed=1007, latent=ds.latent, spread=ds.spread)
+    return data, queries, ds.metric
 
 
 @dataclass
@@ -142,7 +188,7 @@ def builder_rows(args: argparse.Namespace, d: Path, data: npt.NDArray[np.float32
     threads = available_cpus()
 
     def raw_build() -> float:
-        raw = hnswlib.Index(space="l2", dim=args.dim)
+        raw = hnswlib.Index(space=args.metric, dim=args.dim)
         raw.init_index(
             max_elements=args.n, ef_construction=args.ef_construction, M=args.m, random_seed=42
         )
@@ -157,7 +203,7 @@ def builder_rows(args: argparse.Namespace, d: Path, data: npt.NDArray[np.float32
         subprocess.run(
             [
                 str(KNN_BUILD),
-                *("--source", str(d / "data.npy"), "--metric", "l2"),
+                *("--source", str(d / "data.npy"), "--metric", args.metric),
                 *("--m", str(args.m), "--ef-construction", str(args.ef_construction)),
                 *("--ef-search", str(args.ef), "--probe-queries", "500", "--k", str(args.k)),
                 *("--min-recall", "0.8", "--threads", str(threads)),
@@ -232,7 +278,7 @@ def peer_rows(
     k = args.k
     with chroma.running(d / "chroma-data", d / "logs") as peer:
         collection = peer.create(
-            "bench", space="l2", m=args.m, ef_construction=args.ef_construction, ef=args.ef
+            "bench", space=args.metric, m=args.m, ef_construction=args.ef_construction, ef=args.ef
         )
         t = time.perf_counter()
         peer.add(collection, data)
@@ -275,21 +321,32 @@ def main(argv: list[str] | None = None) -> int:
         if args.only == "recall":
             _print_table(args, rows)
             return 0
-        data = clustered(args.n, args.dim, seed=7)
-        queries = sample(2_000, args.dim, seed=7, sample_seed=1007)
-        np.save(d / "data.npy", data)
-        print(f"dataset: {args.n} x {args.dim} clustered (seed 7)", flush=True)
-        if args.only is None:
-            rows += builder_rows(args, d, data)
-            print(*rows[-3:], sep="\n", flush=True)
+        if args.only == "memory" and args.artifact is not None:
+            # The artifact's data are not needed, only queries of its dimension.
+            queries = sample(1_024, args.dim, seed=7, sample_seed=1007)
+            rows += memory_rows(args, args.artifact, d / "logs", queries)
+            _print_table(args, rows)
+            return 0
+        data, queries, args.metric = dataset(args)
+        print(f"dataset {args.dataset}: {args.n} x {args.dim} clustered, {args.metric}", flush=True)
+        if args.artifact is not None:
+            artifact = args.artifact
         else:
-            _build_only(args, d)
-
-        artifact = d / "out" / "bench0"
-        index = hnswlib.Index(space="l2", dim=args.dim)
+            np.save(d / "data.npy", data)
+            if args.only is None:
+                rows += builder_rows(args, d, data)
+                print(*rows[-3:], sep="\n", flush=True)
+            else:
+                _build_only(args, d)
+            artifact = d / "out" / "bench0"
+        if args.only == "memory":
+            rows += memory_rows(args, artifact, d / "logs", queries)
+            _print_table(args, rows)
+            return 0
+        index = hnswlib.Index(space=args.metric, dim=args.dim)
         index.load_index(str(artifact / "index.bin"))
         index.set_ef(args.ef)
-        truth = exact_topk(data, queries, k, "l2")
+        truth = exact_topk(data, queries, k, args.metric)
         labels, _ = index.knn_query(queries, k=k, num_threads=available_cpus())
         recall = recall_at_k(labels.astype(np.int64), truth)
         rows.append((f"recall@{k} at ef={args.ef} (2000 held-out queries)", f"{recall:.4f}"))
@@ -299,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         load = queries[:1024]
         if args.only == "live":
             rows += _live_section(args, artifact, d / "logs", load)
+            _print_table(args, rows)
+            return 0
+        if args.only == "levers":
+            rows += lever_rows(args, artifact, d / "logs", index, load)
             _print_table(args, rows)
             return 0
         server_args = ["--log-level", "warning", "--workers", "1", "--batch-threads", "1"]
@@ -352,7 +413,7 @@ def _build_only(args: argparse.Namespace, d: Path) -> None:
     subprocess.run(
         [
             str(KNN_BUILD),
-            *("--source", str(d / "data.npy"), "--metric", "l2"),
+            *("--source", str(d / "data.npy"), "--metric", args.metric),
             *("--m", str(args.m), "--ef-construction", str(args.ef_construction)),
             *("--ef-search", str(args.ef), "--probe-queries", "500", "--k", str(args.k)),
             *("--min-recall", "0.8", "--version", "bench0", "--out", str(d / "out")),
@@ -366,8 +427,12 @@ def _build_only(args: argparse.Namespace, d: Path) -> None:
 
 def _print_table(args: argparse.Namespace, rows: Rows) -> None:
     k = args.k
-    params = f"{args.n} x {args.dim}, M={args.m}, efC={args.ef_construction}, ef={args.ef}, k={k}"
+    params = (
+        f"{args.n} x {args.dim} {args.metric}, M={args.m}, efC={args.ef_construction}, "
+        f"ef={args.ef}, k={k}"
+    )
     print()
+    print(f"load average at the end: {load_average()} (a shared machine: see docs/benchmarks.md)")
     print(f"| measure ({params}) | result |")
     print("|---|---|")
     for name, value in rows:
