@@ -109,6 +109,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--cores", default="", help="--only levers: pin both servers with taskset (e.g. 0)"
     )
+    ap.add_argument(
+        "--candidate-flags",
+        default="",
+        help='--only levers: knn-serve flags of the candidate only (e.g. "--workers 2")',
+    )
     operator_scale.add_arguments(ap)
     ap.set_defaults(metric="l2")  # the dataset's, once chosen
     return ap

@@ -9,7 +9,9 @@ JSON queries. Per round: each server's throughput over raw hnswlib's, and its
 CPU-seconds per query (all its threads, /proc), which moves far less than
 throughput on a shared machine. The load average is printed beside each round.
 
-`--cores 0` pins both servers to one core (taskset), for the scaling curve.
+`--cores 0` pins both servers to one core (taskset), for the scaling curve;
+`--candidate-flags "--workers 2"` adds flags to the candidate only. Then both take
+turns at a constant rate of half the baseline's peak (vegeta), for the p99 there.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy.typing as npt
 import orjson
 from knn_devtools.knnserve import KnnServe, serve
 
-from . import wrk
+from . import vegeta, wrk
 from .live import _cpu_seconds
 
 Rows = list[tuple[str, str]]
@@ -76,17 +78,23 @@ class Side:
     p99_ms: list[float] = field(default_factory=list)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU-seconds of `pid` and its children (the workers of --workers N)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return _cpu_seconds(pid) + sum(tree_cpu_seconds(int(c)) for c in children)
+
+
 def run_server(side: Side, bodies: list[bytes], args: argparse.Namespace) -> None:
     assert side.server is not None
     pid = side.server.child.pid
-    before = _cpu_seconds(pid)
+    before = tree_cpu_seconds(pid)
     r = wrk.run(
         side.server.url, "/v1/query", bodies, connections=args.connections, seconds=args.seconds
     )
     if r.non_2xx or r.errors:
         raise SystemExit(f"wrk against {side.name}: {r.non_2xx} non-2xx; {r.error_detail}")
     side.qps.append(r.requests_per_second)
-    side.cpu_us.append((_cpu_seconds(pid) - before) / max(r.requests, 1) * 1e6)
+    side.cpu_us.append((tree_cpu_seconds(pid) - before) / max(r.requests, 1) * 1e6)
     side.p99_ms.append(r.p99_ms)
 
 
@@ -114,9 +122,10 @@ def lever_rows(
                 serve(artifact, logs / "base", args=flags, env=pythonpath(code), timeout=120)
             ),
         )
+        extra = args.candidate_flags.split()
         cand = Side(
-            "knn-serve (this checkout)",
-            stack.enter_context(serve(artifact, logs / "cand", args=flags, timeout=120)),
+            f"knn-serve (this checkout{', ' if extra else ''}{' '.join(extra)})",
+            stack.enter_context(serve(artifact, logs / "cand", args=[*flags, *extra], timeout=120)),
         )
         for s in (base, cand):
             if args.cores and s.server is not None:
@@ -134,7 +143,41 @@ def lever_rows(
                 f"({cand.cpu_us[-1]:.0f} us CPU/query); load average {load_average()}",
                 flush=True,
             )
-    return _rows(args, raw, base, cand)
+        half = _half_peak(args, bodies, base, cand)
+    return [*_rows(args, raw, base, cand), half]
+
+
+def _half_peak(
+    args: argparse.Namespace, bodies: list[bytes], base: Side, cand: Side
+) -> tuple[str, str]:
+    """p99 of both servers at half the baseline's peak, constant rate, alternating."""
+    rate = max(1, int(statistics.median(base.qps) / 2))
+    p99: dict[str, list[float]] = {base.name: [], cand.name: []}
+    for i in range(args.rounds):
+        for side in (base, cand) if i % 2 == 0 else (cand, base):
+            assert side.server is not None
+            r = vegeta.run(
+                side.server.url, "/v1/query", bodies, rate=rate, seconds=2 * args.seconds
+            )
+            if r.success < 1.0:
+                raise SystemExit(f"vegeta against {side.name}: {r.success:.2%} succeeded")
+            p99[side.name].append(r.p99_ms)
+        print(
+            f"levers half-peak round {i}: p99 {p99[base.name][-1]:.2f} / "
+            f"{p99[cand.name][-1]:.2f} ms; load average {load_average()}",
+            flush=True,
+        )
+    b, c = (sorted(p99[s.name]) for s in (base, cand))
+
+    def each(xs: list[float]) -> str:
+        return ", ".join(f"{x:.1f}" for x in xs)
+
+    return (
+        f"p99 at {rate:,} req/s constant (half the baseline's peak; vegeta, "
+        f"{2 * args.seconds}-s runs), baseline / candidate",
+        f"**{statistics.median(b):.2f} / {statistics.median(c):.2f} ms** "
+        f"(baseline {each(b)}; candidate {each(c)})",
+    )
 
 
 def _rows(args: argparse.Namespace, raw: Side, base: Side, cand: Side) -> Rows:
