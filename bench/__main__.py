@@ -30,8 +30,10 @@ from knn_devtools.synthetic import clustered, sample
 from knn_serving.cpus import available_cpus
 from knn_serving.exact import exact_topk, recall_at_k
 
-from . import chroma, latency, operator_scale, paired, wrk
-from .live import live_rows
+from . import chroma, latency, milvus, operator_scale, paired, wrk
+from .levers import lever_rows, load_average
+from .live import _cpu_seconds, live_rows
+from .memory import memory_rows
 from .recall import recall_rows
 
 JSON = "application/json"
@@ -79,18 +81,69 @@ def parser() -> argparse.ArgumentParser:
         help="re-measure a pair if the hypervisor took more than this share of the CPU",
     )
     ap.add_argument(
-        "--no-peer", action="store_true", help="skip the comparison with Chroma's server"
+        "--no-peer",
+        action="store_true",
+        help="skip the comparisons with Chroma's server and Milvus Lite",
     )
     ap.add_argument(
         "--only",
-        choices=["recall", "live", "operator"],
+        choices=["recall", "live", "operator", "levers", "memory", "peers"],
         help="run one section: recall (gate, gauge and leave-one-out against new queries), "
-        "live (live-recall overhead) or operator (N KnnIndex objects against the real "
+        "live (live-recall overhead), operator (N KnnIndex objects against the real "
         "operator and API server; takes minutes and starts its own control plane, so a "
-        "plain `make bench` does not run it)",
+        "plain `make bench` does not run it), levers (this checkout's knn-serve against "
+        "--baseline-ref's, CPU per query; bench/levers.py) or memory (RSS against raw "
+        "hnswlib; bench/memory.py) or peers (Chroma and Milvus Lite against knn-serve)",
+    )
+    ap.add_argument(
+        "--dataset",
+        choices=sorted(DATASETS),
+        default="bench",
+        help="bench: --n x --dim clustered, l2 (search ~250 us); cheap: 60,000 x 96 cosine, "
+        "wide clusters (search ~100 us), the cheap-search dataset of the serving targets",
+    )
+    ap.add_argument(
+        "--artifact", type=Path, help="serve this artifact instead of building one (not builder)"
+    )
+    ap.add_argument("--baseline-ref", default="main", help="--only levers: the git ref to beat")
+    ap.add_argument(
+        "--cores", default="", help="--only levers: pin both servers with taskset (e.g. 0)"
+    )
+    ap.add_argument(
+        "--candidate-flags",
+        default="",
+        help='--only levers: knn-serve flags of the candidate only (e.g. "--workers 2")',
     )
     operator_scale.add_arguments(ap)
+    ap.set_defaults(metric="l2")  # the dataset's, once chosen
     return ap
+
+
+@dataclass(frozen=True)
+class Dataset:
+    n: int | None  # None: --n and --dim
+    dim: int | None
+    metric: str
+    latent: int = 24
+    spread: float = 0.6
+
+
+DATASETS = {
+    "bench": Dataset(None, None, "l2"),
+    # bench/recall.py's space: wide clusters, searches about 100 us at ef 64.
+    "cheap": Dataset(60_000, 96, "cosine", latent=96, spread=1.0),
+}
+
+
+def dataset(
+    args: argparse.Namespace,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], str]:
+    """Data, 2,000 queries from the same space (another seed), metric; sets args.n/dim."""
+    ds = DATASETS[args.dataset]
+    args.n, args.dim = ds.n or args.n, ds.dim or args.dim
+    data = clustered(args.n, args.dim, seed=7, latent=ds.latent, spread=ds.spread)
+    queries = sample(2_000, args.dim, seed=7, sample_seed=1007, latent=ds.latent, spread=ds.spread)
+    return data, queries, ds.metric
 
 
 @dataclass
@@ -104,9 +157,12 @@ class Loader:
     seconds: int
     content_type: str = JSON
     queries_per_request: int = 1
+    pid: int | None = None  # the server's, to count its CPU-seconds per query
     results: list[wrk.WrkResult] = field(default_factory=list)  # every run, kept or not
+    cpu_per_query: list[float] = field(default_factory=list)  # seconds, every run
 
     def __call__(self) -> float:
+        before = _cpu_seconds(self.pid) if self.pid is not None else 0.0
         r = wrk.run(
             self.url,
             self.path,
@@ -118,7 +174,16 @@ class Loader:
         if r.non_2xx or r.errors:
             raise SystemExit(f"wrk on {self.path}: {r.non_2xx} non-2xx responses; {r.error_detail}")
         self.results.append(r)
+        if self.pid is not None:
+            queries = max(r.requests * self.queries_per_request, 1)
+            self.cpu_per_query.append((_cpu_seconds(self.pid) - before) / queries)
         return r.requests_per_second * self.queries_per_request
+
+    def cpu_us(self, ratio: paired.PairedRatio) -> str:
+        """Median server CPU microseconds per query over the kept pairs."""
+        if not self.cpu_per_query:
+            return "n/a"
+        return f"{1e6 * statistics.median(self.cpu_per_query[p.attempt] for p in ratio.pairs):.0f}"
 
 
 def ratio_rows(
@@ -131,7 +196,8 @@ def ratio_rows(
         (baseline_name, f"{ratio.baseline:,.0f} q/s"),
         (
             f"knn-serve {label}, 1 worker",
-            f"{ratio.candidate:,.0f} q/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms",
+            f"{ratio.candidate:,.0f} q/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+            f"{loader.cpu_us(ratio)} us server CPU per query",
         ),
         (f"**{label} ratio** (target {target})", f"**{ratio.describe()}**"),
     ]
@@ -142,7 +208,7 @@ def builder_rows(args: argparse.Namespace, d: Path, data: npt.NDArray[np.float32
     threads = available_cpus()
 
     def raw_build() -> float:
-        raw = hnswlib.Index(space="l2", dim=args.dim)
+        raw = hnswlib.Index(space=args.metric, dim=args.dim)
         raw.init_index(
             max_elements=args.n, ef_construction=args.ef_construction, M=args.m, random_seed=42
         )
@@ -157,7 +223,7 @@ def builder_rows(args: argparse.Namespace, d: Path, data: npt.NDArray[np.float32
         subprocess.run(
             [
                 str(KNN_BUILD),
-                *("--source", str(d / "data.npy"), "--metric", "l2"),
+                *("--source", str(d / "data.npy"), "--metric", args.metric),
                 *("--m", str(args.m), "--ef-construction", str(args.ef_construction)),
                 *("--ef-search", str(args.ef), "--probe-queries", "500", "--k", str(args.k)),
                 *("--min-recall", "0.8", "--threads", str(threads)),
@@ -182,8 +248,10 @@ def serving_rows(
     index: hnswlib.Index,
     url: str,
     load: npt.NDArray[np.float32],
+    pid: int,
 ) -> tuple[Rows, list[bytes], float]:
-    """Server vs raw hnswlib on the same queries; also the single-query bodies and peak."""
+    """Server (process `pid`) vs raw hnswlib on the same queries; also the single-query
+    bodies and peak."""
     k = args.k
     single_bodies = [orjson.dumps({"vector": q.tolist(), "k": k}) for q in load]
     starts = range(0, len(load), 64)
@@ -197,7 +265,7 @@ def serving_rows(
         return qps_batch(index, load, k, 64, args.seconds)
 
     s = args.seconds
-    single = Loader(url, "/v1/query", single_bodies, args.connections, s)
+    single = Loader(url, "/v1/query", single_bodies, args.connections, s, pid=pid)
     batches: list[tuple[str, Loader]] = [
         ("64-query JSON batches", Loader(url, "/v1/query", batch_bodies, 4, s, JSON, 64)),
         (
@@ -209,7 +277,11 @@ def serving_rows(
     r = paired.measure(raw_single, single, args.rounds, max_steal=args.max_steal)
     peak = r.candidate
     rows += ratio_rows(
-        "single JSON queries", "raw hnswlib single queries, 1 thread", r, single, ">= 0.35"
+        "single JSON queries",
+        "raw hnswlib single queries, 1 thread",
+        r,
+        single,
+        ">= 0.5 cheap, >= 0.55 bench",
     )
     print(*rows[-3:], sep="\n", flush=True)
     for label, loader in batches:
@@ -232,7 +304,7 @@ def peer_rows(
     k = args.k
     with chroma.running(d / "chroma-data", d / "logs") as peer:
         collection = peer.create(
-            "bench", space="l2", m=args.m, ef_construction=args.ef_construction, ef=args.ef
+            "bench", space=args.metric, m=args.m, ef_construction=args.ef_construction, ef=args.ef
         )
         t = time.perf_counter()
         peer.add(collection, data)
@@ -241,7 +313,12 @@ def peer_rows(
         peer_recall = recall_at_k(peer.labels(collection, load[:500], k), truth[:500])
         bodies = [orjson.dumps(peer.query_body(q, k)) for q in load]
         theirs = Loader(
-            peer.url, peer.query_path(collection), bodies, args.connections, args.seconds
+            peer.url,
+            peer.query_path(collection),
+            bodies,
+            args.connections,
+            args.seconds,
+            pid=peer.process.pid,
         )
         r = paired.measure(theirs, ours, args.rounds, max_steal=args.max_steal)
     version = chroma.pinned_version()
@@ -258,7 +335,45 @@ def peer_rows(
             "Chroma: insert through its HTTP API (not compared)",
             f"{len(data) / added:,.0f} vectors/s",
         ),
-        ("**knn-serve / Chroma single queries** (target >= 6)", f"**{r.describe()}**"),
+        (
+            "server CPU per query (all threads, /proc), Chroma / knn-serve",
+            f"{theirs.cpu_us(r)} / {ours.cpu_us(r)} us",
+        ),
+        ("**knn-serve / Chroma single queries** (target >= 8)", f"**{r.describe()}**"),
+    ]
+
+
+def milvus_rows(
+    args: argparse.Namespace,
+    d: Path,
+    load: npt.NDArray[np.float32],
+    truth: npt.NDArray[np.int64],
+    ours: Loader,
+) -> Rows:
+    """knn-serve (single JSON over HTTP, wrk) vs Milvus Lite (embedded: single-vector
+    searches from as many threads as wrk has connections), same data and HNSW
+    parameters; CPU-seconds per query of each process."""
+    np.save(d / "queries.npy", load)
+    argv = [args.metric, str(args.m), str(args.ef_construction), str(args.ef), str(args.k)]
+    theirs = milvus.MilvusLite(
+        d / "data.npy", d / "queries.npy", [*argv, str(args.connections), str(args.seconds)]
+    )
+    print(f"milvus-lite: built in {theirs.insert_seconds:.1f}s", flush=True)
+    r = paired.measure(theirs, ours, args.rounds, max_steal=args.max_steal)
+    found = np.array(theirs.labels(), dtype=np.int64)
+    cpu = 1e6 * statistics.median(theirs.cpu_per_query[p.attempt] for p in r.pairs)
+    version = milvus.pinned_version()
+    return [
+        (
+            f"Milvus Lite {version} recall@{args.k} (first 500 queries)",
+            f"{recall_at_k(found, truth[:500]):.4f}",
+        ),
+        (
+            f"Milvus Lite {version} single-vector searches, in process, {args.connections} threads",
+            f"{r.baseline:,.0f} q/s",
+        ),
+        ("CPU per query, Milvus Lite / knn-serve", f"{cpu:.0f} / {ours.cpu_us(r)} us"),
+        ("**knn-serve / Milvus Lite single queries**", f"**{r.describe()}**"),
     ]
 
 
@@ -275,21 +390,32 @@ def main(argv: list[str] | None = None) -> int:
         if args.only == "recall":
             _print_table(args, rows)
             return 0
-        data = clustered(args.n, args.dim, seed=7)
-        queries = sample(2_000, args.dim, seed=7, sample_seed=1007)
-        np.save(d / "data.npy", data)
-        print(f"dataset: {args.n} x {args.dim} clustered (seed 7)", flush=True)
-        if args.only is None:
-            rows += builder_rows(args, d, data)
-            print(*rows[-3:], sep="\n", flush=True)
+        if args.only == "memory" and args.artifact is not None:
+            # The artifact's data are not needed, only queries of its dimension.
+            queries = sample(1_024, args.dim, seed=7, sample_seed=1007)
+            rows += memory_rows(args, args.artifact, d / "logs", queries)
+            _print_table(args, rows)
+            return 0
+        data, queries, args.metric = dataset(args)
+        print(f"dataset {args.dataset}: {args.n} x {args.dim} clustered, {args.metric}", flush=True)
+        if args.artifact is not None:
+            artifact = args.artifact
         else:
-            _build_only(args, d)
-
-        artifact = d / "out" / "bench0"
-        index = hnswlib.Index(space="l2", dim=args.dim)
+            np.save(d / "data.npy", data)
+            if args.only is None:
+                rows += builder_rows(args, d, data)
+                print(*rows[-3:], sep="\n", flush=True)
+            else:
+                _build_only(args, d)
+            artifact = d / "out" / "bench0"
+        if args.only == "memory":
+            rows += memory_rows(args, artifact, d / "logs", queries)
+            _print_table(args, rows)
+            return 0
+        index = hnswlib.Index(space=args.metric, dim=args.dim)
         index.load_index(str(artifact / "index.bin"))
         index.set_ef(args.ef)
-        truth = exact_topk(data, queries, k, "l2")
+        truth = exact_topk(data, queries, k, args.metric)
         labels, _ = index.knn_query(queries, k=k, num_threads=available_cpus())
         recall = recall_at_k(labels.astype(np.int64), truth)
         rows.append((f"recall@{k} at ef={args.ef} (2000 held-out queries)", f"{recall:.4f}"))
@@ -299,6 +425,14 @@ def main(argv: list[str] | None = None) -> int:
         load = queries[:1024]
         if args.only == "live":
             rows += _live_section(args, artifact, d / "logs", load)
+            _print_table(args, rows)
+            return 0
+        if args.only == "peers":
+            rows += _peers_only(args, d, data, load, truth, artifact)
+            _print_table(args, rows)
+            return 0
+        if args.only == "levers":
+            rows += lever_rows(args, artifact, d / "logs", index, load)
             _print_table(args, rows)
             return 0
         server_args = ["--log-level", "warning", "--workers", "1", "--batch-threads", "1"]
@@ -311,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             srv_recall = recall_at_k(srv_labels, truth[:500])
             rows.append(("knn-serve recall on the same queries (first 500)", f"{srv_recall:.4f}"))
 
-            served, single_bodies, peak = serving_rows(args, index, url, load)
+            served, single_bodies, peak = serving_rows(args, index, url, load, server.child.pid)
             rows += served
             half = latency.at_half_peak(
                 url,
@@ -319,19 +453,62 @@ def main(argv: list[str] | None = None) -> int:
                 single_bodies,
                 peak=peak,
                 seconds=2 * args.seconds,
-                runs=3,
+                runs=5,
                 max_steal=args.max_steal,
                 content_type=JSON,
             )
             rows.append(half)
             print(half, flush=True)
             if not args.no_peer:
-                ours = Loader(url, "/v1/query", single_bodies, args.connections, args.seconds)
+                ours = Loader(
+                    url,
+                    "/v1/query",
+                    single_bodies,
+                    args.connections,
+                    args.seconds,
+                    pid=server.child.pid,
+                )
                 rows += peer_rows(args, d, data, load, truth, ours)
+                print(*rows[-5:], sep="\n", flush=True)
+                ours.results.clear()
+                ours.cpu_per_query.clear()
+                if not (d / "data.npy").exists():  # served from --artifact
+                    np.save(d / "data.npy", data)
+                rows += milvus_rows(args, d, load, truth, ours)
                 print(*rows[-4:], sep="\n", flush=True)
         rows += _live_section(args, artifact, d / "logs", load)
     _print_table(args, rows)
     return 0
+
+
+def _peers_only(
+    args: argparse.Namespace,
+    d: Path,
+    data: npt.NDArray[np.float32],
+    load: npt.NDArray[np.float32],
+    truth: npt.NDArray[np.int64],
+    artifact: Path,
+) -> Rows:
+    """The peer comparisons alone (--only peers), against one knn-serve."""
+    bodies = [orjson.dumps({"vector": q.tolist(), "k": args.k}) for q in load]
+    flags = ["--log-level", "warning", "--workers", "1", "--batch-threads", "1"]
+    with serve(artifact, d / "logs", args=flags, timeout=120) as server:
+
+        def ours() -> Loader:
+            return Loader(
+                server.url,
+                "/v1/query",
+                bodies,
+                args.connections,
+                args.seconds,
+                pid=server.child.pid,
+            )
+
+        np.save(d / "data.npy", data)
+        return [
+            *peer_rows(args, d, data, load, truth, ours()),
+            *milvus_rows(args, d, load, truth, ours()),
+        ]
 
 
 def _live_section(
@@ -352,7 +529,7 @@ def _build_only(args: argparse.Namespace, d: Path) -> None:
     subprocess.run(
         [
             str(KNN_BUILD),
-            *("--source", str(d / "data.npy"), "--metric", "l2"),
+            *("--source", str(d / "data.npy"), "--metric", args.metric),
             *("--m", str(args.m), "--ef-construction", str(args.ef_construction)),
             *("--ef-search", str(args.ef), "--probe-queries", "500", "--k", str(args.k)),
             *("--min-recall", "0.8", "--version", "bench0", "--out", str(d / "out")),
@@ -366,8 +543,12 @@ def _build_only(args: argparse.Namespace, d: Path) -> None:
 
 def _print_table(args: argparse.Namespace, rows: Rows) -> None:
     k = args.k
-    params = f"{args.n} x {args.dim}, M={args.m}, efC={args.ef_construction}, ef={args.ef}, k={k}"
+    params = (
+        f"{args.n} x {args.dim} {args.metric}, M={args.m}, efC={args.ef_construction}, "
+        f"ef={args.ef}, k={k}"
+    )
     print()
+    print(f"load average at the end: {load_average()} (a shared machine: see docs/benchmarks.md)")
     print(f"| measure ({params}) | result |")
     print("|---|---|")
     for name, value in rows:

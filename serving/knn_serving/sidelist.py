@@ -82,6 +82,7 @@ def merge_into(
     queries: npt.NDArray[np.float32],
     graph: tuple[npt.NDArray[np.integer], Distances],
     k: int,
+    rowwise: bool = False,
 ) -> tuple[npt.NDArray[np.integer], Distances]:
     """The graph's answer, merged with the side list only where a side-list row
     is nearer than the graph's k-th result.
@@ -94,7 +95,11 @@ def merge_into(
         return graph
     if dists.shape[1] < k:  # the graph alone had fewer than k rows to give
         return merge((labels.astype(np.int64), dists), side.search(queries, k), k)
-    d = side.distances(queries)
+    d = (
+        np.concatenate([side.distances(queries[i : i + 1]) for i in range(queries.shape[0])])
+        if rowwise
+        else side.distances(queries)
+    )
     rows = np.flatnonzero((d < dists[:, -1:]).any(axis=1))
     if not rows.size:
         return graph

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -275,3 +276,22 @@ def test_info_returns_the_manifest(served: Served) -> None:
     assert doc == served.artifact.manifest.model_dump(mode="json")
     assert live["ready"] is True
     assert 0.9 <= live["recall"] <= 1.0
+
+
+def test_concurrent_single_queries_get_their_own_answers(served: Served) -> None:
+    """Single queries sent at once by many clients (which the search thread answers
+    in coalesced batches) get what each gets alone, whatever their k and ef."""
+    cases = [(served.queries[i], 3 + i % 3, None if i % 4 else 50 + i % 2) for i in range(120)]
+
+    def body(q: F32, k: int, ef: int | None) -> dict[str, Any]:
+        return {"vector": q.tolist(), "k": k, **({} if ef is None else {"ef": ef})}
+
+    alone = [post_json(served.client, body(*c)) for c in cases]
+
+    def ask(case: tuple[F32, int, int | None]) -> dict[str, Any]:
+        with served.server.client() as c:
+            return post_json(c, body(*case))
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        together = list(pool.map(ask, cases * 2))
+    assert together == alone * 2

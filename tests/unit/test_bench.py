@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import chroma, operator_scale, vegeta
+from bench import chroma, milvus, operator_scale, vegeta
+from bench.memory import _status_kib
 from bench.paired import CpuTimes, measure, read_proc_stat, steady, steal_fraction
 
 
@@ -344,3 +345,14 @@ def test_the_settled_window_reads_as_shares_of_one_core_and_a_rate() -> None:
     assert settled.describe() == (
         "operator 45% of a core, kube-apiserver 20%, etcd 17%; 30 reconciles/s (over 60 s)"
     )
+
+
+def test_milvus_lite_is_pinned_with_its_client() -> None:
+    text = milvus.CONSTRAINTS.read_text()
+    assert milvus.pinned_version() == "3.2.2"
+    assert "\npymilvus==" in "\n" + text
+
+
+def test_memory_reads_kib_fields_of_proc_status() -> None:
+    text = "Name:\tknn-serve\nVmRSS:\t  821248 kB\nRssAnon:\t  791552 kB\nThreads:\t4\n"
+    assert _status_kib(text) == {"VmRSS": 821248, "RssAnon": 791552}

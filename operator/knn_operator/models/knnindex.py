@@ -180,7 +180,10 @@ class Serving(Model):
         default=None, description="Requests and limits of each serving pod"
     )
     workers: int = Field(
-        default=1, ge=1, le=64, description="Server processes per pod (each loads the index)"
+        default=1,
+        ge=1,
+        le=64,
+        description="Server processes per pod (they share one copy of the index)",
     )
     probe_interval_seconds: int = Field(
         default=60, ge=1, le=86400, description="Seconds between replays of the probe set"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,13 +26,13 @@ from knn_contracts.artifact import INDEX_FILE
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .. import artifact
-from ..artifact import localize
 from ..drift import DriftTracker, QueryDrift
 from ..errors import ArtifactError
 from ..hnswfile import map_vectors
+from . import loading
 from .index import LoadedIndex, Searcher
 from .live import LiveRecall, LiveSettings
+from .loading import Loaded
 from .metrics import ClusterMetrics, Identity, ServingMetrics
 from .model import Assigner, LoadedModel
 from .requests import Limits, Query, RequestError, parse
@@ -151,20 +152,6 @@ def _refuse(state: State, message: str) -> None:
     log.error("%s", state.error)
 
 
-def _kind_mismatch(state: State, directory: Path) -> str | None:
-    """Why this server cannot serve the artifact's kind, naming the flag that would."""
-    manifest = artifact.read_any_manifest(directory)
-    wanted = "kmeans" if state.settings.identity.serves_model else "hnsw"
-    if manifest.kind == wanted:
-        return None
-    how = (
-        "serve a k-means model with --model-name NAME"
-        if manifest.kind == "kmeans"
-        else "serve an HNSW index with --index-name NAME, not --model-name"
-    )
-    return f"{directory}: is {artifact.KIND_NAMES[manifest.kind]}; {how}"
-
-
 ASSIGN_SCHEMA: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -213,26 +200,22 @@ ASSIGN_SCHEMA: dict[str, Any] = {
 }
 
 
-async def _load(state: State) -> None:
+async def _load(state: State, preloaded: Loaded | str | None) -> None:
     s = state.settings
-    try:
-        directory = await asyncio.to_thread(localize, s.artifact, s.cache_dir)
-        mismatch = await asyncio.to_thread(_kind_mismatch, state, directory)
-        if mismatch is not None:
-            _refuse(state, mismatch)
-            return
-        if s.identity.serves_model:
-            await _load_model(state, directory)
-            return
-        loaded = await asyncio.to_thread(LoadedIndex.load, directory, s.ef_search)
-    except ArtifactError as e:
-        state.error = f"artifact refused: {e}"
-        log.error("%s", state.error)
+    if preloaded is None:
+        preloaded = await asyncio.to_thread(
+            loading.load, s.artifact, s.cache_dir, s.identity, s.ef_search
+        )
+    if isinstance(preloaded, str):
+        state.error = preloaded
         return
-    except Exception as e:  # an unreadable index is a refusal too; stay up, unready
-        state.error = f"artifact refused: {s.artifact}: {type(e).__name__}: {e}"
-        log.error("%s", state.error)
+    if isinstance(preloaded.artifact, LoadedModel):
+        try:
+            await _load_model(state, preloaded.artifact)
+        except Exception as e:  # as a load error: stay up, unready
+            _refuse(state, f"{s.artifact}: {type(e).__name__}: {e}")
         return
+    directory, loaded = preloaded.directory, preloaded.artifact
     m = loaded.manifest
     try:
         state.metrics.set_version(m)
@@ -267,15 +250,23 @@ async def _load(state: State) -> None:
         m.dimension,
         m.metric,
     )
+    _freeze_heap()
     await _replay_forever(state)
 
 
-async def _load_model(state: State, directory: Path) -> None:
+def _freeze_heap() -> None:
+    """Move everything alive after loading (modules, the app, pydantic models) out
+    of the collector's reach: a full collection would otherwise walk all of it,
+    a pause of milliseconds that lands on whichever request triggers it."""
+    gc.collect()
+    gc.freeze()
+
+
+async def _load_model(state: State, loaded: LoadedModel) -> None:
     """Load a k-means model, assign its probe points as a client's vectors would be
     (the probe inertia gauge), then report ready. A model does not change while
     served, so one pass suffices: there is no periodic replay."""
     s = state.settings
-    loaded = await asyncio.to_thread(LoadedModel.load, directory)
     m = loaded.manifest
     try:
         cluster_metrics = state.metrics.set_model(m)
@@ -305,6 +296,7 @@ async def _load_model(state: State, directory: Path) -> None:
     state.cluster_metrics = cluster_metrics
     state.drift = DriftTracker(m.cluster_sizes, m.distances.mean, s.drift_window)
     state.assigner = assigner
+    _freeze_heap()
     state.warm = True
     log.info(
         "loaded %s: k-means model version %s, %d clusters of dimension %d; ready",
@@ -371,12 +363,18 @@ async def _replay_forever(state: State) -> None:
         await asyncio.sleep(state.settings.probe_interval)
 
 
-def create_app(settings: Settings, metrics: ServingMetrics | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    metrics: ServingMetrics | None = None,
+    preloaded: Loaded | str | None = None,
+) -> FastAPI:
+    """The server; `preloaded` is the artifact (or its refusal) loaded before the
+    process forked, else it is loaded in the background after start-up."""
     state = State(settings, metrics or ServingMetrics(settings.identity))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        state.tasks.append(asyncio.create_task(_load(state)))
+        state.tasks.append(asyncio.create_task(_load(state, preloaded)))
         try:
             yield
         finally:

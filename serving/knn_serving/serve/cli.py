@@ -1,7 +1,10 @@
 """`knn-serve` command line.
 
-With `--workers N > 1` uvicorn starts N processes, each loading the index;
-metrics are then aggregated through prometheus_client's multiprocess mode, in
+With `--workers N > 1` the artifact is loaded once, by uvicorn's supervisor, which
+then forks its N workers: they share the index's pages (hnswlib never writes to
+them while searching, and the heap is frozen out of the collector's reach before
+the fork, so reference counting does not copy them either). Metrics are then
+aggregated through prometheus_client's multiprocess mode, in
 $PROMETHEUS_MULTIPROC_DIR if set (left as it is), else in a temporary directory
 that is removed when the server exits.
 """
@@ -10,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -22,13 +27,16 @@ from pathlib import Path
 from types import FrameType
 
 import prometheus_client
+import prometheus_client.values as prometheus_values
 import uvicorn
+import uvicorn._subprocess
 from fastapi import FastAPI
 from knn_contracts.metrics import LABEL_MODEL
 
 from ..artifact_cli import verify
 from ..cpus import available_cpus
 from ..errors import ArtifactError, InputError
+from . import loading
 from .app import Settings, create_app
 from .live import LiveSettings
 from .metrics import MULTIPROC_ENV, Identity
@@ -62,7 +70,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--workers", type=int, default=1, help="server processes (each loads the index)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes; they share one copy of the index (loaded before they fork)",
+    )
     p.add_argument(
         "--probe-interval",
         type=float,
@@ -208,16 +221,37 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+# The artifact the supervisor loaded before forking its workers (--workers N > 1).
+_preloaded: loading.Loaded | str | None = None
+
+
 def app_from_env() -> FastAPI:
-    """uvicorn factory for worker processes: settings travel in the environment."""
-    # Spawned workers start with unconfigured logging; without this their
-    # load, refusal and warm-up lines would be lost.
+    """uvicorn factory for worker processes: settings travel in the environment,
+    the artifact in the memory the worker was forked with."""
     _configure_logging(os.environ.get(LOG_LEVEL_ENV, "info"))
+    # A forked worker has prometheus_client as the supervisor imported it, before
+    # $PROMETHEUS_MULTIPROC_DIR was set: its metrics must write to that directory.
+    prometheus_values.ValueClass = prometheus_values.get_value_class()  # type: ignore[no-untyped-call]
     raw = json.loads(os.environ[SETTINGS_ENV])
     raw["cache_dir"] = Path(raw["cache_dir"])
     raw["identity"] = Identity(**raw["identity"])
     raw["live"] = LiveSettings(**raw["live"])
-    return create_app(Settings(**raw))
+    return create_app(Settings(**raw), preloaded=_preloaded)
+
+
+def _preload(settings: Settings) -> None:
+    """Load the artifact in the supervisor and make uvicorn fork its workers (it
+    spawns them by default, and each would load its own copy). uvicorn's
+    `_subprocess.spawn` is the context its supervisor starts workers from; the pin
+    in constraints.txt holds it, and tests/dataplane/test_serve_workers.py measures
+    that the workers share the index."""
+    global _preloaded
+    _preloaded = loading.load(
+        settings.artifact, settings.cache_dir, settings.identity, settings.ef_search
+    )
+    gc.collect()
+    gc.freeze()
+    uvicorn._subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             "live": vars(settings.live),
         }
     )
+    _preload(settings)
     with _multiproc_dir():
         # uvicorn's supervisor returns after SIGTERM once its workers have exited,
         # so the directory is removed after a drain as after any other exit.

@@ -1,19 +1,18 @@
 """A verified, loaded artifact and the one thread that queries it.
 
 hnswlib's search breadth (ef) is a property of the index, not of a query, so
-all searches run on a single dedicated thread: a request's own `ef` is set and
-restored there without racing another request. hnswlib releases the GIL, so
-the event loop keeps parsing HTTP while that thread searches; batches use
-all usable cores inside hnswlib.
+all searches run on a single dedicated thread (searchthread.py), which also
+answers concurrent single queries with one batched call. hnswlib releases the
+GIL, so the event loop keeps parsing HTTP while that thread searches; batches
+use all usable cores inside hnswlib.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from ..errors import ArtifactError
 from ..exact import recall_at_k
 from ..search import knn
 from ..sidelist import SideList
+from .searchthread import SearchThread
 
 log = logging.getLogger("knn-serve")
 
@@ -98,26 +98,35 @@ class Searcher:
         self.loaded = loaded
         self.default_ef = loaded.ef_search
         self.batch_threads = batch_threads
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hnsw")
+        # Coalesced single queries stay on one thread (the event loop needs the other
+        # core) and get exactly the answer each would get alone.
+        self._thread = SearchThread(functools.partial(self._search, threads=1, rowwise=True))
 
     def _search(
-        self, vectors: npt.NDArray[np.float32], k: int, ef: int | None
+        self,
+        vectors: npt.NDArray[np.float32],
+        k: int,
+        ef: int | None,
+        threads: int,
+        rowwise: bool = False,
     ) -> tuple[npt.NDArray[np.integer], npt.NDArray[np.float32]]:
         index, side = self.loaded.index, self.loaded.side
-        threads = 1 if vectors.shape[0] == 1 else self.batch_threads
         if ef is None or ef == self.default_ef:
-            return knn(index, side, vectors, k, threads)
+            return knn(index, side, vectors, k, threads, rowwise=rowwise)
         index.set_ef(ef)
         try:
-            return knn(index, side, vectors, k, threads)
+            return knn(index, side, vectors, k, threads, rowwise=rowwise)
         finally:
             index.set_ef(self.default_ef)
 
     async def search(
         self, vectors: npt.NDArray[np.float32], k: int, ef: int | None
     ) -> tuple[npt.NDArray[np.integer], npt.NDArray[np.float32]]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._search, vectors, k, ef)
+        if vectors.shape[0] == 1:
+            return await self._thread.single(vectors, k, ef)
+        return await self._thread.call(
+            functools.partial(self._search, vectors, k, ef, self.batch_threads)
+        )
 
     def _timed_probes(
         self, start: int, stop: int, k: int
@@ -144,14 +153,14 @@ class Searcher:
         The probes go to the search thread a few at a time: live queries queued
         meanwhile run between two chunks instead of waiting for the whole set
         (500 probes take ~100 ms, which would show in every periodic p99)."""
-        loop = asyncio.get_running_loop()
         p = self.loaded.probes
         k = int(p.truth.shape[1])
         found: list[npt.NDArray[np.int64]] = []
         nearest: list[float] = []
         for i in range(0, len(p.queries), chunk):
-            rows, seconds, first = await loop.run_in_executor(
-                self._pool, self._timed_probes, i, min(i + chunk, len(p.queries)), k
+            stop = min(i + chunk, len(p.queries))
+            rows, seconds, first = await self._thread.call(
+                functools.partial(self._timed_probes, i, stop, k)
             )
             found += rows
             nearest += first
@@ -161,4 +170,4 @@ class Searcher:
         return Replay(recall_at_k(np.concatenate(found), p.truth), np.asarray(nearest))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._thread.close()
