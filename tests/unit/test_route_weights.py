@@ -21,9 +21,8 @@ from knn_operator.routers.routes import (
     read_http_route,
     read_subsets,
     read_virtual_service,
-    set_http_route,
+    set_route,
     set_subsets,
-    set_virtual_service,
 )
 from knn_operator.routers.weighted import WeightedRouter, route_target
 
@@ -97,7 +96,7 @@ def test_an_http_route_is_read_as_the_canary_share() -> None:
 
 def test_setting_weights_changes_only_our_weights() -> None:
     before = http_route(100, 0)
-    after = set_http_route(before, GW, 25)
+    after = set_route(before, GW, 25)
     assert read_http_route(after, GW).weight == 25
     expected = copy.deepcopy(before)
     expected["spec"]["rules"][1]["backendRefs"][0]["weight"] = 75
@@ -119,7 +118,7 @@ def test_a_route_without_both_of_our_services_is_refused_by_name() -> None:
     pinned = http_route(90, 10)
     pinned["spec"]["rules"].append({"backendRefs": [{"name": "products-stable", "port": 80}]})
     assert read_http_route(pinned, GW).weight == 10
-    assert set_http_route(pinned, GW, 50)["spec"]["rules"][2] == pinned["spec"]["rules"][2]
+    assert set_route(pinned, GW, 50)["spec"]["rules"][2] == pinned["spec"]["rules"][2]
     other = http_route()
     other["spec"]["rules"] = other["spec"]["rules"][:1]
     assert "no rule has backendRefs to Services products-stable and products-canary" in (
@@ -152,7 +151,7 @@ def test_rules_that_disagree_are_inconsistent() -> None:
     route["spec"]["rules"].append(second)
     state = read_http_route(route, GW)
     assert state.weight == 10 and not state.consistent
-    fixed = set_http_route(route, GW, 20)
+    fixed = set_route(route, GW, 20)
     assert read_http_route(fixed, GW).consistent and read_http_route(fixed, GW).weight == 20
 
 
@@ -187,7 +186,7 @@ def test_a_virtual_service_by_hosts_keeps_everything_but_our_weights() -> None:
     hosts = ("products-stable.shop.svc.cluster.local", "products-canary")
     vs = virtual_service(hosts, (100, 0))
     assert read_virtual_service(vs, VS).weight == 0
-    after = set_virtual_service(vs, VS, 40)
+    after = set_route(vs, VS, 40)
     assert read_virtual_service(after, VS).weight == 40
     expected = copy.deepcopy(vs)
     expected["spec"]["http"][1]["route"][0]["weight"] = 60
@@ -409,7 +408,7 @@ def _ignored(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
 
 def test_argo_cd_ignores_our_http_route_weights_and_nothing_else() -> None:
     git = http_route(100, 0)
-    live = set_http_route(git, GW, 30)
+    live = set_route(git, GW, 30)
     assert live != git and _ignored("HTTPRoute", live) == _ignored("HTTPRoute", git)
     # A weight the user owns, or a match, still shows as a difference.
     git["spec"]["rules"][0]["backendRefs"][0]["weight"] = 5
@@ -427,7 +426,7 @@ def test_argo_cd_ignores_our_virtual_service_weights_by_host_or_subset() -> None
         (DR, ("products", "products")),
     ):
         git = virtual_service(hosts, (100, 0))
-        live = set_virtual_service(git, target, 40)
+        live = set_route(git, target, 40)
         assert _ignored("VirtualService", live) == _ignored("VirtualService", git)
         other = copy.deepcopy(live)
         other["spec"]["http"][1]["retries"]["attempts"] = 9

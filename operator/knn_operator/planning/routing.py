@@ -69,7 +69,7 @@ def routing_stage(
         out.wake_within(RECHECK_NOT_ACCEPTED)
     if o.canary is not None:
         out.wake_within(RECHECK_DURING_ROLLOUT)
-    ok, reason, message = _condition(state, want, changed)
+    ok, reason, message = _condition(state, want, changed, in_sync)
     conds = set_condition(
         list(status.conditions),
         rnames.CONDITION_TRAFFIC_ROUTED,
@@ -94,7 +94,7 @@ def _subsets_at(state: RouteState, stable: str, canary: str) -> bool:
     return state.subsets is None or state.subsets == (stable, canary)
 
 
-def _condition(state: RouteState, want: int, changed: bool) -> tuple[bool, str, str]:
+def _condition(state: RouteState, want: int, changed: bool, in_sync: bool) -> tuple[bool, str, str]:
     t = state.target
     if changed:
         return (
@@ -102,7 +102,7 @@ def _condition(state: RouteState, want: int, changed: bool) -> tuple[bool, str, 
             rnames.REASON_ROUTE_CHANGED,
             f"{t.title}: weights changed by someone else",
         )
-    if state.weight != want or not state.consistent:
+    if not in_sync:
         return (
             False,
             rnames.REASON_ROUTE_UPDATING,

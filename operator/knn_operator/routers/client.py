@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from ..kube import Body, Conflict, Forbidden, Kube, KubeError
 from .routes import (
@@ -43,9 +44,7 @@ async def observe_route(kube: Kube, t: RouteTarget) -> RouteState:
         subsets = read_subsets(dr, t)
         if isinstance(subsets, str):
             return RouteState(t, reason=not_found(t).reason, problem=subsets)
-        return RouteState(
-            t, state.weight, None, None, state.generation, state.accepted, state.consistent, subsets
-        )
+        return replace(state, subsets=subsets)
     except KubeError as e:
         if e.status == Forbidden:
             return forbidden(t, e.message)

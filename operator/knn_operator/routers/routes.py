@@ -10,7 +10,7 @@ and writes the whole object back under its resourceVersion (routers.client).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -81,32 +81,40 @@ def share(stable_weight: int, canary_weight: int) -> int:
 # -- Gateway API ---------------------------------------------------------------------------
 
 
-def _ours_http(ref: Body, namespace: str, names_: tuple[str, str]) -> str | None:
+def _ours_http(ref: Body, t: RouteTarget) -> str | None:
     """'stable' or 'canary' when a backendRef names one of our Services."""
     if ref.get("group", "") not in ("", "core") or ref.get("kind", "Service") != "Service":
         return None
-    if ref.get("namespace", namespace) != namespace:
+    if ref.get("namespace", t.namespace) != t.namespace:
         return None
     name = ref.get("name")
-    return "stable" if name == names_[0] else "canary" if name == names_[1] else None
+    return "stable" if name == t.stable else "canary" if name == t.canary else None
 
 
-def _http_rules(route: Body, t: RouteTarget) -> Iterator[tuple[int, dict[str, Body]]]:
-    for i, rule in enumerate((route.get("spec") or {}).get("rules") or []):
+def _pairs(
+    rules: list[Body] | None, entries: str, role: Callable[[Body], str | None]
+) -> Iterator[dict[str, Body]]:
+    """Our two entries ('stable', 'canary') of each rule that names both, as the very
+    dicts of the body (setting a weight in them sets it in the body). A rule naming only
+    one of them (health checks pinned to the stable) is the user's to keep as it is."""
+    for rule in rules or []:
         ours: dict[str, Body] = {}
-        for ref in rule.get("backendRefs") or []:
-            role = _ours_http(ref, t.namespace, (t.stable, t.canary))
-            if role is not None:
-                ours[role] = ref
-        # A rule naming only one of them (health checks pinned to the stable) is the
-        # user's to keep as it is.
+        for entry in rule.get(entries) or []:
+            r = role(entry)
+            if r is not None:
+                ours[r] = entry
         if len(ours) == 2:
-            yield i, ours
+            yield ours
+
+
+def _http_rules(route: Body, t: RouteTarget) -> Iterator[dict[str, Body]]:
+    rules = (route.get("spec") or {}).get("rules")
+    return _pairs(rules, "backendRefs", lambda ref: _ours_http(ref, t))
 
 
 def read_http_route(route: Body, t: RouteTarget) -> RouteState:
     splits: list[int] = []
-    for _, ours in _http_rules(route, t):
+    for ours in _http_rules(route, t):
         # Gateway API's default weight is 1.
         splits.append(share(ours["stable"].get("weight", 1), ours["canary"].get("weight", 1)))
     if not splits:
@@ -132,17 +140,6 @@ def _accepted(route: Body) -> bool | None:
     return True
 
 
-def set_http_route(route: Body, t: RouteTarget, weight: int) -> Body:
-    out = copy.deepcopy(route)
-    rules = out["spec"]["rules"]
-    for i, _ in _http_rules(route, t):
-        for ref in rules[i]["backendRefs"]:
-            role = _ours_http(ref, t.namespace, (t.stable, t.canary))
-            if role is not None:
-                ref["weight"] = weight if role == "canary" else FULL - weight
-    return out
-
-
 # -- Istio ---------------------------------------------------------------------------------
 
 
@@ -156,21 +153,15 @@ def _ours_istio(dest: Body, t: RouteTarget) -> str | None:
     return "stable" if host[0] == t.stable else "canary" if host[0] == t.canary else None
 
 
-def _vs_routes(vs: Body, t: RouteTarget) -> Iterator[tuple[int, dict[str, Body]]]:
-    for i, http in enumerate((vs.get("spec") or {}).get("http") or []):
-        ours: dict[str, Body] = {}
-        for entry in http.get("route") or []:
-            role = _ours_istio(entry.get("destination") or {}, t)
-            if role is not None:
-                ours[role] = entry
-        if len(ours) == 2:
-            yield i, ours
+def _vs_routes(vs: Body, t: RouteTarget) -> Iterator[dict[str, Body]]:
+    http = (vs.get("spec") or {}).get("http")
+    return _pairs(http, "route", lambda entry: _ours_istio(entry.get("destination") or {}, t))
 
 
 def read_virtual_service(vs: Body, t: RouteTarget) -> RouteState:
     what = "subset" if t.destination_rule else "host"
     splits: list[int] = []
-    for _, ours in _vs_routes(vs, t):
+    for ours in _vs_routes(vs, t):
         # Istio: a destination without a weight takes what the others leave (here 100 or 0).
         sw, cw = ours["stable"].get("weight"), ours["canary"].get("weight")
         splits.append(share(FULL - (cw or 0) if sw is None else sw, cw or 0))
@@ -184,17 +175,6 @@ def read_virtual_service(vs: Body, t: RouteTarget) -> RouteState:
         generation=(vs.get("metadata") or {}).get("generation"),
         consistent=len(set(splits)) == 1,
     )
-
-
-def set_virtual_service(vs: Body, t: RouteTarget, weight: int) -> Body:
-    out = copy.deepcopy(vs)
-    http = out["spec"]["http"]
-    for i, _ in _vs_routes(vs, t):
-        for entry in http[i]["route"]:
-            role = _ours_istio(entry.get("destination") or {}, t)
-            if role is not None:
-                entry["weight"] = weight if role == "canary" else FULL - weight
-    return out
 
 
 def read_subsets(dr: Body, t: RouteTarget) -> tuple[str | None, str | None] | str:
@@ -223,9 +203,13 @@ def read_route(route: Body, t: RouteTarget) -> RouteState:
 
 
 def set_route(route: Body, t: RouteTarget, weight: int) -> Body:
-    if t.kind == "HTTPRoute":
-        return set_http_route(route, t, weight)
-    return set_virtual_service(route, t, weight)
+    """The route with our two entries at `weight` (canary) and the rest (stable), in
+    every rule that names both; nothing else changes."""
+    out = copy.deepcopy(route)
+    pairs = _http_rules(out, t) if t.kind == "HTTPRoute" else _vs_routes(out, t)
+    for ours in pairs:
+        ours["stable"]["weight"], ours["canary"]["weight"] = FULL - weight, weight
+    return out
 
 
 def not_found(t: RouteTarget, what: str | None = None) -> RouteState:
