@@ -1,6 +1,7 @@
 """Retraining triggers on the real API server: the operator starts a rebuild when its
 cron schedule fires, and when the real drift gauge of a real `knn-serve`, scraped by
-a real Prometheus, stays above the threshold; an unshifted query stream does not.
+a real Prometheus, stays above the threshold; an unshifted query stream does not. The
+same for a ClusterModel: a real `knn-build --kind kmeans`, its server's PSI gauge.
 
 As in test_operator_rollout.py there is no kubelet: the test runs the builder Job's
 own `knn-build` command and the serving Deployment's own `knn-serve` command itself.
@@ -238,3 +239,200 @@ def test_a_schedule_the_api_server_lets_through_but_cron_cannot_fire_is_refused(
         e["type"] == "Warning" and "Bad day-of-month" in e["message"] for e in refused
     )
     assert not ops.items(kubectl, "jobs", namespace), "nothing was built"
+
+
+# -- a ClusterModel: the same triggers on the model's own drift gauge (PSI) -------------
+
+MODEL = "segments"
+MODEL_DIM, BLOBS = 16, 4
+PSI_THRESHOLD = 0.25  # the usual "significant shift" line (serving/knn_serving/drift.py)
+
+
+def blobs(n: int, seed: int, only: int | None = None) -> npt.NDArray[np.float32]:
+    """Points of BLOBS well-separated Gaussian clusters (the same centres for every
+    seed); `only` draws every point from one of them, a stream that has moved."""
+    centres = np.random.default_rng(3).normal(scale=10.0, size=(BLOBS, MODEL_DIM))
+    rng = np.random.default_rng(seed)
+    which = np.full(n, only) if only is not None else rng.integers(0, BLOBS, size=n)
+    return (centres[which] + rng.normal(size=(n, MODEL_DIM))).astype(np.float32)
+
+
+def model_spec(tmp_path: Path, rebuild: dict[str, Any]) -> dict[str, Any]:
+    source = tmp_path / "points.npy"
+    np.save(source, blobs(4_000, seed=1), allow_pickle=False)
+    return {
+        "source": {"uri": f"file://{source}", "dimension": MODEL_DIM},
+        "storage": {"uri": f"file://{tmp_path / 'artifacts'}"},
+        "kmeans": {"clusters": BLOBS},
+        "build": {"validation": {"probePoints": 200}},
+        "serving": {"replicas": 1, "probeIntervalSeconds": 1},
+        "rebuild": rebuild,
+    }
+
+
+def model_status(kubectl: Kubectl, ns: str) -> dict[str, Any]:
+    return dict((ops.get(kubectl, "clm", MODEL, ns) or {}).get("status") or {})
+
+
+def wait_model(kubectl: Kubectl, ns: str, op: ops.OperatorProcess, what: str, check: Any,
+               timeout: float = 60) -> dict[str, Any]:  # fmt: skip
+    return ops.wait_for(
+        what,
+        lambda: s if check(s := model_status(kubectl, ns)) else None,
+        timeout=timeout,
+        diagnostics=op.log_tail,
+    )
+
+
+def model_events(kubectl: Kubectl, ns: str, reason: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in ops.items(kubectl, "events", ns)
+        if e["involvedObject"].get("kind") == "ClusterModel"
+        and e["involvedObject"]["name"] == MODEL
+        and e["reason"] == reason
+    ]
+
+
+def apply_model(kubectl: Kubectl, ns: str, spec: dict[str, Any]) -> None:
+    obj = {"apiVersion": "knn.dev/v1alpha1", "kind": "ClusterModel",
+           "metadata": {"name": MODEL}, "spec": spec}  # fmt: skip
+    ops.apply(kubectl, ns, obj)
+
+
+def train(kubectl: Kubectl, ns: str, op: ops.OperatorProcess, tmp_path: Path) -> str:
+    """Runs the model's pending training Job for real (`knn-build --kind kmeans`) and
+    completes it; returns the version it trained."""
+    version = wait_model(kubectl, ns, op, "a training Job", lambda s: s.get("targetVersion"))[
+        "targetVersion"
+    ]
+    job = f"{MODEL}-build-{version}"
+    ops.wait_for(f"Job {job}", lambda: ops.get(kubectl, "job", job, ns), diagnostics=op.log_tail)
+    built = rollout.run_builder_job(kubectl, ns, job, tmp_path)
+    assert built.kind == "kmeans" and built.clusters == BLOBS, built
+    ops.complete_build(kubectl, ns, job, built)
+    return str(version)
+
+
+def serve_model(
+    kubectl: Kubectl, ns: str, op: ops.OperatorProcess, version: str, workdir: Path,
+    prometheus: sv.Prometheus,
+) -> contextlib.AbstractContextManager[sv.ModelServe]:  # fmt: skip
+    """The serving Deployment's own knn-serve command, as the kubelet would run it,
+    scraped by `prometheus`."""
+    selector = f"knn.dev/model={MODEL},knn.dev/version={version},knn.dev/component=serving"
+    [dep] = ops.wait_for(
+        f"the serving Deployment of {version}",
+        lambda: ops.items(kubectl, "deployments", ns, selector) or None,
+        diagnostics=op.log_tail,
+    )
+    command: list[str] = dep["spec"]["template"]["spec"]["containers"][0]["command"]
+    flags = dict(zip(command[1::2], command[2::2], strict=False))
+    assert flags["--model-name"] == MODEL
+    args = ["--model-name", MODEL, "--revision", flags["--revision"]]
+    args += ["--probe-interval", flags["--probe-interval"]]
+
+    @contextlib.contextmanager
+    def running() -> Iterator[sv.ModelServe]:
+        with sv.ModelServe.serve(flags["--artifact"], workdir, namespace=ns, args=args) as s:
+            prometheus.set_targets([s.address])
+            ops.make_available(kubectl, ns, dep["metadata"]["name"])
+            yield s
+
+    return running()
+
+
+def assign(server: sv.ModelServe, points: npt.NDArray[np.float32], batch: int = 500) -> None:
+    with server.client() as c:
+        for start in range(0, len(points), batch):
+            r = c.post("/v1/assign", json={"vectors": points[start : start + batch].tolist()})
+            assert r.status_code == 200, r.text
+
+
+def test_a_cluster_model_retrains_when_its_live_assignments_drift(
+    kubectl: Kubectl,
+    namespace: str,
+    start_operator: ops.OperatorStarter,
+    tmp_path: Path,
+    prometheus: sv.Prometheus,
+) -> None:
+    """The model's default drift query (max of knn_cluster_drift_psi of its stable
+    revision) on a real Prometheus scraping the real server: assignments drawn like
+    the training data keep the PSI low; a stream from one cluster only retrains."""
+    on_drift = {
+        "threshold": PSI_THRESHOLD,
+        "for": f"{HOLD_SECONDS}s",
+        "minInterval": "0s",
+        "interval": "2s",
+        "prometheus": {"address": prometheus.url, "timeout": "1s"},
+    }
+    op = start_operator()
+    apply_model(kubectl, namespace, model_spec(tmp_path, {"onDrift": on_drift}))
+    v1 = train(kubectl, namespace, op, tmp_path)
+    with serve_model(kubectl, namespace, op, v1, tmp_path / "pod", prometheus) as server:
+        serving = wait_model(
+            kubectl, namespace, op, "Serving", lambda s: s.get("phase") == "Serving"
+        )
+        gauge = f'knn_cluster_drift_psi{{model="{MODEL}",version="{serving["stableRevision"]}"}}'
+
+        assign(server, blobs(10_000, seed=2))  # like the training data
+        prometheus.wait_for(gauge, lambda r: bool(r))
+        calm = wait_model(
+            kubectl, namespace, op, "a drift measured below the threshold",
+            lambda s: (s.get("drift") or {}).get("result") == "Below",
+        )  # fmt: skip
+        time.sleep(HOLD_SECONDS + 4)
+        status = model_status(kubectl, namespace)
+        assert status.get("lastRebuild") is None and status["drift"]["result"] == "Below", status
+        assert not model_events(kubectl, namespace, "DriftRebuild")
+
+        assign(server, blobs(10_000, seed=3, only=0))  # the whole window from one cluster
+        status = wait_model(
+            kubectl, namespace, op, "a drift retrain", lambda s: s.get("lastRebuild"), timeout=90
+        )
+        [scraped] = prometheus.values(gauge)
+    last = status["lastRebuild"]
+    print(
+        f"\nunshifted PSI {calm['drift']['value']:.4f}; one-cluster stream: operator measured "
+        f"{last['value']:.3f}, Prometheus {scraped:.3f}; threshold {PSI_THRESHOLD}"
+    )
+    assert calm["drift"]["value"] < 0.05
+    assert last["reason"] == "Drift" and last["value"] > PSI_THRESHOLD
+    assert abs(last["value"] - scraped) < 0.05 * scraped
+    held = seconds(status["drift"]["aboveSince"], last["at"])
+    assert held >= HOLD_SECONDS, f"retrained after {held}s above the threshold"
+    assert status["targetVersion"] == last["version"] != v1 and status["stableVersion"] == v1
+    job = ops.get(kubectl, "job", f"{MODEL}-build-{last['version']}", namespace)
+    assert job is not None
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["knn-build", "--kind", "kmeans"], command
+    [rebuilt] = model_events(kubectl, namespace, "DriftRebuild")
+    assert f"{last['value']:.4g}" in rebuilt["message"] and last["version"] in rebuilt["message"]
+    counted = 'knn_operator_rebuild_triggers_total{kind="ClusterModel",reason="Drift"} 1.0'
+    assert counted in op.metrics().splitlines()
+
+
+def test_a_cluster_models_schedule_retrains_it(
+    kubectl: Kubectl, namespace: str, start_operator: ops.OperatorStarter, tmp_path: Path
+) -> None:
+    op = start_operator(resync_seconds=600)
+    apply_model(kubectl, namespace, model_spec(tmp_path, {"schedule": EVERY_20S}))
+    v1 = train(kubectl, namespace, op, tmp_path)
+    selector = f"knn.dev/model={MODEL},knn.dev/version={v1},knn.dev/component=serving"
+    [dep] = ops.wait_for(
+        "the serving Deployment",
+        lambda: ops.items(kubectl, "deployments", namespace, selector) or None,
+        diagnostics=op.log_tail,
+    )
+    ops.make_available(kubectl, namespace, dep["metadata"]["name"])
+    status = wait_model(
+        kubectl, namespace, op, "a scheduled retrain", lambda s: s.get("lastRebuild")
+    )
+    last = status["lastRebuild"]
+    assert last["reason"] == "Schedule" and last["version"] != v1, last
+    assert 0 <= seconds(last["fire"], last["at"]) <= 5, "woke at the fire, not at a resync"
+    assert status["stableVersion"] == v1 and status["targetVersion"] == last["version"]
+    # The retrain is a real training run of the same inputs, as a new version.
+    assert train(kubectl, namespace, op, tmp_path) == last["version"]
+    [event] = model_events(kubectl, namespace, "ScheduledRebuild")
+    assert last["version"] in event["message"]
