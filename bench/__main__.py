@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import hnswlib
@@ -30,13 +30,13 @@ from knn_devtools.synthetic import clustered, sample
 from knn_serving.cpus import available_cpus
 from knn_serving.exact import exact_topk, recall_at_k
 
-from . import chroma, latency, milvus, operator_scale, paired, wrk
+from . import chroma, kmeans, latency, milvus, operator_scale, paired
 from .levers import lever_rows, load_average
-from .live import _cpu_seconds, live_rows
+from .live import live_rows
+from .loader import JSON, Loader
 from .memory import memory_rows
 from .recall import recall_rows
 
-JSON = "application/json"
 Rows = list[tuple[str, str]]
 
 
@@ -87,13 +87,15 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--only",
-        choices=["recall", "live", "operator", "levers", "memory", "peers"],
+        choices=["recall", "live", "operator", "levers", "memory", "peers", "kmeans"],
         help="run one section: recall (gate, gauge and leave-one-out against new queries), "
         "live (live-recall overhead), operator (N KnnIndex objects against the real "
         "operator and API server; takes minutes and starts its own control plane, so a "
         "plain `make bench` does not run it), levers (this checkout's knn-serve against "
         "--baseline-ref's, CPU per query; bench/levers.py) or memory (RSS against raw "
-        "hnswlib; bench/memory.py) or peers (Chroma and Milvus Lite against knn-serve)",
+        "hnswlib; bench/memory.py) or peers (Chroma and Milvus Lite against knn-serve) or "
+        "kmeans (training against scikit-learn, /v1/assign against KMeans.predict; "
+        "bench/kmeans.py)",
     )
     ap.add_argument(
         "--dataset",
@@ -144,46 +146,6 @@ def dataset(
     data = clustered(args.n, args.dim, seed=7, latent=ds.latent, spread=ds.spread)
     queries = sample(2_000, args.dim, seed=7, sample_seed=1007, latent=ds.latent, spread=ds.spread)
     return data, queries, ds.metric
-
-
-@dataclass
-class Loader:
-    """Drives one server with wrk; each call is one measured run (see paired.py)."""
-
-    url: str
-    path: str
-    bodies: list[bytes]
-    connections: int
-    seconds: int
-    content_type: str = JSON
-    queries_per_request: int = 1
-    pid: int | None = None  # the server's, to count its CPU-seconds per query
-    results: list[wrk.WrkResult] = field(default_factory=list)  # every run, kept or not
-    cpu_per_query: list[float] = field(default_factory=list)  # seconds, every run
-
-    def __call__(self) -> float:
-        before = _cpu_seconds(self.pid) if self.pid is not None else 0.0
-        r = wrk.run(
-            self.url,
-            self.path,
-            self.bodies,
-            connections=self.connections,
-            seconds=self.seconds,
-            content_type=self.content_type,
-        )
-        if r.non_2xx or r.errors:
-            raise SystemExit(f"wrk on {self.path}: {r.non_2xx} non-2xx responses; {r.error_detail}")
-        self.results.append(r)
-        if self.pid is not None:
-            queries = max(r.requests * self.queries_per_request, 1)
-            self.cpu_per_query.append((_cpu_seconds(self.pid) - before) / queries)
-        return r.requests_per_second * self.queries_per_request
-
-    def cpu_us(self, ratio: paired.PairedRatio) -> str:
-        """Median server CPU microseconds per query over the kept pairs."""
-        if not self.cpu_per_query:
-            return "n/a"
-        return f"{1e6 * statistics.median(self.cpu_per_query[p.attempt] for p in ratio.pairs):.0f}"
 
 
 def ratio_rows(
@@ -390,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.only == "recall":
             _print_table(args, rows)
             return 0
+        if args.only == "kmeans":
+            rows += kmeans.kmeans_rows(args, d)
+            _print_table(args, rows, kmeans.PARAMS)
+            return 0
         if args.only == "memory" and args.artifact is not None:
             # The artifact's data are not needed, only queries of its dimension.
             queries = sample(1_024, args.dim, seed=7, sample_seed=1007)
@@ -477,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows += milvus_rows(args, d, load, truth, ours)
                 print(*rows[-4:], sep="\n", flush=True)
         rows += _live_section(args, artifact, d / "logs", load)
+        if args.only is None:
+            rows += kmeans.kmeans_rows(args, d)
     _print_table(args, rows)
     return 0
 
@@ -541,11 +509,10 @@ def _build_only(args: argparse.Namespace, d: Path) -> None:
     )
 
 
-def _print_table(args: argparse.Namespace, rows: Rows) -> None:
-    k = args.k
-    params = (
+def _print_table(args: argparse.Namespace, rows: Rows, params: str | None = None) -> None:
+    params = params or (
         f"{args.n} x {args.dim} {args.metric}, M={args.m}, efC={args.ef_construction}, "
-        f"ef={args.ef}, k={k}"
+        f"ef={args.ef}, k={args.k}"
     )
     print()
     print(f"load average at the end: {load_average()} (a shared machine: see docs/benchmarks.md)")
