@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -130,3 +132,17 @@ def wait_index(
         ).stdout
         status = json.dumps(index_status(kubectl, namespace, name), indent=1)
         raise AssertionError(f"{err}\n{status}\n{logs}") from None
+
+
+KUBECTL_KNN = Path(sys.executable).parent / "kubectl-knn"
+
+
+def kubectl_knn(kubectl: Kubectl, *args: str) -> str:
+    """`kubectl knn ARGS` as a user runs it (the plugin on PATH next to kubectl)."""
+    env = dict(os.environ)
+    env["KUBECONFIG"] = str(kubectl.kubeconfig)
+    env["PATH"] = f"{kubectl.binary.parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(
+        [str(KUBECTL_KNN), *args], capture_output=True, text=True, env=env, timeout=60, check=True
+    )
+    return done.stdout

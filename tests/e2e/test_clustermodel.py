@@ -21,9 +21,9 @@ from knn_devtools.kubectl import Kubectl
 from knn_devtools.tools import REPO_ROOT
 
 if TYPE_CHECKING:
-    from tests.e2e.e2e_support import wait_for, write_products_dataset
+    from tests.e2e.e2e_support import kubectl_knn, wait_for, write_products_dataset
 else:
-    from e2e_support import wait_for, write_products_dataset
+    from e2e_support import kubectl_knn, wait_for, write_products_dataset
 
 NAME, NS = "blobs", "demo"
 EXAMPLE_NAME = "segments"  # examples/local-cluster/segments.yaml
@@ -118,6 +118,9 @@ def test_a_model_is_served_and_assigns_through_its_service(
     ids = [a["cluster"] for a in answer["results"]]
     # Each true centre lands in a cluster of its own: the model recovered the blobs.
     assert sorted(ids) == list(range(BLOBS)), answer
+    shown = kubectl_knn(kubectl, "-n", NS, "status", f"clm/{NAME}")
+    print(f"\n$ kubectl knn -n {NS} status clm/{NAME}\n{shown}")
+    assert f"ClusterModel {NAME}" in shown and f"k {BLOBS}  silhouette" in shown, shown
 
 
 def test_a_canary_whose_inertia_regresses_is_rolled_back(
@@ -148,6 +151,9 @@ def test_a_canary_whose_inertia_regresses_is_rolled_back(
     assert failed and failed[-1]["check"] == "inertia-ratio" and failed[-1]["value"] > 1.2
     # The stable keeps answering through the Service.
     assert len(_assign(kubectl, model[:2].tolist())["results"]) == 2
+    history = kubectl_knn(kubectl, "-n", NS, "history", f"clm/{NAME}")
+    print(f"\n$ kubectl knn -n {NS} history clm/{NAME}\n{history}")
+    assert "SILHOUETTE" in history and "RolledBack" in history, history
 
 
 def test_the_example_cluster_model_is_served(cluster: Cluster, kubectl: Kubectl) -> None:

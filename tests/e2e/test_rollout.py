@@ -10,12 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import subprocess
-import sys
 import threading
 import urllib.parse
 import urllib.request
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,15 +25,14 @@ from knn_devtools.synthetic import clustered
 from knn_devtools.tools import REPO_ROOT
 
 if TYPE_CHECKING:
-    from tests.e2e.e2e_support import index_status, wait_for, wait_index
+    from tests.e2e.e2e_support import index_status, kubectl_knn, wait_for, wait_index
 else:
-    from e2e_support import index_status, wait_for, wait_index
+    from e2e_support import index_status, kubectl_knn, wait_for, wait_index
 
 NAME, NS = "catalog", "demo"
 EXAMPLE = REPO_ROOT / "examples" / "local-cluster" / "products.yaml"
 VECTORS, DIMENSION = 20_000, 64
 STABLE_EF, GOOD_EF, BAD_EF = 64, 128, 12
-KUBECTL_KNN = Path(sys.executable).parent / "kubectl-knn"
 
 
 def _status(kubectl: Kubectl) -> dict[str, Any]:
@@ -48,15 +44,7 @@ def _wait(kubectl: Kubectl, what: str, check: Any, timeout: float = 300) -> dict
 
 
 def knn_status(kubectl: Kubectl) -> str:
-    """`kubectl knn status` as a user runs it (the plugin on PATH next to kubectl)."""
-    env = dict(os.environ)
-    env["KUBECONFIG"] = str(kubectl.kubeconfig)
-    env["PATH"] = f"{kubectl.binary.parent}{os.pathsep}{env.get('PATH', '')}"
-    done = subprocess.run(
-        [str(KUBECTL_KNN), "-n", NS, "status", NAME],
-        capture_output=True, text=True, env=env, timeout=60, check=True,
-    )  # fmt: skip
-    return done.stdout
+    return kubectl_knn(kubectl, "-n", NS, "status", NAME)
 
 
 class Traffic:

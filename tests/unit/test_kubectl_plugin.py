@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
+from knn_operator.kubectl_plugin.main import target
 from knn_operator.kubectl_plugin.render import history_view, status_view, table
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, 30, tzinfo=dt.UTC)
@@ -99,3 +101,66 @@ def test_status_shows_the_retraining_triggers() -> None:
     assert "Drift:      2.345 (Above since 5m30s ago), threshold 1.5 for 5m" in text
     assert "Rebuilt:    Drift 30s ago -> version v2, value 2.345" in text
     assert "Schedule" not in status_view(INDEX, NOW)
+
+
+MODEL: dict[str, Any] = {
+    "kind": "ClusterModel",
+    "metadata": {"name": "segments", "namespace": "demo"},
+    "spec": {},
+    "status": {
+        "phase": "Serving",
+        "stableRevision": "v2-ccccc",
+        "clusters": 4,
+        "silhouette": 0.712345,
+        "inertia": 4321.5,
+        "revisions": [
+            {"revision": "v2-ccccc", "version": "v2", "workers": 1, "state": "Stable",
+             "since": "2026-12-01T12:00:00Z"},
+        ],
+        "builds": [
+            {"version": "v2", "outcome": "Succeeded", "vectors": 20000, "clusters": 4,
+             "silhouette": 0.712345, "inertia": 4321.5},
+        ],
+    },
+}  # fmt: skip
+
+
+def test_a_models_status_shows_k_and_silhouette_not_efsearch() -> None:
+    text = status_view(MODEL, NOW)
+    assert "Name:       ClusterModel segments  (namespace demo)" in text
+    assert "Stable:     v2-ccccc  workers 1  k 4  silhouette 0.7123  inertia 4321.5" in text
+    assert "efSearch" not in text and "recall" not in text
+
+
+def test_a_models_history_has_its_own_columns() -> None:
+    text = history_view(MODEL, NOW)
+    assert "REVISION  VERSION  STATE   SINCE    MESSAGE" in text
+    assert "VERSION  OUTCOME    VECTORS  K  SILHOUETTE  INERTIA  FINISHED  MESSAGE" in text
+    assert "v2       Succeeded  20000    4  0.712345    4321.5   -" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("products", ("knnindex", "products")),
+        ("knn/products", ("knnindex", "products")),
+        ("KnnIndex/products", ("knnindex", "products")),
+        ("clm/segments", ("clustermodel", "segments")),
+        ("clustermodels.knn.dev/segments", ("clustermodel", "segments")),
+    ],
+)
+def test_targets_are_spelled_as_kubectl_spells_them(text: str, expected: tuple[str, str]) -> None:
+    assert target(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("deployment/products", "'deployment' is not a KnnIndex or ClusterModel type"),
+        ("clm/", "'clm/' names no object"),
+    ],
+)
+def test_other_types_and_no_name_are_refused_naming_them(text: str, message: str) -> None:
+    with pytest.raises(SystemExit) as refused:
+        target(text)
+    assert message in str(refused.value) and "clm/NAME" in str(refused.value)

@@ -1,6 +1,7 @@
 """`kubectl knn` (console script `kubectl-knn`): status, history and rollout
-actions for KnnIndex objects. It runs the real `kubectl`, so the user's
-kubeconfig, context and credentials apply exactly as for kubectl itself."""
+actions for KnnIndex and ClusterModel objects (`NAME` or `knn/NAME` for an index,
+`clm/NAME` for a model, as kubectl spells them). It runs the real `kubectl`, so
+the user's kubeconfig, context and credentials apply exactly as for kubectl itself."""
 
 from __future__ import annotations
 
@@ -23,6 +24,32 @@ ACTIONS = {
 }
 
 
+# kubectl's spellings of the two kinds (plural, singular, short), case-insensitive.
+KINDS = {
+    **dict.fromkeys(("knn", "knnindex", "knnindexes", "knnindexes.knn.dev"), "knnindex"),
+    **dict.fromkeys(
+        ("clm", "clustermodel", "clustermodels", "clustermodels.knn.dev"), "clustermodel"
+    ),
+}
+TARGET = "NAME (a KnnIndex), knn/NAME or clm/NAME (a ClusterModel)"
+
+
+def target(text: str) -> tuple[str, str]:
+    """(resource, name) of `NAME` or `TYPE/NAME`; exits with a message for another type."""
+    kind, sep, name = text.rpartition("/")
+    if not sep:
+        return "knnindex", text
+    resource = KINDS.get(kind.lower())
+    if resource is None:
+        raise SystemExit(
+            f"kubectl knn: {text!r}: {kind!r} is not a KnnIndex or ClusterModel type "
+            f"(expected {TARGET})"
+        )
+    if not name:
+        raise SystemExit(f"kubectl knn: {text!r} names no object (expected {TARGET})")
+    return resource, name
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kubectl knn", description=__doc__)
     p.add_argument("-n", "--namespace", help="namespace (default: the context's)")
@@ -32,9 +59,9 @@ def _parser() -> argparse.ArgumentParser:
         ("status", "the rollout: revisions, weights, step, last measurements"),
         ("history", "revisions and builds"),
     ):
-        sub.add_parser(name, help=text).add_argument("name", help="KnnIndex name")
+        sub.add_parser(name, help=text).add_argument("name", help=TARGET)
     for name, (_, text) in ACTIONS.items():
-        sub.add_parser(name, help=text).add_argument("name", help="KnnIndex name")
+        sub.add_parser(name, help=text).add_argument("name", help=TARGET)
     return p
 
 
@@ -55,17 +82,18 @@ def _kubectl(args: argparse.Namespace, *rest: str) -> subprocess.CompletedProces
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    resource, name = target(args.name)
     now = dt.datetime.now(dt.UTC)
     if args.command in ACTIONS:
         key, _ = ACTIONS[args.command]
         # A new value each time: the operator acts on a value it has not handled yet.
         value = now.isoformat(timespec="seconds").replace("+00:00", "Z")
-        _kubectl(args, "annotate", "knn", args.name, f"{key}={value}", "--overwrite")
-        print(f"knnindex/{args.name}: {args.command} requested ({key}={value})")
+        _kubectl(args, "annotate", resource, name, f"{key}={value}", "--overwrite")
+        print(f"{resource}/{name}: {args.command} requested ({key}={value})")
         return 0
-    index = json.loads(_kubectl(args, "get", "knn", args.name, "-o", "json").stdout)
+    obj = json.loads(_kubectl(args, "get", resource, name, "-o", "json").stdout)
     view = status_view if args.command == "status" else history_view
-    print(view(index, now))
+    print(view(obj, now))
     return 0
 
 

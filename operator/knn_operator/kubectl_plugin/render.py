@@ -1,5 +1,5 @@
-"""Readable views of a KnnIndex's status for `kubectl knn`. Pure: the object and
-the time come in, text goes out."""
+"""Readable views of a KnnIndex's or a ClusterModel's status for `kubectl knn`.
+Pure: the object and the time come in, text goes out."""
 
 from __future__ import annotations
 
@@ -36,11 +36,30 @@ def _span(seconds: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
+def _is_model(obj: Obj) -> bool:
+    return obj.get("kind") == "ClusterModel"
+
+
 def _revision_line(rev: Obj | None, extra: str = "") -> str:
     if rev is None:
         return "-"
-    workers = rev.get("workers")
-    return f"{rev['revision']}  efSearch {rev.get('efSearch')}  workers {workers}" + extra
+    # A model's revisions have no efSearch: nothing else differs between two of them.
+    ef = f"  efSearch {rev['efSearch']}" if rev.get("efSearch") is not None else ""
+    return f"{rev['revision']}{ef}  workers {rev.get('workers')}" + extra
+
+
+def _quality(obj: Obj) -> str:
+    """What the stable version measured: an index's recall, a model's k and silhouette."""
+    st: Obj = obj.get("status") or {}
+    if _is_model(obj):
+        parts = [f"k {st['clusters']}"] if st.get("clusters") is not None else []
+        if st.get("silhouette") is not None:
+            parts.append(f"silhouette {st['silhouette']:.4f}")
+        if st.get("inertia") is not None:
+            parts.append(f"inertia {st['inertia']:.6g}")
+        return "".join(f"  {p}" for p in parts)
+    recall = st.get("recall")
+    return f"  recall {recall:.4f}" if recall is not None else ""
 
 
 def _step_line(spec: Obj, status: Obj, now: dt.datetime) -> str:
@@ -72,12 +91,11 @@ def status_view(index: Obj, now: dt.datetime) -> str:
     meta, spec, st = index["metadata"], index.get("spec") or {}, index.get("status") or {}
     revs = {r["revision"]: r for r in st.get("revisions") or []}
     stable, canary = st.get("stableRevision"), st.get("canaryRevision")
-    recall = st.get("recall")
+    kind = "ClusterModel " if _is_model(index) else ""
     lines = [
-        f"Name:       {meta['name']}  (namespace {meta.get('namespace', '')})",
+        f"Name:       {kind}{meta['name']}  (namespace {meta.get('namespace', '')})",
         f"Phase:      {st.get('phase', '-')}" + (f"  {st['message']}" if st.get("message") else ""),
-        "Stable:     "
-        + _revision_line(revs.get(stable), f"  recall {recall:.4f}" if recall is not None else ""),
+        "Stable:     " + _revision_line(revs.get(stable), _quality(index)),
     ]
     if canary:
         state = st.get("rollout") or {}
@@ -156,29 +174,26 @@ def _analysis_lines(spec: Obj, st: Obj, now: dt.datetime) -> list[str]:
     return out
 
 
-def history_view(index: Obj, now: dt.datetime) -> str:
-    st = index.get("status") or {}
-    rows = [["REVISION", "VERSION", "EFSEARCH", "STATE", "SINCE", "MESSAGE"]]
+def history_view(obj: Obj, now: dt.datetime) -> str:
+    st = obj.get("status") or {}
+    model = _is_model(obj)
+    rows = [["REVISION", "VERSION", *([] if model else ["EFSEARCH"]), "STATE", "SINCE", "MESSAGE"]]
     for r in st.get("revisions") or []:
-        rows.append(
-            [
-                r["revision"],
-                r["version"],
-                str(r.get("efSearch")),
-                r["state"],
-                _ago(r.get("since"), now),
-                r.get("message") or "",
-            ]
-        )
-    builds = [["VERSION", "OUTCOME", "VECTORS", "RECALL", "EFSEARCH", "FINISHED", "MESSAGE"]]
+        ef = [] if model else [str(r.get("efSearch"))]
+        since = _ago(r.get("since"), now)
+        rows.append([r["revision"], r["version"], *ef, r["state"], since, r.get("message") or ""])
+    # What each build measured: recall at an efSearch, or k, silhouette and inertia.
+    measured = ["K", "SILHOUETTE", "INERTIA"] if model else ["RECALL", "EFSEARCH"]
+    builds = [["VERSION", "OUTCOME", "VECTORS", *measured, "FINISHED", "MESSAGE"]]
     for b in st.get("builds") or []:
+        keys = ("clusters", "silhouette", "inertia") if model else ("recall", "efSearch")
+        values = ["-" if b.get(key) is None else f"{b[key]:.6g}" for key in keys]
         builds.append(
             [
                 b["version"],
                 b["outcome"],
                 str(b.get("vectors") or "-"),
-                str(b.get("recall") or "-"),
-                str(b.get("efSearch") or "-"),
+                *values,
                 _ago(b.get("finished"), now),
                 (b.get("message") or "")[:60],
             ]
