@@ -2,7 +2,9 @@
 
 Two fuzzers, both bounded: schemathesis generating requests (positive and negative)
 from the server's own /openapi.json for every operation, and a seeded fuzzer of raw
-bodies (random bytes, truncated and mutated JSON, deep nesting, huge numbers).
+bodies (random bytes, truncated and mutated JSON, deep nesting, huge numbers), sent to
+an index's /v1/query and to a k-means model's /v1/assign (its schemathesis run is in
+test_kmeans_serve.py).
 """
 
 from __future__ import annotations
@@ -38,6 +40,18 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sv.KnnServ
     args = ["--max-body-bytes", str(MAX_BODY), "--max-batch", str(MAX_BATCH)]
     args += ["--max-ef", str(MAX_EF)]
     with sv.serve(art.directory, tmp / "logs", args=args) as server:
+        yield server
+        server.child.check_running()
+        assert "Traceback" not in server.child.stderr(), server.child.stderr_tail(80)
+
+
+@pytest.fixture(scope="module")
+def fuzz_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sv.ModelServe]:
+    tmp = tmp_path_factory.mktemp("fuzz-model")
+    data = np.random.default_rng(42).standard_normal((COUNT, DIM), dtype=np.float32)
+    model = sv.build_kmeans_artifact(tmp, data, clusters=3, probe_points=50)
+    args = ["--max-body-bytes", str(MAX_BODY), "--max-batch", str(MAX_BATCH)]
+    with sv.serve_model(model.directory, tmp / "logs", args=args) as server:
         yield server
         server.child.check_running()
         assert "Traceback" not in server.child.stderr(), server.child.stderr_tail(80)
@@ -248,7 +262,10 @@ CONTENT_TYPES = [
 QUERY_VALUES = ["1", "5", "0", "-1", "300", "1e3", "", "x", "9" * 50, "٣", "5.0", "true"]
 
 
-def test_raw_bodies_never_get_a_5xx(fuzz_server: sv.KnnServe) -> None:
+@pytest.mark.parametrize("route", ["/v1/query", "/v1/assign"])
+def test_raw_bodies_never_get_a_5xx(route: str, request: pytest.FixtureRequest) -> None:
+    fixture = "fuzz_server" if route == "/v1/query" else "fuzz_model"
+    fuzz_server: sv.KnnServe = request.getfixturevalue(fixture)
     rng = random.Random(20240601)
     deadline = time.monotonic() + RAW_SECONDS
     statuses: dict[int, int] = {}
@@ -259,7 +276,7 @@ def test_raw_bodies_never_get_a_5xx(fuzz_server: sv.KnnServe) -> None:
             ct = rng.choice(CONTENT_TYPES)
             headers = {} if ct is None else {"content-type": ct}
             params = {name: rng.choice(QUERY_VALUES) for name in ("k", "ef") if rng.random() < 0.4}
-            r = c.post("/v1/query", content=body, headers=headers, params=params)
+            r = c.post(route, content=body, headers=headers, params=params)
             statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
             assert r.status_code < 500, (body[:300], ct, params, r.status_code, r.text[:300])
             assert r.headers["content-type"] == "application/json"
