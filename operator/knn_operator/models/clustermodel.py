@@ -22,7 +22,7 @@ from .knnindex import (
     Storage,
     WorkloadStatus,
 )
-from .rebuild import Rebuild
+from .rebuild import ON_DRIFT_NEEDS_PROMETHEUS, Rebuild
 
 
 class ClustersRange(Model):
@@ -130,13 +130,7 @@ class ClusterModelSpec(Model):
     )
 
     model_config = validations(
-        cel(
-            "!has(self.rebuild.onDrift) || has(self.rebuild.onDrift.prometheus)"
-            " || has(self.rollout.analysis)",
-            "rebuild.onDrift needs a Prometheus: set rebuild.onDrift.prometheus or "
-            "rollout.analysis",
-            field_path=".rebuild.onDrift",
-        ),
+        ON_DRIFT_NEEDS_PROMETHEUS,
         cel(
             "!has(self.source.ids) && !has(self.source.idColumn)",
             "source.ids and source.idColumn do not apply to a ClusterModel "

@@ -30,7 +30,7 @@ from .common import (
 from .prometheus import PrometheusAuth as PrometheusAuth
 from .prometheus import PrometheusProvider as PrometheusProvider
 from .prometheus import SecretKey as SecretKey
-from .rebuild import DriftStatus, LastRebuild, Rebuild
+from .rebuild import ON_DRIFT_NEEDS_PROMETHEUS, DriftStatus, LastRebuild, Rebuild
 
 Metric = Literal["l2", "ip", "cosine"]
 SourceFormat = Literal["npy", "fvecs", "bvecs", "parquet"]
@@ -511,13 +511,7 @@ class KnnIndexSpec(Model):
             "give ids either as source.ids or as source.idColumn, not both",
             field_path=".source.ids",
         ),
-        cel(
-            "!has(self.rebuild.onDrift) || has(self.rebuild.onDrift.prometheus)"
-            " || has(self.rollout.analysis)",
-            "rebuild.onDrift needs a Prometheus: set rebuild.onDrift.prometheus or "
-            "rollout.analysis",
-            field_path=".rebuild.onDrift",
-        ),
+        ON_DRIFT_NEEDS_PROMETHEUS,
         cel(
             "!has(self.rollout.analysis) || (!has(self.rollout.analysis.thresholds.maxProbeInertia)"
             " && !has(self.rollout.analysis.thresholds.maxInertiaRatio))",

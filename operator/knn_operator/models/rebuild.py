@@ -128,3 +128,13 @@ class DriftStatus(Model):
         default=None, description="Since when every measurement has been above the threshold"
     )
     message: str = Field(default="", max_length=1024)
+
+
+# A rule of the spec that holds `rebuild` (both kinds): without a Prometheus address
+# the drift query could never run.
+ON_DRIFT_NEEDS_PROMETHEUS = cel(
+    "!has(self.rebuild.onDrift) || has(self.rebuild.onDrift.prometheus)"
+    " || has(self.rollout.analysis)",
+    "rebuild.onDrift needs a Prometheus: set rebuild.onDrift.prometheus or rollout.analysis",
+    field_path=".rebuild.onDrift",
+)
