@@ -36,6 +36,8 @@ CLUSTER_DRIFT_WINDOW: Final = "knn_cluster_drift_window_assignments"
 CLUSTER_DISTANCE_RATIO: Final = "knn_cluster_distance_ratio"
 # Mean squared distance of the probe points to their centroids, as served.
 CLUSTER_PROBE_INERTIA: Final = "knn_cluster_probe_inertia_mean"
+# Silhouette of the probe points labelled by their served assignments.
+CLUSTER_PROBE_SILHOUETTE: Final = "knn_cluster_probe_silhouette"
 CLUSTER_CENTROIDS: Final = "knn_cluster_centroids"  # clusters of the loaded model
 
 # Identity labels every series carries, set by the server itself so analysis

@@ -92,6 +92,8 @@ CHECK_RECALL_DROP: Final = "recall-drop"  # stable recall - canary recall
 # (knn_cluster_probe_inertia_mean), and canary / stable of it.
 CHECK_PROBE_INERTIA: Final = "probe-inertia"
 CHECK_INERTIA_RATIO: Final = "inertia-ratio"
+# ClusterModel: silhouette of the probe points as served (knn_cluster_probe_silhouette).
+CHECK_PROBE_SILHOUETTE: Final = "probe-silhouette"
 BUILTIN_CHECKS: Final = (
     CHECK_LATENCY,
     CHECK_ERROR_RATE,
@@ -101,6 +103,7 @@ BUILTIN_CHECKS: Final = (
     CHECK_RECALL_DROP,
     CHECK_PROBE_INERTIA,
     CHECK_INERTIA_RATIO,
+    CHECK_PROBE_SILHOUETTE,
 )
 
 # --- condition and Event reasons ----------------------------------------------------------------

@@ -52,5 +52,31 @@ def inertia(distances: F64) -> float:
     return float(np.square(distances).sum())
 
 
+def silhouette(points: npt.NDArray[np.floating], labels: I64) -> float | None:
+    """Mean silhouette of `points` labelled `labels` (Euclidean; scikit-learn's
+    definition: a point alone in its cluster scores 0), or None when the labels name
+    fewer than two clusters, where it is undefined. Quadratic in the points: for a
+    probe set of hundreds, not for training data."""
+    x = np.asarray(points, dtype=np.float64)
+    n = x.shape[0]
+    present, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    if present.shape[0] < 2 or present.shape[0] >= n:
+        return None
+    norms = (x * x).sum(axis=1)
+    d = np.sqrt(np.maximum(norms[:, None] - 2.0 * (x @ x.T) + norms[None, :], 0.0))
+    np.fill_diagonal(d, 0.0)
+    # Sum of distances from each point to each cluster's members: (n, clusters).
+    one_hot = np.zeros((n, present.shape[0]))
+    one_hot[np.arange(n), inverse] = 1.0
+    sums = d @ one_hot
+    own = sizes[inverse]
+    a = sums[np.arange(n), inverse] / np.maximum(own - 1, 1)
+    others = sums / sizes[None, :]
+    others[np.arange(n), inverse] = np.inf
+    b = others.min(axis=1)
+    s = np.where(own > 1, (b - a) / np.maximum(np.maximum(a, b), np.finfo(np.float64).tiny), 0.0)
+    return float(s.mean())
+
+
 def cluster_sizes(labels: I64, clusters: int) -> list[int]:
     return [int(c) for c in np.bincount(labels, minlength=clusters)]

@@ -45,7 +45,12 @@ VALID: Spec = {
         "steps": [{"setWeight": 50}, {"pause": {"duration": "60s"}}],
         "analysis": {
             "prometheus": {"address": "http://prometheus.monitoring:9090"},
-            "thresholds": {"p95LatencyMs": 50, "maxProbeInertia": 4.0, "maxInertiaRatio": 1.1},
+            "thresholds": {
+                "p95LatencyMs": 50,
+                "maxProbeInertia": 4.0,
+                "maxInertiaRatio": 1.1,
+                "minProbeSilhouette": 0.3,
+            },
         },
     },
 }
@@ -177,8 +182,11 @@ def test_invalid_cluster_model_is_refused_naming_the_field(
     assert ops.get(kubectl, "clm", "invalid", crd_namespace) is None
 
 
-def test_an_index_refuses_the_models_inertia_thresholds(
-    kubectl: Kubectl, crd_namespace: str
+@pytest.mark.parametrize(
+    "threshold", [{"maxProbeInertia": 3.0}, {"maxInertiaRatio": 1.1}, {"minProbeSilhouette": 0.2}]
+)
+def test_an_index_refuses_the_models_thresholds(
+    kubectl: Kubectl, crd_namespace: str, threshold: Spec
 ) -> None:
     index = ops.knn_index(
         "inertia",
@@ -186,7 +194,7 @@ def test_an_index_refuses_the_models_inertia_thresholds(
             "rollout": {
                 "analysis": {
                     "prometheus": {"address": "http://prom:9090"},
-                    "thresholds": {"maxProbeInertia": 3.0},
+                    "thresholds": threshold,
                 }
             }
         },
@@ -194,7 +202,10 @@ def test_an_index_refuses_the_models_inertia_thresholds(
     code, stderr = _apply(kubectl, crd_namespace, index)
     assert code != 0
     assert "spec.rollout.analysis.thresholds" in stderr, stderr
-    assert "maxProbeInertia and maxInertiaRatio apply to a ClusterModel only" in stderr, stderr
+    assert (
+        "maxProbeInertia, maxInertiaRatio and minProbeSilhouette apply to a ClusterModel only"
+        in stderr
+    ), stderr
 
 
 # -- the operator's story -----------------------------------------------------------

@@ -17,7 +17,10 @@ import numpy.typing as npt
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from knn_contracts.kmeans import CENTROIDS_FILE, KMEANS_PROBES_FILE
+from knn_serving.artifact import KMeansProbes
 from scipy.stats import entropy
+from sklearn.metrics import silhouette_score
 
 if TYPE_CHECKING:  # mypy resolves modules from the repository root...
     from tests.dataplane import datasets as ds
@@ -200,6 +203,19 @@ def test_drift_metrics(model: Model, tmp_path: Path) -> None:
 def test_probe_inertia_gauge(model: Model, server: sv.ModelServe) -> None:
     value = gauge(server.metrics_text(), "knn_cluster_probe_inertia_mean")
     assert value == pytest.approx(model.art.manifest.validation.probe_inertia_mean, rel=1e-9)
+
+
+def test_probe_silhouette_gauge_is_scikit_learns(model: Model, server: sv.ModelServe) -> None:
+    """Against scikit-learn's silhouette_score of the artifact's probe points, each
+    labelled with its nearest centroid by a brute force of full differences."""
+    directory = model.art.directory
+    probes = KMeansProbes.load(directory / KMEANS_PROBES_FILE).points.astype(np.float64)
+    centroids = np.load(directory / CENTROIDS_FILE).astype(np.float64)
+    labels = ((probes[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+    expected = float(silhouette_score(probes, labels))
+    value = gauge(server.metrics_text(), "knn_cluster_probe_silhouette")
+    assert value == pytest.approx(expected, abs=1e-9)
+    assert value is not None and value > 0.5  # the model's blobs are well separated
 
 
 def test_exposition_passes_promtool(server: sv.ModelServe) -> None:

@@ -156,6 +156,43 @@ def test_a_canary_whose_inertia_regresses_is_rolled_back(
     assert "SILHOUETTE" in history and "RolledBack" in history, history
 
 
+def test_a_canary_that_splits_real_clusters_is_rolled_back_on_its_silhouette(
+    kubectl: Kubectl, model: np.ndarray[Any, Any]
+) -> None:
+    """k=12 on six blobs halves each of them: its probe points sit closer to their
+    centroids than the stable's (inertia ratio below 1, a pass), but the halves of a
+    blob are not apart (silhouette near 0): minProbeSilhouette rolls it back."""
+    before = _status(kubectl)
+    rollout = {
+        "steps": [{"setWeight": 50}, {"pause": {"duration": "10s"}}],
+        "analysis": {
+            "prometheus": {"address": PROMETHEUS_IN_CLUSTER, "timeout": "2s"},
+            "interval": "4s",
+            "scrapeInterval": "2s",
+            "failureLimit": 0,
+            "inconclusiveLimit": 30,
+            "thresholds": {"maxInertiaRatio": 1.2, "minProbeSilhouette": 0.5},
+        },
+    }
+    earlier = (before.get("rolledBack") or {}).get("revision")
+    patch = {"spec": _spec(2 * BLOBS, **rollout)}
+    kubectl.run("-n", NS, "patch", "clm", NAME, "--type=merge", "-p", json.dumps(patch))
+    rolled = _wait(
+        kubectl,
+        "the k=12 canary rolled back",
+        lambda s: (s.get("rolledBack") or {}).get("revision") not in (None, earlier),
+    )
+    rb = rolled["rolledBack"]
+    print(f"\nrolled back: {rb['message']}")
+    assert rb["cause"] == "AnalysisFailed" and "probe-silhouette" in rb["message"], rb
+    assert rolled["stableRevision"] == before["stableRevision"]
+    last = {m["check"]: m for m in rolled["analysis"]["lastMeasurements"]}
+    silhouette, ratio = last["probe-silhouette"], last["inertia-ratio"]
+    print(f"probe silhouette {silhouette['value']:.4f}, inertia ratio {ratio['value']:.4f}")
+    assert silhouette["result"] == "Failed" and silhouette["value"] < 0.5
+    assert ratio["result"] == "Successful" and ratio["value"] < 1.0, ratio
+
+
 def test_the_example_cluster_model_is_served(cluster: Cluster, kubectl: Kubectl) -> None:
     """examples/local-cluster/segments.yaml as a user applies it, on the demo's dataset:
     k chosen by silhouette in its range. Its `kubectl get clm` is the README's."""

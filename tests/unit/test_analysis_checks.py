@@ -42,6 +42,7 @@ def test_every_builtin_check_and_custom_metrics_in_order() -> None:
             "maxRecallDrop": 0.02,
             "maxProbeInertia": 4.0,
             "maxInertiaRatio": 1.1,
+            "minProbeSilhouette": 0.3,
         },
         metrics=[{"name": "qps", "query": "sum(rate(x[1m]))", "min": 1}],
     )
@@ -128,3 +129,15 @@ def test_a_models_inertia_checks_select_its_series_by_the_model_label() -> None:
     # Without a stable there is nothing to compare with.
     alone = checks_for(a, canary, None, probe_interval_seconds=60)
     assert [c.name for c in alone] == [names.CHECK_PROBE_INERTIA]
+
+
+def test_a_models_silhouette_check_takes_the_worst_pod() -> None:
+    canary = Revision("shop", "segments", "v2-abcde", "model")
+    a = analysis(thresholds={"minProbeSilhouette": 0.4})
+    [check] = checks_for(a, canary, None, probe_interval_seconds=60)
+    assert check == Check(
+        names.CHECK_PROBE_SILHOUETTE,
+        "v2-abcde",
+        'min(knn_cluster_probe_silhouette{namespace="shop",model="segments",version="v2-abcde"})',
+        min=0.4,
+    )

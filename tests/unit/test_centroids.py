@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from knn_serving.centroids import cluster_sizes, inertia, nearest_centroid
+from knn_serving.centroids import cluster_sizes, inertia, nearest_centroid, silhouette
+from sklearn.metrics import silhouette_score
 
 
 def brute(x: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -37,3 +38,25 @@ def test_uint8_rows_and_inertia_and_sizes() -> None:
     assert labels.tolist() == [0, 0, 1]
     assert inertia(dist) == pytest.approx(2.0)
     assert cluster_sizes(labels, 3) == [2, 1, 0]
+
+
+@pytest.mark.parametrize(("n", "k", "seed"), [(40, 2, 1), (300, 7, 2), (12, 11, 3)])
+def test_silhouette_is_scikit_learns(n: int, k: int, seed: int) -> None:
+    """Random labels (so some clusters are singletons or tiny) and blobs."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 5)) * 3 + 50.0  # far from the origin, as real data can be
+    labels = rng.integers(0, k, n)
+    labels[:2] = [0, 1]  # at least two clusters
+    assert silhouette(x, labels) == pytest.approx(silhouette_score(x, labels), abs=1e-9)
+    centres = rng.standard_normal((k, 5)) * 20
+    blob_labels = np.arange(n) % k
+    blobs = centres[blob_labels] + rng.standard_normal((n, 5))
+    assert silhouette(blobs, blob_labels) == pytest.approx(
+        silhouette_score(blobs, blob_labels), abs=1e-9
+    )
+
+
+def test_silhouette_is_undefined_for_one_cluster_or_one_point_each() -> None:
+    x = np.arange(12, dtype=np.float64).reshape(6, 2)
+    assert silhouette(x, np.zeros(6, dtype=np.int64)) is None
+    assert silhouette(x, np.arange(6, dtype=np.int64)) is None

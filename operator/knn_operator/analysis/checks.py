@@ -86,6 +86,9 @@ def checks_for(
     if stable is not None and t.max_inertia_ratio is not None:
         q = promql.inertia_ratio(canary, stable)
         out.append(Check(names.CHECK_INERTIA_RATIO, v, q, max=t.max_inertia_ratio))
+    if t.min_probe_silhouette is not None:
+        q = promql.probe_silhouette(canary)
+        out.append(Check(names.CHECK_PROBE_SILHOUETTE, v, q, min=t.min_probe_silhouette))
     out += [
         Check(m.name, v, promql.template(m.query, canary, stable), min=m.min, max=m.max)
         for m in analysis.metrics

@@ -134,6 +134,12 @@ def probe_inertia(rev: Revision) -> str:
     return f"avg({names.CLUSTER_PROBE_INERTIA}{rev.matchers()})"
 
 
+def probe_silhouette(rev: Revision) -> str:
+    """A k-means revision's probe points labelled by its own assignments: their
+    silhouette, the worst of the revision's pods (all load the same probes)."""
+    return f"min({names.CLUSTER_PROBE_SILHOUETTE}{rev.matchers()})"
+
+
 def inertia_ratio(canary: Revision, stable: Revision) -> str:
     """canary probe inertia / stable probe inertia (above 1 when the canary fits worse).
     Each replays its own version's probes: both are drawn from the same source, so

@@ -151,7 +151,8 @@ class ClusterModelSpec(Model):
             )
             + ")",
             "rollout.analysis.thresholds minRecall, minLiveRecall and maxRecallDrop apply to a "
-            "KnnIndex only; a ClusterModel is judged on maxProbeInertia and maxInertiaRatio",
+            "KnnIndex only; a ClusterModel is judged on maxProbeInertia, maxInertiaRatio and "
+            "minProbeSilhouette",
             field_path=".rollout.analysis.thresholds",
         ),
         cel(

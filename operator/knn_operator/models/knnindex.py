@@ -330,6 +330,17 @@ class Thresholds(Model):
         description="ClusterModel only: most canary probe inertia / stable probe inertia "
         "(e.g. 1.1: at most 10% worse)",
     )
+    min_probe_silhouette: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="ClusterModel only: least silhouette of the canary's probe points "
+        "labelled by its own assignments, as its servers measure it when they load the "
+        "model (knn_cluster_probe_silhouette); measurable without traffic",
+    )
+
+
+_MODEL_ONLY_THRESHOLDS = ("maxProbeInertia", "maxInertiaRatio", "minProbeSilhouette")
 
 
 class CustomMetric(Model):
@@ -513,10 +524,13 @@ class KnnIndexSpec(Model):
         ),
         ON_DRIFT_NEEDS_PROMETHEUS,
         cel(
-            "!has(self.rollout.analysis) || (!has(self.rollout.analysis.thresholds.maxProbeInertia)"
-            " && !has(self.rollout.analysis.thresholds.maxInertiaRatio))",
-            "rollout.analysis.thresholds.maxProbeInertia and maxInertiaRatio apply to a "
-            "ClusterModel only",
+            "!has(self.rollout.analysis) || !("
+            + " || ".join(
+                f"has(self.rollout.analysis.thresholds.{t})" for t in _MODEL_ONLY_THRESHOLDS
+            )
+            + ")",
+            "rollout.analysis.thresholds maxProbeInertia, maxInertiaRatio and "
+            "minProbeSilhouette apply to a ClusterModel only",
             field_path=".rollout.analysis.thresholds",
         ),
     )

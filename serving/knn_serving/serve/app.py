@@ -26,6 +26,7 @@ from knn_contracts.artifact import INDEX_FILE
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..centroids import silhouette
 from ..drift import DriftTracker, QueryDrift
 from ..errors import ArtifactError
 from ..hnswfile import map_vectors
@@ -40,6 +41,7 @@ from .requests import Limits, Query, RequestError, parse
 log = logging.getLogger("knn-serve")
 
 JSON = "application/json"
+SILHOUETTE_PROBES = 1_000
 
 
 @dataclass
@@ -293,6 +295,11 @@ async def _load_model(state: State, loaded: LoadedModel) -> None:
                 points.shape[0],
             )
         cluster_metrics.set_probe_inertia(float(np.square(distances).mean()))
+        # Quadratic in the points: the first SILHOUETTE_PROBES (the probes are a random
+        # sample already) bound it to a few MiB and milliseconds.
+        score = silhouette(points[:SILHOUETTE_PROBES], labels[:SILHOUETTE_PROBES])
+        if score is not None:  # undefined when the probes fall into one cluster
+            cluster_metrics.set_probe_silhouette(score)
     state.cluster_metrics = cluster_metrics
     state.drift = DriftTracker(m.cluster_sizes, m.distances.mean, s.drift_window)
     state.assigner = assigner

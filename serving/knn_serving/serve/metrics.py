@@ -270,6 +270,13 @@ class ClusterMetrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.probe_silhouette = Gauge(
+            names.CLUSTER_PROBE_SILHOUETTE,
+            "Silhouette of the artifact's probe points labelled by their served assignments.",
+            labels,
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.centroids = Gauge(
             names.CLUSTER_CENTROIDS,
             "Clusters of the loaded model.",
@@ -307,3 +314,6 @@ class ClusterMetrics:
 
     def set_probe_inertia(self, value: float) -> None:
         self.probe_inertia.labels(*self._values).set(value)
+
+    def set_probe_silhouette(self, value: float) -> None:
+        self.probe_silhouette.labels(*self._values).set(value)
