@@ -307,3 +307,25 @@ def test_a_weights_write_racing_a_user_edit_keeps_the_edit(
     assert live["spec"]["hostnames"] == ["products.example"]
     refs = live["spec"]["rules"][0]["backendRefs"]
     assert [r["weight"] for r in refs] == [70, 30]
+
+
+def test_a_destination_rule_without_our_subset_is_a_misconfiguration_not_a_missing_route(
+    kubectl: Kubectl, namespace: str, thirdparty_crds: list[str]
+) -> None:
+    dr = destination_rule(namespace)
+    dr["spec"]["subsets"] = dr["spec"]["subsets"][:1]  # "canary" left out
+    ops.apply(kubectl, namespace, virtual_service(namespace), dr)
+    target = route_target(Owner(NAME, namespace, "uid"), "VirtualService", NAME, NAME)
+
+    async def observe() -> Any:
+        kube = await Kube.connect(str(kubectl.kubeconfig))
+        try:
+            return await observe_route(kube, target)
+        finally:
+            await kube.close()
+
+    state = asyncio.run(observe())
+    assert state.reason == "RouteMisconfigured", state
+    assert f"DestinationRule {NAME} has no subset canary" in (state.problem or "")
+    kubectl.run("-n", namespace, "delete", "destinationrule", NAME)
+    assert asyncio.run(observe()).reason == "RouteNotFound"

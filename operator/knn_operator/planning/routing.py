@@ -18,7 +18,7 @@ from ..models.common import Condition
 from ..models.knnindex import RouteStatus, WorkloadStatus
 from ..routers.routes import RouteState
 from ..routers.weighted import WeightedRouter
-from .serving import Serving
+from .serving import ROUTE_NOT_READ, Serving
 from .types import Observed, Plan
 
 # After a write, look again this soon to verify it (routes are not watched).
@@ -123,7 +123,7 @@ def _unusable(
     out: Plan,
 ) -> WorkloadStatus:
     reason = (state.reason if state else None) or rnames.REASON_ROUTE_NOT_FOUND
-    message = (state.problem if state else None) or "the route has not been read"
+    message = (state.problem if state else None) or ROUTE_NOT_READ
     before = next(
         (c for c in obs.status.conditions if c.type == rnames.CONDITION_TRAFFIC_ROUTED), None
     )

@@ -168,13 +168,17 @@ def serving_stage(
     return Serving(target_rec, target, verdict, router, outcome)
 
 
+# Before the first read of a route router's route (or when the read failed).
+ROUTE_NOT_READ = "the route has not been read"
+
+
 def route_blocked(obs: Observed) -> str | None:
     """Why the route a route router needs cannot carry a canary, if it cannot."""
     if route_target_of(obs.spec.rollout.traffic_router, obs.owner) is None:
         return None
     r = obs.route
     if r is None:
-        return "the route has not been read"
+        return ROUTE_NOT_READ
     return r.problem
 
 

@@ -19,6 +19,7 @@ from .routes import (
     RouteTarget,
     RouteWrite,
     forbidden,
+    misconfigured,
     not_found,
     read_route,
     read_subsets,
@@ -43,7 +44,7 @@ async def observe_route(kube: Kube, t: RouteTarget) -> RouteState:
             return not_found(t, f"DestinationRule {t.destination_rule}")
         subsets = read_subsets(dr, t)
         if isinstance(subsets, str):
-            return RouteState(t, reason=not_found(t).reason, problem=subsets)
+            return misconfigured(t, subsets)
         return replace(state, subsets=subsets)
     except KubeError as e:
         if e.status == Forbidden:

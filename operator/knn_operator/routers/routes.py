@@ -118,7 +118,7 @@ def read_http_route(route: Body, t: RouteTarget) -> RouteState:
         # Gateway API's default weight is 1.
         splits.append(share(ours["stable"].get("weight", 1), ours["canary"].get("weight", 1)))
     if not splits:
-        return _misconfigured(t, f"no rule has backendRefs to Services {t.stable} and {t.canary}")
+        return misconfigured(t, f"no rule has backendRefs to Services {t.stable} and {t.canary}")
     return RouteState(
         t,
         weight=splits[0],
@@ -166,7 +166,7 @@ def read_virtual_service(vs: Body, t: RouteTarget) -> RouteState:
         sw, cw = ours["stable"].get("weight"), ours["canary"].get("weight")
         splits.append(share(FULL - (cw or 0) if sw is None else sw, cw or 0))
     if not splits:
-        return _misconfigured(
+        return misconfigured(
             t, f"no http route has destinations with {what}s {t.stable} and {t.canary}"
         )
     return RouteState(
@@ -229,5 +229,5 @@ def forbidden(t: RouteTarget, message: str) -> RouteState:
     )
 
 
-def _misconfigured(t: RouteTarget, why: str) -> RouteState:
+def misconfigured(t: RouteTarget, why: str) -> RouteState:
     return RouteState(t, reason=rnames.REASON_ROUTE_MISCONFIGURED, problem=f"{t.title}: {why}")
