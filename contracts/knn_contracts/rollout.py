@@ -40,6 +40,9 @@ REASON_PAUSED: Final = "Paused"  # at a pause step, or held by inconclusive anal
 REASON_STABLE: Final = "Stable"  # no rollout in progress
 REASON_ROLLED_BACK: Final = "RolledBack"  # a canary was aborted; stable serves
 REASON_BUILD_FAILED: Final = "BuildFailed"
+# The target revision's Deployment stopped progressing (its pods cannot be scheduled or
+# created: ProgressDeadlineExceeded, ReplicaFailure); also the Warning Event's reason.
+REASON_REVISION_STALLED: Final = "RevisionStalled"
 
 # Why a rollout was aborted (status.rolledBack.cause)
 CAUSE_ANALYSIS: Final = "AnalysisFailed"

@@ -39,6 +39,10 @@ class DeploymentState:
     # The Deployment controller's Available condition: no fewer replicas available
     # than the rollout strategy's maxUnavailable allows.
     minimum_available: bool = False
+    # Why the Deployment controller gave up on it, in its words (Progressing=False
+    # after progressDeadlineSeconds: pods that cannot be scheduled or start; or
+    # ReplicaFailure: pods that cannot be created, e.g. over quota); else "".
+    stalled: str = ""
 
     @property
     def is_available(self) -> bool:
@@ -152,4 +156,15 @@ def deployment_state(dep: Body) -> DeploymentState:
         observed_current=int(status.get("observedGeneration") or 0)
         >= int(meta.get("generation") or 0),
         minimum_available=_condition(dep, "Available") is not None,
+        stalled=_stalled(dep),
     )
+
+
+def _stalled(dep: Body) -> str:
+    for c in dep.get("status", {}).get("conditions") or []:
+        failed = c.get("type") == "ReplicaFailure" and c.get("status") == "True"
+        deadline = c.get("type") == "Progressing" and c.get("status") == "False"
+        if failed or deadline:
+            reason, message = c.get("reason") or c["type"], str(c.get("message") or "").strip()
+            return f"{reason}: {message}" if message else str(reason)
+    return ""

@@ -193,6 +193,54 @@ def test_a_canary_that_splits_real_clusters_is_rolled_back_on_its_silhouette(
     assert ratio["result"] == "Successful" and ratio["value"] < 1.0, ratio
 
 
+def test_a_canary_whose_pods_cannot_be_created_is_reported_then_proceeds(
+    kubectl: Kubectl, model: np.ndarray[Any, Any]
+) -> None:
+    """A real fault: a ResourceQuota of zero pods. A serving change (new pod labels: a
+    new revision of the served version, nothing to build) gets a Deployment whose
+    ReplicaSet cannot create its pod; the operator reports the Deployment controller's
+    ReplicaFailure. Without the quota the pod is created and the rollout finishes."""
+    before = _status(kubectl)
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-new-pods", "namespace": NS},
+        "spec": {"hard": {"pods": "0"}},
+    }
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(quota))
+    try:
+        spec = _spec(BLOBS, steps=[{"setWeight": 50}], analysis=None)
+        spec["serving"]["pod"] = {"labels": {"story": "quota"}}
+        kubectl.run(
+            "-n", NS, "patch", "clm", NAME, "--type=merge", "-p", json.dumps({"spec": spec})
+        )
+        stuck = _wait(
+            kubectl,
+            "the canary reported as stalled",
+            lambda s: "cannot become available" in (s.get("message") or ""),
+            timeout=180,
+        )
+    finally:
+        kubectl.run("-n", NS, "delete", "resourcequota", "no-new-pods", check=False)
+    print(
+        f"\n$ kubectl -n {NS} get clm {NAME} -o jsonpath='{{.status.message}}'\n{stuck['message']}"
+    )
+    progressing = next(c for c in stuck["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", "RevisionStalled")
+    assert "FailedCreate" in stuck["message"] and "exceeded quota: no-new-pods" in stuck["message"]
+    assert stuck["stableRevision"] == before["stableRevision"]
+    events = kubectl.json("-n", NS, "get", "events", "--field-selector", "reason=RevisionStalled")
+    assert events["items"] and {e["type"] for e in events["items"]} == {"Warning"}
+    done = _wait(
+        kubectl,
+        "the new revision promoted once its pod can be created",
+        lambda s: s.get("stableRevision") not in (None, before["stableRevision"]),
+        timeout=300,
+    )
+    assert done["phase"] == "Serving" and not done.get("message"), done
+    assert len(_assign(kubectl, model[:2].tolist())["results"]) == 2
+
+
 def test_the_example_cluster_model_is_served(cluster: Cluster, kubectl: Kubectl) -> None:
     """examples/local-cluster/segments.yaml as a user applies it, on the demo's dataset:
     k chosen by silhouette in its range. Its `kubectl get clm` is the README's."""

@@ -59,9 +59,7 @@ def observed(
     by_revision = {}
     for key, d in (deps or {}).items():
         rev = key if "-" in key else revision(s, key, st)
-        by_revision[rev] = DeploymentState(
-            f"products-{rev}", key, d.replicas, d.available, d.updated, d.observed_current
-        )
+        by_revision[rev] = replace(d, name=f"products-{rev}", version=key)
     return Observed(
         OWNER,
         generation,
@@ -782,3 +780,59 @@ def test_a_disruption_budget_takes_a_count_or_a_percent_and_exactly_one(
     with pytest.raises(ValueError):
         DisruptionBudget.model_validate(bad)
     assert DisruptionBudget.model_validate({"maxUnavailable": "25%"}).max_unavailable == "25%"
+
+
+STALLED = 'ProgressDeadlineExceeded: ReplicaSet "products-x" has timed out progressing.'
+
+
+def test_a_canary_that_cannot_become_available_is_reported_once_then_recovers() -> None:
+    s2, v, old, new, st = _mid_rollout()
+    jobs = {v: curved_job(v)}
+    stuck = replace(dep(new, 0, replicas=1), stalled=STALLED)
+    p = plan(observed(s2, st, jobs, {old: dep(old, 2), new: stuck}), SETTINGS, NOW)
+    why = f"revision {new} cannot become available: Deployment products-{new} {STALLED}"
+    progressing = next(c for c in p.status.conditions if c.type == "Progressing")
+    assert (progressing.status, progressing.reason) == ("False", "RevisionStalled")
+    assert progressing.message == why and p.status.message == why
+    assert p.status.phase == "Progressing" and p.status.stable_revision == old
+    assert [e.message for e in p.events if e.reason == "RevisionStalled"] == [why]
+    assert next(e for e in p.events if e.reason == "RevisionStalled").type == "Warning"
+    again = plan(observed(s2, p.status, jobs, {old: dep(old, 2), new: stuck}), SETTINGS, NOW)
+    assert not [e for e in again.events if e.reason == "RevisionStalled"]  # said once
+    up = {old: dep(old, 2), new: dep(new, 1, replicas=1)}
+    well = plan(observed(s2, again.status, jobs, up), SETTINGS, NOW)
+    assert cond(well, "Progressing") == "True" and well.status.message is None
+
+
+@pytest.mark.parametrize(
+    ("conditions", "said"),
+    [
+        # What the Deployment controller writes after progressDeadlineSeconds.
+        (
+            [
+                {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"},
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                 "message": 'ReplicaSet "p-1" has timed out progressing.'},
+            ],
+            'ProgressDeadlineExceeded: ReplicaSet "p-1" has timed out progressing.',
+        ),
+        # Pods that cannot be created at all (a ResourceQuota).
+        (
+            [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+              "message": 'pods "p-1-x" is forbidden: exceeded quota: compute'}],
+            'FailedCreate: pods "p-1-x" is forbidden: exceeded quota: compute',
+        ),
+        ([{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}], ""),
+    ],
+)  # fmt: skip
+def test_a_deployment_the_controller_gave_up_on_says_why(
+    conditions: list[dict[str, str]], said: str
+) -> None:
+    from knn_operator.observe import deployment_state
+
+    body = {
+        "metadata": {"name": "p-1", "generation": 1, "labels": {api.LABEL_VERSION: "v1"}},
+        "spec": {"replicas": 1},
+        "status": {"observedGeneration": 1, "conditions": conditions},
+    }
+    assert deployment_state(body).stalled == said

@@ -48,10 +48,26 @@ def _phase(obs: Observed, serving: Serving, stable_ok: bool) -> Phase:
     return "Serving"
 
 
-def _progressing(serving: Serving) -> tuple[bool, str, str]:
+def stalled(obs: Observed, serving: Serving) -> str | None:
+    """Why the revision being rolled out (a canary, or the first revision) cannot become
+    available, as its Deployment says; None while it progresses."""
+    o = serving.outcome
+    rev = o.canary if o.canary is not None else serving.target_revision.revision
+    if rev == o.stable or o.rolled_back is not None:
+        return None
+    dep = obs.deployments.get(rev)
+    if dep is None or not dep.stalled or dep.is_available:
+        return None
+    return f"revision {rev} cannot become available: Deployment {dep.name} {dep.stalled}"
+
+
+def _progressing(obs: Observed, serving: Serving) -> tuple[bool, str, str]:
     o, rev = serving.outcome, serving.target_revision.revision
     if o.rolled_back is not None:
         return False, names.REASON_ROLLED_BACK, o.rolled_back.message
+    why = stalled(obs, serving)
+    if why is not None:
+        return False, names.REASON_REVISION_STALLED, why
     if o.state is not None and o.state.paused_reason:
         return True, names.REASON_PAUSED, o.state.paused_reason
     if o.canary is not None:
@@ -90,7 +106,10 @@ def _conditions(
         now,
     )
     conds = _serving_spec_condition(conds, old.conditions, serving.verdict, gen, now, out)
-    progressing, why, message = _progressing(serving)
+    progressing, why, message = _progressing(obs, serving)
+    before = next((c for c in old.conditions if c.type == cond_names.CONDITION_PROGRESSING), None)
+    if why == names.REASON_REVISION_STALLED and (before is None or before.message != message):
+        out.events.append(Event("Warning", names.REASON_REVISION_STALLED, message))
     conds = set_condition(
         conds, cond_names.CONDITION_PROGRESSING, progressing, why, message, gen, now
     )
@@ -189,6 +208,9 @@ def _message(obs: Observed, serving: Serving, stable: RevisionRecord | None) -> 
         return serving.verdict.message + keeps
     if target.outcome in ("Failed", "Building") and target.message:
         return target.message
+    why = stalled(obs, serving)
+    if why is not None:
+        return why
     waiting = o.stable is not None and o.canary is None and serving.target_ready
     if waiting and serving.target_revision.revision != o.stable and route_blocked(obs):
         return router_unavailable(obs)
