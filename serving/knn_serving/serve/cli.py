@@ -155,6 +155,14 @@ def parser() -> argparse.ArgumentParser:
         help="sampled queries waiting for their check; more are dropped and counted "
         "(default %(default)s)",
     )
+    p.add_argument(
+        "--http",
+        default="uvicorn",
+        choices=["uvicorn", "direct", "granian"],
+        help="HTTP front: uvicorn (httptools); direct (uvicorn, with the query routes "
+        "answered by its protocol without the ASGI stack); granian (Rust, hyper); "
+        "default %(default)s",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -265,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             return 3
         return 0
     settings = _settings(args)
+    if args.http == "granian" and args.workers > 1:
+        raise SystemExit("knn-serve: error: --http granian serves with --workers 1 only")
     # *_created series double the series count and no query here uses them.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     common = dict(
@@ -274,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=args.drain_seconds,
         access_log=False,
         server_header=False,
+        http="knn_serving.serve.front:DirectProtocol" if args.http == "direct" else "httptools",
     )
     # uvicorn drains on SIGTERM, then re-raises the signal under the handler that
     # was there before it started: the default one would kill a cleanly drained
@@ -282,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     # the finally of _multiproc_dir still runs.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     if args.workers == 1:
+        if args.http == "granian":
+            from .granian import serve as serve_granian
+
+            serve_granian(create_app(settings), args.host, args.port, args.drain_seconds, args.log_level)
+            return 0
         uvicorn.run(create_app(settings), **common)
         return 0
     os.environ[LOG_LEVEL_ENV] = args.log_level
