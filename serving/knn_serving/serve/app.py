@@ -11,7 +11,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -577,7 +577,7 @@ class QueryFastPath:
 async def fast_answer(
     state: State,
     handler: Handler,
-    headers: list[tuple[bytes, bytes]],
+    headers: Iterable[tuple[bytes, bytes]],
     query_string: bytes,
     receive: Receive,
 ) -> tuple[int, bytes] | None:

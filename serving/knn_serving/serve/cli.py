@@ -158,10 +158,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--http",
         default="uvicorn",
-        choices=["uvicorn", "direct", "granian"],
-        help="HTTP front: uvicorn (httptools); direct (uvicorn, with the query routes "
-        "answered by its protocol without the ASGI stack); granian (Rust, hyper); "
-        "default %(default)s",
+        choices=["uvicorn", "direct"],
+        help="HTTP front: uvicorn (httptools, every route through the ASGI app) or direct "
+        "(uvicorn's protocol answers POST /v1/query and /v1/assign itself, the other "
+        "routes go to the ASGI app; same answers, less CPU per query); default %(default)s",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
@@ -273,8 +273,6 @@ def main(argv: list[str] | None = None) -> int:
             return 3
         return 0
     settings = _settings(args)
-    if args.http == "granian" and args.workers > 1:
-        raise SystemExit("knn-serve: error: --http granian serves with --workers 1 only")
     # *_created series double the series count and no query here uses them.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     common = dict(
@@ -284,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=args.drain_seconds,
         access_log=False,
         server_header=False,
-        http="knn_serving.serve.front:DirectProtocol" if args.http == "direct" else "httptools",
+        http="knn_serving.serve.front:DirectProtocol" if args.http == "direct" else "auto",
     )
     # uvicorn drains on SIGTERM, then re-raises the signal under the handler that
     # was there before it started: the default one would kill a cleanly drained
@@ -293,11 +291,6 @@ def main(argv: list[str] | None = None) -> int:
     # the finally of _multiproc_dir still runs.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     if args.workers == 1:
-        if args.http == "granian":
-            from .granian import serve as serve_granian
-
-            serve_granian(create_app(settings), args.host, args.port, args.drain_seconds, args.log_level)
-            return 0
         uvicorn.run(create_app(settings), **common)
         return 0
     os.environ[LOG_LEVEL_ENV] = args.log_level
