@@ -42,6 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 __all__ = [
+    "HTTP_FRONTS",
     "KNN_BUILD",
     "KNN_SERVE",
     "LOOPBACK",
@@ -57,6 +58,7 @@ __all__ = [
     "build_artifact",
     "build_kmeans_artifact",
     "child_processes",
+    "front_args",
     "metric_samples",
     "prometheus",
     "promtool_check_metrics",
@@ -64,6 +66,15 @@ __all__ = [
     "serve",
     "serve_model",
 ]
+
+# `knn-serve --http` fronts that must answer alike: the suites that pin client-visible
+# behaviour (bad input, fuzz, k-means routes) run against each (`front_args`).
+HTTP_FRONTS = ("uvicorn", "direct")
+
+
+def front_args(front: str) -> list[str]:
+    return ["--http", front]
+
 
 # Default identity labels the tests pass to knn-serve.
 INDEX_NAME = "test-index"

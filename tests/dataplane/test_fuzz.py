@@ -32,13 +32,15 @@ EXAMPLES_PER_OPERATION = 150
 RAW_BODIES, RAW_SECONDS = 2000, 120.0
 
 
-@pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sv.KnnServe]:
+@pytest.fixture(scope="module", params=sv.HTTP_FRONTS)
+def fuzz_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[sv.KnnServe]:
     tmp = tmp_path_factory.mktemp("fuzz")
     data = np.random.default_rng(41).standard_normal((COUNT, DIM), dtype=np.float32)
     art = sv.build_artifact(tmp, data, "cosine", probe_queries=50, k=5)
     args = ["--max-body-bytes", str(MAX_BODY), "--max-batch", str(MAX_BATCH)]
-    args += ["--max-ef", str(MAX_EF)]
+    args += ["--max-ef", str(MAX_EF), *sv.front_args(request.param)]
     with sv.serve(art.directory, tmp / "logs", args=args) as server:
         yield server
         server.child.check_running()

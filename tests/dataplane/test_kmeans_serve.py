@@ -61,10 +61,12 @@ def fresh(m: Model, n: int, *, seed: int, only: list[int] | None = None) -> npt.
     return out
 
 
-@pytest.fixture(scope="module")
-def server(model: Model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[sv.ModelServe]:
+@pytest.fixture(scope="module", params=sv.HTTP_FRONTS)
+def server(
+    request: pytest.FixtureRequest, model: Model, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[sv.ModelServe]:
     logs = tmp_path_factory.mktemp("kmeans-serve-logs")
-    with sv.serve_model(model.art.directory, logs) as s:
+    with sv.serve_model(model.art.directory, logs, args=sv.front_args(request.param)) as s:
         yield s
 
 
@@ -296,14 +298,18 @@ class Pair:
     assign: httpx.Client  # a model server, same dimension and limits
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=sv.HTTP_FRONTS)
 def pair(
-    model: Model, index: sv.Artifact, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    model: Model,
+    index: sv.Artifact,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pair]:
     logs = tmp_path_factory.mktemp("kmeans-bad-logs")
+    args = [*bad.LIMITS, *sv.front_args(request.param)]
     with (
-        sv.serve(index.directory, logs / "q", args=bad.LIMITS) as q,
-        sv.serve_model(model.art.directory, logs / "a", args=bad.LIMITS) as a,
+        sv.serve(index.directory, logs / "q", args=args) as q,
+        sv.serve_model(model.art.directory, logs / "a", args=args) as a,
         q.client() as qc,
         a.client() as ac,
     ):

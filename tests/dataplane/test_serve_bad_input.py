@@ -236,12 +236,15 @@ class Limited:
     client: httpx.Client
 
 
-@pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
+@pytest.fixture(scope="module", params=sv.HTTP_FRONTS)
+def limited(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Limited]:
     tmp = tmp_path_factory.mktemp("bad-input")
     data = np.random.default_rng(11).standard_normal((COUNT, DIM), dtype=np.float32)
     art = sv.build_artifact(tmp, data, "l2", probe_queries=100)
-    with sv.serve(art.directory, tmp / "logs", args=LIMITS) as server, server.client() as c:
+    args = [*LIMITS, *sv.front_args(request.param)]
+    with sv.serve(art.directory, tmp / "logs", args=args) as server, server.client() as c:
         yield Limited(server, c)
 
 

@@ -11,7 +11,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -562,30 +562,12 @@ class QueryFastPath:
         if handler is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
-        content_type: str | None = None
-        declared = -1
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value.decode("latin-1")
-            elif name == b"content-length" and value.isdigit():
-                declared = int(value)
-        limit = self.state.settings.max_body_bytes
-        if declared > limit:
-            status, payload = 413, _too_large(declared, limit)
-            self.state.metrics.count(413)
-        else:
-            try:
-                body, size = await _read_body(receive, limit)
-            except _ClientGoneError:
-                return  # nobody to answer, and a partial body is no request
-            if body is None:
-                status, payload = 413, _too_large(size, limit)
-                self.state.metrics.count(413)
-            else:
-                status, payload = await handler(
-                    self.state, content_type, body, scope["query_string"], start
-                )
+        answer = await fast_answer(
+            self.state, handler, scope["headers"], scope["query_string"], receive
+        )
+        if answer is None:
+            return  # nobody to answer, and a partial body is no request
+        status, payload = answer
         await send(
             {
                 "type": "http.response.start",
@@ -597,6 +579,37 @@ class QueryFastPath:
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+async def fast_answer(
+    state: State,
+    handler: Handler,
+    headers: Iterable[tuple[bytes, bytes]],
+    query_string: bytes,
+    receive: Receive,
+) -> tuple[int, bytes] | None:
+    """(status, JSON body) of one POST to a FAST_ROUTES path, or None if the client
+    left before sending its whole body. Reads the body through `receive`."""
+    start = time.perf_counter()
+    content_type: str | None = None
+    declared = -1
+    for name, value in headers:
+        if name == b"content-type":
+            content_type = value.decode("latin-1")
+        elif name == b"content-length" and value.isdigit():
+            declared = int(value)
+    limit = state.settings.max_body_bytes
+    if declared > limit:
+        state.metrics.count(413)
+        return 413, _too_large(declared, limit)
+    try:
+        body, size = await _read_body(receive, limit)
+    except _ClientGoneError:
+        return None
+    if body is None:
+        state.metrics.count(413)
+        return 413, _too_large(size, limit)
+    return await handler(state, content_type, body, query_string, start)
 
 
 Handler = Callable[[State, str | None, bytes, bytes, float], Awaitable[tuple[int, bytes]]]

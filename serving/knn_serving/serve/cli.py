@@ -155,6 +155,14 @@ def parser() -> argparse.ArgumentParser:
         help="sampled queries waiting for their check; more are dropped and counted "
         "(default %(default)s)",
     )
+    p.add_argument(
+        "--http",
+        default="uvicorn",
+        choices=["uvicorn", "direct"],
+        help="HTTP front: uvicorn (httptools, every route through the ASGI app) or direct "
+        "(uvicorn's protocol answers POST /v1/query and /v1/assign itself, the other "
+        "routes go to the ASGI app; same answers, less CPU per query); default %(default)s",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -274,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=args.drain_seconds,
         access_log=False,
         server_header=False,
+        http="knn_serving.serve.front:DirectProtocol" if args.http == "direct" else "auto",
     )
     # uvicorn drains on SIGTERM, then re-raises the signal under the handler that
     # was there before it started: the default one would kill a cleanly drained
