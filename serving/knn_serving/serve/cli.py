@@ -157,11 +157,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--http",
-        default="uvicorn",
+        default="direct",
         choices=["uvicorn", "direct"],
-        help="HTTP front: uvicorn (httptools, every route through the ASGI app) or direct "
-        "(uvicorn's protocol answers POST /v1/query and /v1/assign itself, the other "
-        "routes go to the ASGI app; same answers, less CPU per query); default %(default)s",
+        help="HTTP front: direct (uvicorn's protocol answers POST /v1/query and /v1/assign "
+        "itself, every other route goes to the ASGI app: the same answers for 0.88x the CPU "
+        "per query, docs/benchmarks.md) or uvicorn (every route through the ASGI app); "
+        "default %(default)s",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
