@@ -78,6 +78,20 @@ def events(kubectl: Kubectl, ns: str, reason: str) -> list[dict[str, Any]]:
     return [e for e in ops.events(kubectl, ns, NAME) if e["reason"] == reason]
 
 
+def assert_drift_rebuild(
+    status: dict[str, Any], scraped: float, threshold: float, stable: str
+) -> None:
+    """The trigger the status records: a drift rebuild at the value Prometheus holds,
+    after the whole hold above the threshold, building a new version beside the stable."""
+    last = status["lastRebuild"]
+    assert last["reason"] == "Drift" and last["value"] > threshold
+    assert abs(last["value"] - scraped) < 0.05 * scraped
+    held = seconds(status["drift"]["aboveSince"], last["at"])
+    assert held >= HOLD_SECONDS, f"rebuilt after {held}s above the threshold"
+    assert status["targetVersion"] == last["version"] != stable
+    assert status["stableVersion"] == stable
+
+
 def seconds(a: str, b: str) -> float:
     ta, tb = parse_iso(a), parse_iso(b)
     assert ta is not None and tb is not None
@@ -208,11 +222,7 @@ def test_drift_held_above_the_threshold_starts_a_rebuild_and_an_unshifted_stream
         f"{last['value']:.3f}, Prometheus {scraped:.3f}; threshold {THRESHOLD}"
     )
     assert calm["drift"]["value"] < 1.3
-    assert last["reason"] == "Drift" and last["value"] > THRESHOLD
-    assert abs(last["value"] - scraped) < 0.05 * scraped
-    held = seconds(status["drift"]["aboveSince"], last["at"])
-    assert held >= HOLD_SECONDS, f"rebuilt after {held}s above the threshold"
-    assert status["targetVersion"] == last["version"] != v1
+    assert_drift_rebuild(status, scraped, THRESHOLD, v1)
     assert ops.get(kubectl, "job", f"{NAME}-build-{last['version']}", namespace) is not None
     [detected] = events(kubectl, namespace, "DriftDetected")
     assert detected["type"] == "Warning"
@@ -397,11 +407,7 @@ def test_a_cluster_model_retrains_when_its_live_assignments_drift(
         f"{last['value']:.3f}, Prometheus {scraped:.3f}; threshold {PSI_THRESHOLD}"
     )
     assert calm["drift"]["value"] < 0.05
-    assert last["reason"] == "Drift" and last["value"] > PSI_THRESHOLD
-    assert abs(last["value"] - scraped) < 0.05 * scraped
-    held = seconds(status["drift"]["aboveSince"], last["at"])
-    assert held >= HOLD_SECONDS, f"retrained after {held}s above the threshold"
-    assert status["targetVersion"] == last["version"] != v1 and status["stableVersion"] == v1
+    assert_drift_rebuild(status, scraped, PSI_THRESHOLD, v1)
     job = ops.get(kubectl, "job", f"{MODEL}-build-{last['version']}", namespace)
     assert job is not None
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]

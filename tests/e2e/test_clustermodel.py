@@ -71,6 +71,22 @@ def _spec(clusters: int, **rollout: Any) -> dict[str, Any]:
     }
 
 
+def _judged_by(**thresholds: float) -> dict[str, Any]:
+    """A canary at 50% for 10 s, judged every 4 s by the cluster's Prometheus; the
+    first failed run rolls it back."""
+    return {
+        "steps": [{"setWeight": 50}, {"pause": {"duration": "10s"}}],
+        "analysis": {
+            "prometheus": {"address": PROMETHEUS_IN_CLUSTER, "timeout": "2s"},
+            "interval": "4s",
+            "scrapeInterval": "2s",
+            "failureLimit": 0,
+            "inconclusiveLimit": 30,
+            "thresholds": thresholds,
+        },
+    }
+
+
 @pytest.fixture(scope="module")
 def model(cluster: Cluster, kubectl: Kubectl) -> Iterator[np.ndarray[Any, Any]]:
     """The example's namespace and claim, the blobs, and a ClusterModel serving k=6;
@@ -127,17 +143,7 @@ def test_a_canary_whose_inertia_regresses_is_rolled_back(
     kubectl: Kubectl, model: np.ndarray[Any, Any]
 ) -> None:
     before = _status(kubectl)
-    rollout = {
-        "steps": [{"setWeight": 50}, {"pause": {"duration": "10s"}}],
-        "analysis": {
-            "prometheus": {"address": PROMETHEUS_IN_CLUSTER, "timeout": "2s"},
-            "interval": "4s",
-            "scrapeInterval": "2s",
-            "failureLimit": 0,
-            "inconclusiveLimit": 30,
-            "thresholds": {"maxInertiaRatio": 1.2},
-        },
-    }
+    rollout = _judged_by(maxInertiaRatio=1.2)
     patch = {"spec": _spec(2, **rollout)}
     kubectl.run("-n", NS, "patch", "clm", NAME, "--type=merge", "-p", json.dumps(patch))
     rolled = _wait(kubectl, "the k=2 canary rolled back", lambda s: s.get("rolledBack"))
@@ -163,17 +169,7 @@ def test_a_canary_that_splits_real_clusters_is_rolled_back_on_its_silhouette(
     centroids than the stable's (inertia ratio below 1, a pass), but the halves of a
     blob are not apart (silhouette near 0): minProbeSilhouette rolls it back."""
     before = _status(kubectl)
-    rollout = {
-        "steps": [{"setWeight": 50}, {"pause": {"duration": "10s"}}],
-        "analysis": {
-            "prometheus": {"address": PROMETHEUS_IN_CLUSTER, "timeout": "2s"},
-            "interval": "4s",
-            "scrapeInterval": "2s",
-            "failureLimit": 0,
-            "inconclusiveLimit": 30,
-            "thresholds": {"maxInertiaRatio": 1.2, "minProbeSilhouette": 0.5},
-        },
-    }
+    rollout = _judged_by(maxInertiaRatio=1.2, minProbeSilhouette=0.5)
     earlier = (before.get("rolledBack") or {}).get("revision")
     patch = {"spec": _spec(2 * BLOBS, **rollout)}
     kubectl.run("-n", NS, "patch", "clm", NAME, "--type=merge", "-p", json.dumps(patch))
