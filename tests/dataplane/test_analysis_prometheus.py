@@ -311,6 +311,7 @@ def test_every_check_renders_promql_that_prometheus_evaluates(stack: Stack) -> N
         # A ClusterModel's checks: valid PromQL, no series for an index (Inconclusive).
         maxProbeInertia=1,
         maxInertiaRatio=1,
+        minProbeSilhouette=0.1,
     )
     checks = checks_for(a, stack.canary_rev, stack.stable_rev, PROBE_INTERVAL)
     assert [c.name for c in checks] == list(names.BUILTIN_CHECKS)
