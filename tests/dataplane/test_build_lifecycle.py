@@ -291,7 +291,16 @@ def test_interrupt_is_not_reported_as_an_internal_error(tmp_path: Path) -> None:
         "--ef-construction", "100", "--probe-queries", "200", "--min-recall", "0.5",
         "--summary-file", str(summary_file), "--out", str(tmp_path / "out"),
     ]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal delivers it: a test run started in the background by a
+    # non-interactive shell inherits SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler in the child.
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         assert proc.stderr is not None
         seen = [proc.stderr.readline()]
