@@ -153,12 +153,12 @@ def condition(obj: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | 
     return None
 
 
-def events(kubectl: Kubectl, namespace: str, name: str) -> list[Obj]:
-    """Events whose involved object is the KnnIndex ``name``."""
+def events(kubectl: Kubectl, namespace: str, name: str, kind: str = "KnnIndex") -> list[Obj]:
+    """Events whose involved object is the ``kind`` (KnnIndex, ClusterModel) ``name``."""
     return [
         e
         for e in items(kubectl, "events", namespace)
-        if e["involvedObject"].get("kind") == "KnnIndex" and e["involvedObject"]["name"] == name
+        if e["involvedObject"].get("kind") == kind and e["involvedObject"]["name"] == name
     ]
 
 
@@ -478,8 +478,9 @@ def expected_version(spec: Mapping[str, Any]) -> str:
     return version_of(KnnIndexSpec.model_validate(merge(MINIMAL_SPEC, spec)))
 
 
-def status_of(kubectl: Kubectl, namespace: str, name: str) -> Obj:
-    return dict((get(kubectl, "knn", name, namespace) or {}).get("status") or {})
+def status_of(kubectl: Kubectl, namespace: str, name: str, resource: str = "knn") -> Obj:
+    """The status of the KnnIndex (or, with resource "clm", the ClusterModel) ``name``."""
+    return dict((get(kubectl, resource, name, namespace) or {}).get("status") or {})
 
 
 def wait_phase(

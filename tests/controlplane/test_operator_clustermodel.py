@@ -237,7 +237,7 @@ def trained(version: str, clusters: int, silhouette: float) -> BuildSummary:
 
 
 def _status(kubectl: Kubectl, ns: str, name: str) -> Spec:
-    return dict((ops.get(kubectl, "clm", name, ns) or {}).get("status") or {})
+    return ops.status_of(kubectl, ns, name, "clm")
 
 
 def _status_when(
@@ -267,11 +267,7 @@ def _flag(command: list[str], flag: str) -> str | None:
 
 
 def _clm_events(kubectl: Kubectl, ns: str, name: str) -> set[str]:
-    return {
-        e["reason"]
-        for e in ops.items(kubectl, "events", ns)
-        if e["involvedObject"].get("kind") == "ClusterModel" and e["involvedObject"]["name"] == name
-    }
+    return {e["reason"] for e in ops.events(kubectl, ns, name, "ClusterModel")}
 
 
 def _train_and_serve(

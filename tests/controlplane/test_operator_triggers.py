@@ -11,6 +11,7 @@ Needs the control-plane tools and Debian's `prometheus`; fails, never skips.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,17 +66,19 @@ def build(kubectl: Kubectl, ns: str, version: str, tmp_path: Path, op: ops.Opera
 
 
 def wait_status(kubectl: Kubectl, ns: str, op: ops.OperatorProcess, what: str, check: Any,
-                timeout: float = 60) -> dict[str, Any]:  # fmt: skip
+                timeout: float = 60, *, resource: str = "knn",
+                name: str = NAME) -> dict[str, Any]:  # fmt: skip
     return ops.wait_for(
         what,
-        lambda: s if check(s := ops.status_of(kubectl, ns, NAME)) else None,
+        lambda: s if check(s := ops.status_of(kubectl, ns, name, resource)) else None,
         timeout=timeout,
         diagnostics=op.log_tail,
     )
 
 
-def events(kubectl: Kubectl, ns: str, reason: str) -> list[dict[str, Any]]:
-    return [e for e in ops.events(kubectl, ns, NAME) if e["reason"] == reason]
+def events(kubectl: Kubectl, ns: str, reason: str, *, kind: str = "KnnIndex",
+           name: str = NAME) -> list[dict[str, Any]]:  # fmt: skip
+    return [e for e in ops.events(kubectl, ns, name, kind) if e["reason"] == reason]
 
 
 def assert_drift_rebuild(
@@ -280,28 +283,10 @@ def model_spec(tmp_path: Path, rebuild: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def model_status(kubectl: Kubectl, ns: str) -> dict[str, Any]:
-    return dict((ops.get(kubectl, "clm", MODEL, ns) or {}).get("status") or {})
-
-
-def wait_model(kubectl: Kubectl, ns: str, op: ops.OperatorProcess, what: str, check: Any,
-               timeout: float = 60) -> dict[str, Any]:  # fmt: skip
-    return ops.wait_for(
-        what,
-        lambda: s if check(s := model_status(kubectl, ns)) else None,
-        timeout=timeout,
-        diagnostics=op.log_tail,
-    )
-
-
-def model_events(kubectl: Kubectl, ns: str, reason: str) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in ops.items(kubectl, "events", ns)
-        if e["involvedObject"].get("kind") == "ClusterModel"
-        and e["involvedObject"]["name"] == MODEL
-        and e["reason"] == reason
-    ]
+# The model's status and Events, read as the index's are.
+model_status = functools.partial(ops.status_of, name=MODEL, resource="clm")
+wait_model = functools.partial(wait_status, resource="clm", name=MODEL)
+model_events = functools.partial(events, kind="ClusterModel", name=MODEL)
 
 
 def apply_model(kubectl: Kubectl, ns: str, spec: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from knn_devtools.cluster import Cluster, ClusterConfig
-from knn_devtools.incluster import IMAGE_UID, data_dir
+from knn_devtools.incluster import IMAGE_UID, PROMETHEUS_IN_CLUSTER, data_dir
 from knn_devtools.kubectl import Kubectl
 from knn_devtools.synthetic import clustered
 
@@ -146,3 +146,19 @@ def kubectl_knn(kubectl: Kubectl, *args: str) -> str:
         [str(KUBECTL_KNN), *args], capture_output=True, text=True, env=env, timeout=60, check=True
     )
     return done.stdout
+
+
+def judged_rollout(**thresholds: float) -> dict[str, Any]:
+    """`spec.rollout` of a canary at 50% for 10 s, judged every 4 s on `thresholds` by
+    the cluster's Prometheus; the first failed run rolls it back."""
+    return {
+        "steps": [{"setWeight": 50}, {"pause": {"duration": "10s"}}],
+        "analysis": {
+            "prometheus": {"address": PROMETHEUS_IN_CLUSTER, "timeout": "2s"},
+            "interval": "4s",
+            "scrapeInterval": "2s",
+            "failureLimit": 0,
+            "inconclusiveLimit": 30,
+            "thresholds": thresholds,
+        },
+    }

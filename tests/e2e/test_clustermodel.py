@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import yaml
 from knn_devtools.cluster import Cluster
-from knn_devtools.incluster import IMAGE_UID, PROMETHEUS_IN_CLUSTER, data_dir
+from knn_devtools.incluster import IMAGE_UID, data_dir
 from knn_devtools.kubectl import Kubectl
 from knn_devtools.tools import REPO_ROOT
 
 if TYPE_CHECKING:
-    from tests.e2e.e2e_support import kubectl_knn, wait_for, write_products_dataset
+    from tests.e2e.e2e_support import judged_rollout, kubectl_knn, wait_for, write_products_dataset
 else:
-    from e2e_support import kubectl_knn, wait_for, write_products_dataset
+    from e2e_support import judged_rollout, kubectl_knn, wait_for, write_products_dataset
 
 NAME, NS = "blobs", "demo"
 EXAMPLE_NAME = "segments"  # examples/local-cluster/segments.yaml
@@ -68,22 +68,6 @@ def _spec(clusters: int, **rollout: Any) -> dict[str, Any]:
         "storage": {"uri": "pvc://knn-data/artifacts/blobs"},
         "serving": {"replicas": 1, "probeIntervalSeconds": 2},
         "rollout": rollout,
-    }
-
-
-def _judged_by(**thresholds: float) -> dict[str, Any]:
-    """A canary at 50% for 10 s, judged every 4 s by the cluster's Prometheus; the
-    first failed run rolls it back."""
-    return {
-        "steps": [{"setWeight": 50}, {"pause": {"duration": "10s"}}],
-        "analysis": {
-            "prometheus": {"address": PROMETHEUS_IN_CLUSTER, "timeout": "2s"},
-            "interval": "4s",
-            "scrapeInterval": "2s",
-            "failureLimit": 0,
-            "inconclusiveLimit": 30,
-            "thresholds": thresholds,
-        },
     }
 
 
@@ -143,7 +127,7 @@ def test_a_canary_whose_inertia_regresses_is_rolled_back(
     kubectl: Kubectl, model: np.ndarray[Any, Any]
 ) -> None:
     before = _status(kubectl)
-    rollout = _judged_by(maxInertiaRatio=1.2)
+    rollout = judged_rollout(maxInertiaRatio=1.2)
     patch = {"spec": _spec(2, **rollout)}
     kubectl.run("-n", NS, "patch", "clm", NAME, "--type=merge", "-p", json.dumps(patch))
     rolled = _wait(kubectl, "the k=2 canary rolled back", lambda s: s.get("rolledBack"))
@@ -169,7 +153,7 @@ def test_a_canary_that_splits_real_clusters_is_rolled_back_on_its_silhouette(
     centroids than the stable's (inertia ratio below 1, a pass), but the halves of a
     blob are not apart (silhouette near 0): minProbeSilhouette rolls it back."""
     before = _status(kubectl)
-    rollout = _judged_by(maxInertiaRatio=1.2, minProbeSilhouette=0.5)
+    rollout = judged_rollout(maxInertiaRatio=1.2, minProbeSilhouette=0.5)
     earlier = (before.get("rolledBack") or {}).get("revision")
     patch = {"spec": _spec(2 * BLOBS, **rollout)}
     kubectl.run("-n", NS, "patch", "clm", NAME, "--type=merge", "-p", json.dumps(patch))

@@ -19,15 +19,21 @@ import numpy as np
 import pytest
 import yaml
 from knn_devtools.cluster import Cluster
-from knn_devtools.incluster import IMAGE_UID, PROMETHEUS_IN_CLUSTER, data_dir
+from knn_devtools.incluster import IMAGE_UID, data_dir
 from knn_devtools.kubectl import Kubectl
 from knn_devtools.synthetic import clustered
 from knn_devtools.tools import REPO_ROOT
 
 if TYPE_CHECKING:
-    from tests.e2e.e2e_support import index_status, kubectl_knn, wait_for, wait_index
+    from tests.e2e.e2e_support import (
+        index_status,
+        judged_rollout,
+        kubectl_knn,
+        wait_for,
+        wait_index,
+    )
 else:
-    from e2e_support import index_status, kubectl_knn, wait_for, wait_index
+    from e2e_support import index_status, judged_rollout, kubectl_knn, wait_for, wait_index
 
 NAME, NS = "catalog", "demo"
 EXAMPLE = REPO_ROOT / "examples" / "local-cluster" / "products.yaml"
@@ -124,17 +130,7 @@ def _recorded(status: dict[str, Any], ef: int) -> float:
 def _rollout(kubectl: Kubectl, ef: int, min_recall: float, **thresholds: float) -> None:
     patch = {
         "hnsw": {"efSearch": ef},
-        "rollout": {
-            "steps": [{"setWeight": 50}, {"pause": {"duration": "10s"}}],
-            "analysis": {
-                "prometheus": {"address": PROMETHEUS_IN_CLUSTER, "timeout": "2s"},
-                "interval": "4s",
-                "scrapeInterval": "2s",
-                "failureLimit": 0,
-                "inconclusiveLimit": 30,
-                "thresholds": {"minRecall": min_recall, **thresholds},
-            },
-        },
+        "rollout": judged_rollout(minRecall=min_recall, **thresholds),
     }
     kubectl.run("-n", NS, "patch", "knn", NAME, "--type=merge", "-p", json.dumps({"spec": patch}))
 
